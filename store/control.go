@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrWrongState: the deployment is not in a state that allows the request.
+var ErrWrongState = errors.New("not allowed in the deployment's current state")
+
+// ErrApprovalRefused: what was planned no longer matches the intent.
+var ErrApprovalRefused = errors.New("approval refused")
+
+// RequestCancel cancels a deployment. One that has not started (queued, or
+// parked for approval) ends at once; a running one gets a cancel request that
+// its agent acts on (SIGINT to terraform, then the process group is killed).
+func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
+	var out Deployment
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		d, err := lockDeployment(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		switch d.Status {
+		case StatusQueued, StatusAwaitingApproval:
+			msg := fmt.Sprintf("cancelled by %s before %s", by, map[Status]string{StatusQueued: "it started", StatusAwaitingApproval: "approval"}[d.Status])
+			if _, err := tx.Exec(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'cancelled', error = $2,
+    cancel_requested_at = now(), cancel_requested_by = $3, finished_at = now() WHERE id = $1`, id, msg, by); err != nil {
+				return err
+			}
+			if err := appendAgentLine(ctx, tx, id, msg); err != nil {
+				return err
+			}
+		case StatusInProgress:
+			if _, err := tx.Exec(ctx, `UPDATE deployments SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+    cancel_requested_by = coalesce(cancel_requested_by, $2) WHERE id = $1`, id, by); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("deployment %s is already %s: %w", id, d.Status, ErrWrongState)
+		}
+		out, err = getDeploymentTx(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return Deployment{}, fmt.Errorf("cancelling deployment %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Approve lets the agent that planned a deployment apply exactly that plan.
+// It is refused — and the deployment ends failed — when the config changed
+// since the plan was made: the plan no longer says what the intent says.
+func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
+	var out Deployment
+	var refused error
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		d, err := lockDeployment(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if d.Status != StatusAwaitingApproval {
+			return fmt.Errorf("deployment %s is %s, not awaiting approval: %w", id, d.Status, ErrWrongState)
+		}
+		if d.ApprovedAt != nil {
+			out = d
+			return nil // approving twice is harmless
+		}
+		var current int
+		if err := tx.QueryRow(ctx, `SELECT version FROM configs WHERE id = $1`, d.ConfigID).Scan(&current); err != nil {
+			return fmt.Errorf("reading config version: %w", err)
+		}
+		if d.ConfigVersion != nil && *d.ConfigVersion != current {
+			msg := fmt.Sprintf("approval refused: the config changed from v%d to v%d since this plan was made; queue a new deployment", *d.ConfigVersion, current)
+			if _, err := tx.Exec(ctx, `UPDATE deployments SET status = 'failed', error_kind = 'approval_refused', error = $2,
+    finished_at = now() WHERE id = $1`, id, msg); err != nil {
+				return err
+			}
+			if err := appendAgentLine(ctx, tx, id, msg); err != nil {
+				return err
+			}
+			refused = fmt.Errorf("%s: %w", msg, ErrApprovalRefused)
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE deployments SET approved_at = now(), approved_by = $2 WHERE id = $1`, id, by); err != nil {
+			return err
+		}
+		if err := appendAgentLine(ctx, tx, id, "approved by "+by); err != nil {
+			return err
+		}
+		out, err = getDeploymentTx(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return Deployment{}, fmt.Errorf("approving deployment %s: %w", id, err)
+	}
+	if refused != nil {
+		return Deployment{}, refused
+	}
+	return out, nil
+}
+
+// Reject ends a deployment awaiting approval without applying it.
+func (s *Store) Reject(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
+	var out Deployment
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		d, err := lockDeployment(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if d.Status != StatusAwaitingApproval || d.ApprovedAt != nil {
+			return fmt.Errorf("deployment %s is %s, not awaiting approval: %w", id, d.Status, ErrWrongState)
+		}
+		msg := "rejected by " + by
+		if _, err := tx.Exec(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'rejected', error = $2,
+    rejected_at = now(), finished_at = now() WHERE id = $1`, id, msg); err != nil {
+			return err
+		}
+		if err := appendAgentLine(ctx, tx, id, msg); err != nil {
+			return err
+		}
+		out, err = getDeploymentTx(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return Deployment{}, fmt.Errorf("rejecting deployment %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func lockDeployment(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Deployment, error) {
+	rows, err := tx.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments WHERE id = $1 FOR UPDATE`, id)
+	if err != nil {
+		return Deployment{}, err
+	}
+	return collectDeployment(rows, "deployment "+id.String())
+}
+
+func getDeploymentTx(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Deployment, error) {
+	rows, err := tx.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments WHERE id = $1`, id)
+	if err != nil {
+		return Deployment{}, err
+	}
+	return collectDeployment(rows, "deployment "+id.String())
+}

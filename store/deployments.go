@@ -1,0 +1,400 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Status of a deployment. The database's CHECK constraint holds the same list.
+type Status string
+
+const (
+	StatusQueued           Status = "queued"
+	StatusInProgress       Status = "in_progress"
+	StatusAwaitingApproval Status = "awaiting_approval"
+	StatusSucceeded        Status = "succeeded"
+	StatusFailed           Status = "failed"
+	StatusCancelled        Status = "cancelled"
+)
+
+// Final reports whether the status is an end state.
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
+
+// Action is what a deployment does.
+type Action string
+
+const (
+	ActionPlan    Action = "plan"
+	ActionApply   Action = "apply"
+	ActionDestroy Action = "destroy"
+	// ActionDrift re-plans the last applied commit and reports drift; never applies.
+	ActionDrift Action = "drift"
+)
+
+// ParseAction checks a user-supplied action.
+func ParseAction(s string) (Action, error) {
+	switch a := Action(s); a {
+	case ActionPlan, ActionApply, ActionDestroy:
+		return a, nil
+	case "":
+		return ActionApply, nil
+	}
+	return "", fmt.Errorf("action %q: %w: use plan, apply or destroy", s, ErrInvalid)
+}
+
+// Phase is how far a run got; recorded as each phase starts.
+type Phase string
+
+const (
+	PhaseClaimed  Phase = "claimed"
+	PhaseRender   Phase = "render"
+	PhaseCommit   Phase = "commit"
+	PhaseCheckout Phase = "checkout"
+	PhaseInit     Phase = "init"
+	PhasePlan     Phase = "plan"
+	PhaseCost     Phase = "cost"
+	PhaseApproval Phase = "approval"
+	PhaseApply    Phase = "apply"
+	PhaseOutputs  Phase = "outputs"
+	PhaseDone     Phase = "done"
+)
+
+// ErrorKind classifies a failure for the person reading it.
+type ErrorKind string
+
+const (
+	KindBadConfig       ErrorKind = "bad_config"
+	KindGit             ErrorKind = "git"
+	KindInit            ErrorKind = "init"
+	KindPlan            ErrorKind = "plan"
+	KindApply           ErrorKind = "apply"
+	KindStateLock       ErrorKind = "state_lock"
+	KindAgentLost       ErrorKind = "agent_lost"
+	KindCancelled       ErrorKind = "cancelled"
+	KindTimeout         ErrorKind = "timeout"
+	KindRejected        ErrorKind = "rejected"
+	KindApprovalRefused ErrorKind = "approval_refused"
+	KindInternal        ErrorKind = "internal"
+)
+
+// Deployment is one row of the queue.
+type Deployment struct {
+	ID                uuid.UUID       `db:"id"`
+	ConfigID          uuid.UUID       `db:"config_id"`
+	ClusterID         string          `db:"cluster_id"`
+	Status            Status          `db:"status"`
+	Action            Action          `db:"action"`
+	Phase             *Phase          `db:"phase"`
+	ConfigVersion     *int            `db:"config_version"`
+	SourceCommit      *string         `db:"source_commit"`
+	RequireApproval   bool            `db:"require_approval"`
+	ApprovedAt        *time.Time      `db:"approved_at"`
+	ApprovedBy        *string         `db:"approved_by"`
+	RejectedAt        *time.Time      `db:"rejected_at"`
+	CancelRequestedAt *time.Time      `db:"cancel_requested_at"`
+	CancelRequestedBy *string         `db:"cancel_requested_by"`
+	RequestedBy       string          `db:"requested_by"`
+	ClaimedBy         *string         `db:"claimed_by"`
+	ClaimedAt         *time.Time      `db:"claimed_at"`
+	LeaseExpiresAt    *time.Time      `db:"lease_expires_at"`
+	HeartbeatAt       *time.Time      `db:"heartbeat_at"`
+	StartedAt         *time.Time      `db:"started_at"`
+	FinishedAt        *time.Time      `db:"finished_at"`
+	CommitSHA         *string         `db:"commit_sha"`
+	Error             *string         `db:"error"`
+	ErrorKind         *ErrorKind      `db:"error_kind"`
+	Attempt           int             `db:"attempt"`
+	MaxAttempts       int             `db:"max_attempts"`
+	PlanSummary       json.RawMessage `db:"plan_summary"`
+	Outputs           json.RawMessage `db:"outputs"`
+	Cost              json.RawMessage `db:"cost"`
+	CreatedAt         time.Time       `db:"created_at"`
+	UpdatedAt         time.Time       `db:"updated_at"`
+}
+
+// PhaseName returns the phase or "" when none was recorded.
+func (d Deployment) PhaseName() Phase {
+	if d.Phase == nil {
+		return ""
+	}
+	return *d.Phase
+}
+
+const deploymentColumns = `id, config_id, cluster_id, status, action, phase, config_version, source_commit,
+    require_approval, approved_at, approved_by, rejected_at, cancel_requested_at, cancel_requested_by,
+    requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
+    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, outputs, cost, created_at, updated_at`
+
+func collectDeployment(rows pgx.Rows, what string) (Deployment, error) {
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deployment])
+	if err != nil {
+		return Deployment{}, notFound(err, what)
+	}
+	return d, nil
+}
+
+// EnqueueParams describe a deployment to queue.
+type EnqueueParams struct {
+	ClusterID       string
+	ConfigID        uuid.UUID
+	Action          Action
+	RequireApproval bool    // in addition to the config's own setting
+	SourceCommit    *string // run this commit instead of rendering the current intent
+	RequestedBy     string
+	MaxAttempts     int // 0: the default (3)
+}
+
+// Enqueue inserts a queued deployment; the database fills the config version
+// and notifies the cluster's agents.
+func (s *Store) Enqueue(ctx context.Context, p EnqueueParams) (Deployment, error) {
+	if p.Action == "" {
+		p.Action = ActionApply
+	}
+	maxAttempts := p.MaxAttempts
+	if maxAttempts == 0 {
+		maxAttempts = 3
+	}
+	rows, err := s.pool.Query(ctx, `
+INSERT INTO deployments (config_id, cluster_id, action, require_approval, source_commit, requested_by, max_attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING `+deploymentColumns, p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts)
+	if err != nil {
+		return Deployment{}, enqueueError(p, err)
+	}
+	d, err := collectDeployment(rows, "queued deployment")
+	if err != nil {
+		return Deployment{}, enqueueError(p, err)
+	}
+	return d, nil
+}
+
+func enqueueError(p EnqueueParams, err error) error {
+	switch code, constraint := pgCode(err); {
+	case code == codeForeignKeyViolation:
+		return fmt.Errorf("queueing deployment: config %s does not belong to cluster %s: %w", p.ConfigID, p.ClusterID, ErrNotFound)
+	case code == codeCheckViolation && constraint == "deployments_action":
+		return fmt.Errorf("queueing deployment: action %q: %w: use plan, apply or destroy", p.Action, ErrInvalid)
+	}
+	return fmt.Errorf("queueing deployment: %w", err)
+}
+
+// GetDeployment reads one deployment.
+func (s *Store) GetDeployment(ctx context.Context, id uuid.UUID) (Deployment, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments WHERE id = $1`, id)
+	if err != nil {
+		return Deployment{}, fmt.Errorf("reading deployment %s: %w", id, err)
+	}
+	return collectDeployment(rows, "deployment "+id.String())
+}
+
+// ListFilter narrows ListDeployments.
+type ListFilter struct {
+	ClusterID string
+	ConfigID  *uuid.UUID
+	Statuses  []Status
+	Limit     int
+}
+
+// ListDeployments returns deployments, newest first.
+func (s *Store) ListDeployments(ctx context.Context, f ListFilter) ([]Deployment, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	var statuses []string
+	for _, st := range f.Statuses {
+		statuses = append(statuses, string(st))
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments
+WHERE ($1 = '' OR cluster_id = $1) AND ($2::uuid IS NULL OR config_id = $2)
+  AND (cardinality($3::text[]) = 0 OR status = ANY($3))
+ORDER BY created_at DESC, id DESC LIMIT $4`, f.ClusterID, f.ConfigID, statuses, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing deployments: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByName[Deployment])
+}
+
+// claimQuery takes the oldest queued deployment of the cluster whose config
+// has nothing running or awaiting approval and nothing older queued, in one
+// statement. SKIP LOCKED lets concurrent agents pass over each other's rows.
+// The partial unique index deployments_one_active_per_config turns the
+// remaining race (two claims of one config from snapshots taken at the same
+// moment) into a unique violation, which Claim retries.
+const claimQuery = `
+WITH candidate AS (
+    SELECT d.id AS cid
+    FROM deployments d
+    WHERE d.cluster_id = $1
+      AND d.status = 'queued'
+      AND NOT EXISTS (
+          SELECT 1 FROM deployments busy
+          WHERE busy.config_id = d.config_id AND busy.status IN ('in_progress', 'awaiting_approval'))
+      AND NOT EXISTS (
+          SELECT 1 FROM deployments older
+          WHERE older.config_id = d.config_id AND older.status = 'queued'
+            AND (older.created_at, older.id) < (d.created_at, d.id))
+    ORDER BY d.created_at, d.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE deployments d
+SET status = 'in_progress', phase = 'claimed', claimed_by = $2, claimed_at = now(),
+    heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $3),
+    started_at = coalesce(d.started_at, now()), attempt = d.attempt + 1, error = NULL, error_kind = NULL
+FROM candidate
+WHERE d.id = candidate.cid
+RETURNING ` + deploymentColumns
+
+// claimApprovedQuery resumes an approved deployment on the agent that holds
+// its saved plan.
+const claimApprovedQuery = `
+UPDATE deployments d
+SET status = 'in_progress', phase = 'apply', heartbeat_at = now(),
+    lease_expires_at = now() + make_interval(secs => $3)
+WHERE d.id = (
+    SELECT id FROM deployments
+    WHERE cluster_id = $1 AND status = 'awaiting_approval' AND approved_at IS NOT NULL AND claimed_by = $2
+    ORDER BY approved_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING ` + deploymentColumns
+
+// Claim takes the next runnable deployment of the cluster for agentID, or
+// returns ErrNotFound when there is none. Approved deployments this agent
+// planned come first: they hold their config's slot while waiting.
+func (s *Store) Claim(ctx context.Context, clusterID, agentID string, lease time.Duration) (Deployment, error) {
+	rows, err := s.pool.Query(ctx, claimApprovedQuery, clusterID, agentID, lease.Seconds())
+	if err != nil {
+		return Deployment{}, fmt.Errorf("claiming approved deployment: %w", err)
+	}
+	d, err := collectDeployment(rows, "approved deployment")
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return d, err
+	}
+	for attempt := 0; ; attempt++ {
+		rows, err := s.pool.Query(ctx, claimQuery, clusterID, agentID, lease.Seconds())
+		if err != nil {
+			return Deployment{}, fmt.Errorf("claiming deployment: %w", err)
+		}
+		d, err := collectDeployment(rows, "queued deployment")
+		if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "deployments_one_active_per_config" && attempt < 10 {
+			continue // another agent claimed this config in the same instant
+		}
+		return d, err
+	}
+}
+
+// HeartbeatResult tells the runner what changed since its last beat.
+type HeartbeatResult struct {
+	CancelRequested bool
+}
+
+// Heartbeat extends the lease of a running deployment. ErrLeaseLost means the
+// row is no longer ours and the run must stop.
+func (s *Store) Heartbeat(ctx context.Context, id uuid.UUID, agentID string, lease time.Duration) (HeartbeatResult, error) {
+	var res HeartbeatResult
+	err := s.pool.QueryRow(ctx, `
+UPDATE deployments SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $3)
+WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'
+RETURNING cancel_requested_at IS NOT NULL`, id, agentID, lease.Seconds()).Scan(&res.CancelRequested)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return res, fmt.Errorf("heartbeat of deployment %s: %w", id, ErrLeaseLost)
+	}
+	if err != nil {
+		return res, fmt.Errorf("heartbeat of deployment %s: %w", id, err)
+	}
+	return res, nil
+}
+
+// SetPhase records the phase a run enters. It fails with ErrLeaseLost when
+// the deployment is no longer ours: a run must not start a phase it lost.
+func (s *Store) SetPhase(ctx context.Context, id uuid.UUID, agentID string, phase Phase) error {
+	return s.updateOwned(ctx, id, agentID, "phase "+string(phase), `phase = $3`, phase)
+}
+
+// SetCommit records the audit commit before terraform starts.
+func (s *Store) SetCommit(ctx context.Context, id uuid.UUID, agentID, sha string) error {
+	return s.updateOwned(ctx, id, agentID, "commit", `commit_sha = $3`, sha)
+}
+
+// SetPlanSummary stores the plan's summary (counts and addresses).
+func (s *Store) SetPlanSummary(ctx context.Context, id uuid.UUID, agentID string, summary any) error {
+	return s.updateOwned(ctx, id, agentID, "plan summary", `plan_summary = $3`, summary)
+}
+
+// SetOutputs stores terraform outputs after apply (sensitive ones redacted).
+func (s *Store) SetOutputs(ctx context.Context, id uuid.UUID, agentID string, outputs any) error {
+	return s.updateOwned(ctx, id, agentID, "outputs", `outputs = $3`, outputs)
+}
+
+// SetCost stores the cost estimate.
+func (s *Store) SetCost(ctx context.Context, id uuid.UUID, agentID string, cost any) error {
+	return s.updateOwned(ctx, id, agentID, "cost", `cost = $3`, cost)
+}
+
+func (s *Store) updateOwned(ctx context.Context, id uuid.UUID, agentID, what, set string, arg any) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE deployments SET `+set+`
+WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID, arg)
+	if err != nil {
+		return fmt.Errorf("recording %s of deployment %s: %w", what, id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("recording %s of deployment %s: %w", what, id, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Outcome is how a run ended.
+type Outcome struct {
+	Status Status
+	Kind   ErrorKind // empty on success
+	Error  string    // one clear sentence; the logs hold the detail
+}
+
+// Finish writes the final status of a deployment this agent holds.
+func (s *Store) Finish(ctx context.Context, id uuid.UUID, agentID string, o Outcome) error {
+	if !o.Status.Final() {
+		return fmt.Errorf("finishing deployment %s with non-final status %s: %w", id, o.Status, ErrInvalid)
+	}
+	var kind, msg any
+	if o.Kind != "" {
+		kind = o.Kind
+	}
+	if o.Error != "" {
+		msg = o.Error
+	}
+	tag, err := s.pool.Exec(ctx, `
+UPDATE deployments SET status = $3, error_kind = $4, error = $5, finished_at = now(), lease_expires_at = NULL,
+    phase = CASE WHEN $3 = 'succeeded' THEN 'done' ELSE phase END
+WHERE id = $1 AND claimed_by = $2 AND status IN ('in_progress', 'awaiting_approval')`, id, agentID, o.Status, kind, msg)
+	if err != nil {
+		return fmt.Errorf("finishing deployment %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("finishing deployment %s: %w", id, ErrLeaseLost)
+	}
+	return nil
+}
+
+// AwaitApproval parks a planned deployment until a person approves or rejects
+// it. The agent keeps the plan file; the lease is dropped because nothing runs.
+func (s *Store) AwaitApproval(ctx context.Context, id uuid.UUID, agentID string) error {
+	tag, err := s.pool.Exec(ctx, `
+UPDATE deployments SET status = 'awaiting_approval', phase = 'approval', lease_expires_at = NULL
+WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID)
+	if err != nil {
+		return fmt.Errorf("parking deployment %s for approval: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("parking deployment %s for approval: %w", id, ErrLeaseLost)
+	}
+	return nil
+}
