@@ -1,0 +1,340 @@
+// Package reconciler is the Grape agent's pull loop: it listens for queued
+// deployments of its cluster, claims them atomically, keeps a lease on each
+// while it runs, takes back deployments whose agent was lost, and drains on
+// shutdown. What a claimed deployment does is the Work it is given.
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/grapehq/grape/store"
+)
+
+// Causes a run's context is cancelled with; Work and the agent read them with
+// context.Cause to tell a person what happened.
+var (
+	ErrCancelRequested = errors.New("cancel requested")
+	ErrShutdown        = errors.New("agent shut down")
+	ErrLeaseLost       = store.ErrLeaseLost
+)
+
+// Work executes one claimed deployment and says how it ended. The agent
+// writes that outcome (after the run's logs are flushed).
+type Work interface {
+	Execute(ctx context.Context, run *Run) store.Outcome
+}
+
+// WorkFunc adapts a function to Work.
+type WorkFunc func(ctx context.Context, run *Run) store.Outcome
+
+// Execute calls f.
+func (f WorkFunc) Execute(ctx context.Context, run *Run) store.Outcome { return f(ctx, run) }
+
+// Options configure an agent.
+type Options struct {
+	ClusterID string
+	AgentID   string
+	Hostname  string
+	Version   string
+	// Concurrency is how many deployments run at once (default 1).
+	Concurrency int
+	// PollInterval bounds how long a job can wait when a notification is lost (default 1s).
+	PollInterval time.Duration
+	// PollOnly skips LISTEN, for transaction-mode poolers that cannot hold one.
+	PollOnly bool
+	// Lease is how long a claim stays valid without a heartbeat (default 30s).
+	Lease time.Duration
+	// HeartbeatInterval renews leases and picks up cancel requests (default 2s).
+	HeartbeatInterval time.Duration
+	// RescueInterval is how often expired leases of the cluster are looked for (default 5s).
+	RescueInterval time.Duration
+	// DrainTimeout bounds how long a first shutdown signal waits for running deployments (default 30m).
+	DrainTimeout time.Duration
+	// Once claims and runs at most one deployment, then returns.
+	Once bool
+	// Logs opens a deployment's log stream; nil writes agent lines only to Logger.
+	Logs LogOpener
+	// OnEvent, when set, observes agent events (metrics).
+	Observer Observer
+	Logger   *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.ClusterID == "" {
+		return errors.New("reconciler: cluster id is required (--cluster)")
+	}
+	if o.AgentID == "" {
+		return errors.New("reconciler: agent id is required")
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.Lease <= 0 {
+		o.Lease = 30 * time.Second
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = min(2*time.Second, o.Lease/3)
+	}
+	if o.HeartbeatInterval >= o.Lease {
+		return fmt.Errorf("reconciler: heartbeat interval %s must be shorter than the lease %s", o.HeartbeatInterval, o.Lease)
+	}
+	if o.RescueInterval <= 0 {
+		o.RescueInterval = 5 * time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	return nil
+}
+
+// Agent is one agent process serving one cluster.
+type Agent struct {
+	st         *store.Store
+	connString string
+	opts       Options
+	work       Work
+	log        *slog.Logger
+	listening  atomic.Bool
+
+	mu    sync.Mutex
+	runs  map[uuid.UUID]*Run
+	abort context.CancelCauseFunc
+	wg    sync.WaitGroup
+}
+
+// New builds an agent. connString is used for the dedicated LISTEN connection.
+func New(st *store.Store, connString string, work Work, opts Options) (*Agent, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	return &Agent{
+		st:         st,
+		connString: connString,
+		opts:       opts,
+		work:       work,
+		log:        opts.Logger.With("cluster_id", opts.ClusterID, "agent_id", opts.AgentID),
+		runs:       map[uuid.UUID]*Run{},
+	}, nil
+}
+
+// Listening reports whether the LISTEN connection is up (for /readyz).
+func (a *Agent) Listening() bool {
+	if a.opts.PollOnly {
+		return true
+	}
+	return a.listening.Load()
+}
+
+// Abort cancels every running deployment at once (the second shutdown
+// signal); they end failed with "agent shut down".
+func (a *Agent) Abort() {
+	a.mu.Lock()
+	abort := a.abort
+	a.mu.Unlock()
+	if abort != nil {
+		abort(ErrShutdown)
+	}
+}
+
+// Run claims and runs deployments until ctx is done (first shutdown signal),
+// then stops claiming and waits for running deployments up to the drain
+// timeout before cancelling them.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.st.RegisterAgent(ctx, store.Agent{ID: a.opts.AgentID, ClusterID: a.opts.ClusterID, Hostname: a.opts.Hostname, Version: a.opts.Version}); err != nil {
+		return err
+	}
+	a.log.Info("agent started", "concurrency", a.opts.Concurrency, "poll_interval", a.opts.PollInterval, "lease", a.opts.Lease, "poll_only", a.opts.PollOnly)
+
+	// Runs outlive ctx: a first signal only stops claiming.
+	runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer abort(ErrShutdown)
+	a.mu.Lock()
+	a.abort = abort
+	a.mu.Unlock()
+
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	wake := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	events := make(chan event, 64)
+	var bg sync.WaitGroup
+	if !a.opts.PollOnly {
+		l := &listener{connString: a.connString, channel: Channel(a.opts.ClusterID), log: a.log, events: events, reconnect: poke, alive: &a.listening}
+		bg.Add(1)
+		go func() { defer bg.Done(); l.run(loopCtx) }()
+	}
+	bg.Add(1)
+	go func() { defer bg.Done(); a.maintain(loopCtx) }()
+
+	slots := make(chan struct{}, a.opts.Concurrency)
+	freed := make(chan struct{}, a.opts.Concurrency)
+	poll := time.NewTicker(a.opts.PollInterval)
+	defer poll.Stop()
+	claimed := 0
+	var claimBackoff time.Duration
+	var retry <-chan time.Time // set while backing off from database errors
+
+	for ctx.Err() == nil && !(a.opts.Once && claimed > 0) {
+		if retry == nil {
+			n, err := a.fillSlots(ctx, runCtx, slots, freed)
+			claimed += n
+			switch {
+			case err != nil && ctx.Err() == nil:
+				claimBackoff = min(max(2*claimBackoff, 100*time.Millisecond), 5*time.Second)
+				a.log.Warn("claiming failed; retrying", "err", err, "retry_in", claimBackoff)
+				retry = time.After(claimBackoff)
+			case err == nil:
+				claimBackoff = 0
+			}
+			if a.opts.Once && err == nil {
+				break // --once: one deployment started, or nothing queued
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-poll.C:
+		case <-freed:
+		case <-retry:
+			retry = nil
+		case ev := <-events:
+			if ev.kind == "cancel" {
+				a.cancelRun(ev.id)
+			}
+		}
+	}
+	stopLoop()
+
+	a.drain()
+	bg.Wait()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := a.st.AgentStopped(stopCtx, a.opts.AgentID); err != nil {
+		a.log.Warn("recording agent stop failed", "err", err)
+	}
+	a.log.Info("agent stopped", "claimed", claimed)
+	return nil
+}
+
+// fillSlots claims deployments while slots are free and work is queued. It
+// returns how many it started.
+func (a *Agent) fillSlots(ctx, runCtx context.Context, slots chan struct{}, freed chan struct{}) (int, error) {
+	n := 0
+	for ctx.Err() == nil && !(a.opts.Once && n > 0) {
+		select {
+		case slots <- struct{}{}:
+		default:
+			return n, nil // all slots busy
+		}
+		d, err := a.st.Claim(ctx, a.opts.ClusterID, a.opts.AgentID, a.opts.Lease)
+		if err != nil {
+			<-slots
+			if errors.Is(err, store.ErrNotFound) {
+				return n, nil
+			}
+			return n, err
+		}
+		n++
+		a.opts.Observer.Claimed(d)
+		a.start(runCtx, d, func() {
+			<-slots
+			select {
+			case freed <- struct{}{}:
+			default:
+			}
+		})
+	}
+	return n, nil
+}
+
+// drain waits for running deployments, cancelling them after the drain timeout.
+func (a *Agent) drain() {
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	a.mu.Lock()
+	n := len(a.runs)
+	a.mu.Unlock()
+	if n > 0 {
+		a.log.Info("draining: waiting for running deployments", "running", n, "timeout", a.opts.DrainTimeout)
+	}
+	select {
+	case <-done:
+	case <-time.After(a.opts.DrainTimeout):
+		a.log.Warn("drain timeout: cancelling running deployments")
+		a.Abort()
+		<-done
+	}
+}
+
+func (a *Agent) cancelRun(id uuid.UUID) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r != nil {
+		r.cancel(ErrCancelRequested)
+	}
+}
+
+// maintain runs the periodic chores: rescue expired leases of the cluster,
+// and say the agent is alive.
+func (a *Agent) maintain(ctx context.Context) {
+	rescue := time.NewTicker(a.opts.RescueInterval)
+	defer rescue.Stop()
+	alive := time.NewTicker(10 * time.Second)
+	defer alive.Stop()
+	a.rescueOnce(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rescue.C:
+			a.rescueOnce(ctx)
+		case <-alive.C:
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := a.st.AgentHeartbeat(qctx, a.opts.AgentID); err != nil && ctx.Err() == nil {
+				a.log.Warn("agent heartbeat failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (a *Agent) rescueOnce(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// An approval is orphaned when its agent has not been seen for 3 leases.
+	rescued, err := a.st.RescueExpired(qctx, a.opts.ClusterID, max(3*a.opts.Lease, 30*time.Second))
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("rescuing expired deployments failed", "err", err)
+		}
+		return
+	}
+	for _, r := range rescued {
+		a.opts.Observer.Rescued(r)
+		a.log.Warn("took back a deployment from a lost agent", "deployment_id", r.Deployment.ID,
+			"config_id", r.Deployment.ConfigID, "requeued", r.Decision.Requeue, "note", r.Decision.Note)
+	}
+}

@@ -1,0 +1,281 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/grapehq/grape/store"
+)
+
+// LogSink receives a deployment's output lines (package logstream in the
+// agent; something simpler in tests).
+type LogSink interface {
+	Writer(stream store.Stream) io.Writer
+	Agentf(format string, args ...any)
+	// Close makes every line durable; the final status is written after it.
+	Close(ctx context.Context) error
+}
+
+// LogOpener opens the log sink of a claimed deployment.
+type LogOpener func(ctx context.Context, d store.Deployment) (LogSink, error)
+
+// Observer sees what the agent does (metrics). Methods must not block.
+type Observer interface {
+	Claimed(d store.Deployment)
+	Finished(d store.Deployment, o store.Outcome, took time.Duration)
+	Rescued(r store.Rescued)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Claimed(store.Deployment)                                 {}
+func (nopObserver) Finished(store.Deployment, store.Outcome, time.Duration) {}
+func (nopObserver) Rescued(store.Rescued)                                    {}
+
+// Run is one claimed deployment while this agent holds it.
+type Run struct {
+	Deployment store.Deployment
+	Logs       LogSink
+	Log        *slog.Logger
+
+	agent  *Agent
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex
+	phase store.Phase
+}
+
+// Phase is the phase last recorded.
+func (r *Run) Phase() store.Phase {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.phase
+}
+
+// SetPhase records the phase the run enters, on the row and in the log. It
+// fails with store.ErrLeaseLost when the deployment is no longer ours, which
+// is checked on the way into every phase — above all before apply.
+func (r *Run) SetPhase(ctx context.Context, p store.Phase) error {
+	if err := r.agent.st.SetPhase(ctx, r.Deployment.ID, r.agent.opts.AgentID, p); err != nil {
+		if errors.Is(err, store.ErrLeaseLost) {
+			r.cancel(ErrLeaseLost)
+		}
+		return err
+	}
+	r.mu.Lock()
+	r.phase = p
+	r.mu.Unlock()
+	r.Logs.Agentf("phase: %s", p)
+	return nil
+}
+
+// Store gives Work access to the control plane.
+func (r *Run) Store() *store.Store { return r.agent.st }
+
+// AgentID is the id of the agent running this deployment.
+func (r *Run) AgentID() string { return r.agent.opts.AgentID }
+
+func (a *Agent) start(parent context.Context, d store.Deployment, release func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	r := &Run{
+		Deployment: d,
+		agent:      a,
+		cancel:     cancel,
+		phase:      d.PhaseName(),
+		Log:        a.log.With("deployment_id", d.ID, "config_id", d.ConfigID, "action", d.Action),
+	}
+	a.mu.Lock()
+	a.runs[d.ID] = r
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer release()
+		defer func() {
+			a.mu.Lock()
+			delete(a.runs, d.ID)
+			a.mu.Unlock()
+			cancel(nil)
+		}()
+		a.execute(ctx, r)
+	}()
+}
+
+// execute runs Work with a heartbeat beside it, then flushes the logs and
+// writes the outcome — in that order, so a client that sees the final status
+// has every line.
+func (a *Agent) execute(ctx context.Context, r *Run) {
+	started := time.Now()
+	r.Log.Info("deployment claimed", "attempt", r.Deployment.Attempt, "phase", r.Deployment.PhaseName())
+
+	stopBeat := make(chan struct{})
+	beatDone := make(chan struct{})
+	go func() { defer close(beatDone); a.heartbeat(ctx, r, stopBeat) }()
+	stopHeartbeat := sync.OnceFunc(func() { close(stopBeat); <-beatDone })
+	defer stopHeartbeat()
+
+	// Writes after the run use a context of their own: the run's may be
+	// cancelled, and the outcome must still be recorded.
+	after := context.WithoutCancel(ctx)
+
+	logs, err := a.openLogs(ctx, r.Deployment)
+	if err != nil {
+		r.Log.Error("opening log stream failed", "err", err)
+		logs = slogSink{log: r.Log}
+	}
+	r.Logs = logs
+	if r.Deployment.Attempt > 1 && r.Deployment.PhaseName() == store.PhaseClaimed {
+		logs.Agentf("attempt %d of %d on agent %s", r.Deployment.Attempt, r.Deployment.MaxAttempts, a.opts.AgentID)
+	} else {
+		logs.Agentf("claimed by agent %s", a.opts.AgentID)
+	}
+
+	outcome := a.safeExecute(ctx, r)
+	if ctx.Err() != nil && outcome.Status != store.StatusSucceeded {
+		if o, ok := interrupted(ctx, r); ok {
+			outcome = o
+		}
+	}
+	leaseLost := errors.Is(context.Cause(ctx), ErrLeaseLost)
+
+	switch {
+	case leaseLost:
+		logs.Agentf("agent %s lost its lease on this deployment; another agent or a person decides its outcome", a.opts.AgentID)
+	case outcome.Status == store.StatusAwaitingApproval:
+		logs.Agentf("plan saved; waiting for approval: grape approve %s (or grape reject)", r.Deployment.ID)
+	case outcome.Error != "":
+		logs.Agentf("%s: %s", outcome.Status, outcome.Error)
+	default:
+		logs.Agentf("%s", outcome.Status)
+	}
+	closeCtx, cancel := context.WithTimeout(after, 10*time.Minute)
+	if err := logs.Close(closeCtx); err != nil {
+		r.Log.Error("flushing deployment logs failed; some lines may be missing", "err", err)
+	}
+	cancel()
+	// The heartbeat keeps the lease until here: flushing may wait for a
+	// database that is briefly away.
+	stopHeartbeat()
+	if leaseLost {
+		return
+	}
+	if err := a.finish(after, r, outcome); err != nil {
+		r.Log.Error("recording the outcome failed", "status", outcome.Status, "err", err)
+		return
+	}
+	took := time.Since(started)
+	a.opts.Observer.Finished(r.Deployment, outcome, took)
+	r.Log.Info("deployment finished", "status", outcome.Status, "error_kind", outcome.Kind, "error", outcome.Error, "took", took.Round(time.Millisecond))
+}
+
+func (a *Agent) openLogs(ctx context.Context, d store.Deployment) (LogSink, error) {
+	if a.opts.Logs == nil {
+		return slogSink{log: a.log.With("deployment_id", d.ID)}, nil
+	}
+	return a.opts.Logs(ctx, d)
+}
+
+// safeExecute turns a panic in Work into a failed deployment instead of a
+// dead agent holding a lease.
+func (a *Agent) safeExecute(ctx context.Context, r *Run) (o store.Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.Log.Error("work panicked", "panic", p, "stack", string(debug.Stack()))
+			o = store.Outcome{Status: store.StatusFailed, Kind: store.KindInternal, Error: fmt.Sprintf("internal error in agent: %v", p)}
+		}
+	}()
+	return a.work.Execute(ctx, r)
+}
+
+// interrupted maps why a run's context ended to the outcome a person reads.
+func interrupted(ctx context.Context, r *Run) (store.Outcome, bool) {
+	phase := r.Phase()
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, ErrCancelRequested):
+		by := "a user"
+		if d, err := r.agent.st.GetDeployment(context.WithoutCancel(ctx), r.Deployment.ID); err == nil && d.CancelRequestedBy != nil && *d.CancelRequestedBy != "" {
+			by = *d.CancelRequestedBy
+		}
+		return store.Outcome{Status: store.StatusCancelled, Kind: store.KindCancelled, Error: fmt.Sprintf("cancelled by %s during %s", by, phase)}, true
+	case errors.Is(cause, ErrShutdown):
+		return store.Outcome{Status: store.StatusFailed, Kind: store.KindAgentLost, Error: fmt.Sprintf("agent shut down during %s", phase)}, true
+	}
+	return store.Outcome{}, false
+}
+
+func (a *Agent) finish(ctx context.Context, r *Run, o store.Outcome) error {
+	write := func(ctx context.Context) error {
+		if o.Status == store.StatusAwaitingApproval {
+			return a.st.AwaitApproval(ctx, r.Deployment.ID, a.opts.AgentID)
+		}
+		return a.st.Finish(ctx, r.Deployment.ID, a.opts.AgentID, o)
+	}
+	// The database may be briefly away (a restart): retry for a while. If it
+	// stays away past the lease, a rescuer decides instead.
+	backoff := 100 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := write(qctx)
+		cancel()
+		if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrInvalid) || time.Now().After(deadline) {
+			return err
+		}
+		r.Log.Warn("writing outcome failed; retrying", "err", err, "retry_in", backoff)
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// heartbeat renews the lease until stop is closed, and cancels the run when a
+// cancel is requested or the lease is lost.
+func (a *Agent) heartbeat(ctx context.Context, r *Run, stop <-chan struct{}) {
+	t := time.NewTicker(a.opts.HeartbeatInterval)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.HeartbeatInterval)
+		res, err := a.st.Heartbeat(qctx, r.Deployment.ID, a.opts.AgentID, a.opts.Lease)
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrLeaseLost):
+			r.Log.Warn("lease lost: another agent took this deployment back")
+			r.cancel(ErrLeaseLost)
+			return
+		case err != nil:
+			// Before apply, a lease we could not renew may have been given to
+			// another agent: stop. Once apply runs, interrupting it would leave
+			// infrastructure half-changed, so it finishes and the outcome is
+			// reconciled when the database answers again.
+			if time.Since(lastOK) > a.opts.Lease && r.Phase() != store.PhaseApply && r.Phase() != store.PhaseOutputs {
+				r.Log.Warn("could not renew the lease for longer than the lease; stopping the run", "err", err)
+				r.cancel(ErrLeaseLost)
+				return
+			}
+			r.Log.Warn("heartbeat failed", "err", err)
+		default:
+			lastOK = time.Now()
+			if res.CancelRequested {
+				r.cancel(ErrCancelRequested)
+			}
+		}
+	}
+}
+
+// slogSink is the log sink used when no log stream is configured.
+type slogSink struct{ log *slog.Logger }
+
+func (s slogSink) Writer(stream store.Stream) io.Writer { return io.Discard }
+func (s slogSink) Agentf(format string, args ...any)   { s.log.Info(fmt.Sprintf(format, args...)) }
+func (s slogSink) Close(context.Context) error          { return nil }
