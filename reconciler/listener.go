@@ -30,7 +30,7 @@ type listener struct {
 	channel    string
 	log        *slog.Logger
 	events     chan<- event
-	reconnect  func() // called after every (re)connect: the loop re-scans
+	reconnect  func()       // called after every (re)connect: the loop re-scans
 	alive      *atomic.Bool // read by /readyz
 }
 
@@ -86,4 +86,3 @@ func (l *listener) listenOnce(ctx context.Context) error {
 		}
 	}
 }
-

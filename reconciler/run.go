@@ -34,9 +34,9 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Claimed(store.Deployment)                                 {}
+func (nopObserver) Claimed(store.Deployment)                                {}
 func (nopObserver) Finished(store.Deployment, store.Outcome, time.Duration) {}
-func (nopObserver) Rescued(store.Rescued)                                    {}
+func (nopObserver) Rescued(store.Rescued)                                   {}
 
 // Run is one claimed deployment while this agent holds it.
 type Run struct {
@@ -277,5 +277,5 @@ func (a *Agent) heartbeat(ctx context.Context, r *Run, stop <-chan struct{}) {
 type slogSink struct{ log *slog.Logger }
 
 func (s slogSink) Writer(stream store.Stream) io.Writer { return io.Discard }
-func (s slogSink) Agentf(format string, args ...any)   { s.log.Info(fmt.Sprintf(format, args...)) }
+func (s slogSink) Agentf(format string, args ...any)    { s.log.Info(fmt.Sprintf(format, args...)) }
 func (s slogSink) Close(context.Context) error          { return nil }
