@@ -112,6 +112,7 @@ type Agent struct {
 	work       Work
 	log        *slog.Logger
 	listening  atomic.Bool
+	claiming   atomic.Bool // false once draining, and always under --once
 
 	mu    sync.Mutex
 	runs  map[uuid.UUID]*Run
@@ -169,6 +170,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.abort = abort
 	a.mu.Unlock()
 
+	// Stop chaining claims (FinishAndClaim) the moment a drain starts.
+	a.claiming.Store(!a.opts.Once)
+	stopClaiming := context.AfterFunc(ctx, func() { a.claiming.Store(false) })
+	defer stopClaiming()
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	wake := make(chan struct{}, 1)
@@ -225,6 +230,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
+	a.claiming.Store(false)
 	stopLoop()
 
 	a.drain()

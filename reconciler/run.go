@@ -81,8 +81,25 @@ func (r *Run) Store() *store.Store { return r.agent.st }
 // AgentID is the id of the agent running this deployment.
 func (r *Run) AgentID() string { return r.agent.opts.AgentID }
 
+// start runs d in a goroutine that holds one slot. When a run ends while the
+// agent is still claiming, the slot's next deployment is claimed together
+// with the outcome write (store.FinishAndClaim) and runs in the same slot.
 func (a *Agent) start(parent context.Context, d store.Deployment, release func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer release()
+		for next := &d; next != nil; {
+			next = a.runOne(parent, *next)
+		}
+	}()
+}
+
+// runOne executes one claimed deployment and returns the next one claimed in
+// the same commit as its outcome, if any.
+func (a *Agent) runOne(parent context.Context, d store.Deployment) *store.Deployment {
 	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
 	r := &Run{
 		Deployment: d,
 		agent:      a,
@@ -93,26 +110,20 @@ func (a *Agent) start(parent context.Context, d store.Deployment, release func()
 	a.mu.Lock()
 	a.runs[d.ID] = r
 	a.mu.Unlock()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer release()
-		defer func() {
-			a.mu.Lock()
-			delete(a.runs, d.ID)
-			a.mu.Unlock()
-			cancel(nil)
-		}()
-		a.execute(ctx, r)
+	defer func() {
+		a.mu.Lock()
+		delete(a.runs, d.ID)
+		a.mu.Unlock()
 	}()
+	return a.execute(ctx, r)
 }
 
 // execute runs Work with a heartbeat beside it, then flushes the logs and
 // writes the outcome — in that order, so a client that sees the final status
 // has every line.
-func (a *Agent) execute(ctx context.Context, r *Run) {
+func (a *Agent) execute(ctx context.Context, r *Run) *store.Deployment {
 	started := time.Now()
-	r.Log.Info("deployment claimed", "attempt", r.Deployment.Attempt, "phase", r.Deployment.PhaseName())
+	r.Log.Debug("deployment claimed", "attempt", r.Deployment.Attempt, "phase", r.Deployment.PhaseName())
 
 	stopBeat := make(chan struct{})
 	beatDone := make(chan struct{})
@@ -163,15 +174,20 @@ func (a *Agent) execute(ctx context.Context, r *Run) {
 	// database that is briefly away.
 	stopHeartbeat()
 	if leaseLost {
-		return
+		return nil
 	}
-	if err := a.finish(after, r, outcome); err != nil {
+	next, err := a.finish(after, r, outcome)
+	if err != nil {
 		r.Log.Error("recording the outcome failed", "status", outcome.Status, "err", err)
-		return
+		return next
 	}
 	took := time.Since(started)
 	a.opts.Observer.Finished(r.Deployment, outcome, took)
 	r.Log.Info("deployment finished", "status", outcome.Status, "error_kind", outcome.Kind, "error", outcome.Error, "took", took.Round(time.Millisecond))
+	if next != nil {
+		a.opts.Observer.Claimed(*next)
+	}
+	return next
 }
 
 func (a *Agent) openLogs(ctx context.Context, d store.Deployment) (LogSink, error) {
@@ -209,23 +225,32 @@ func interrupted(ctx context.Context, r *Run) (store.Outcome, bool) {
 	return store.Outcome{}, false
 }
 
-func (a *Agent) finish(ctx context.Context, r *Run, o store.Outcome) error {
-	write := func(ctx context.Context) error {
+// finish writes the outcome, retrying while the database is briefly away.
+// While the agent is still claiming, it also claims the slot's next
+// deployment in the same commit.
+func (a *Agent) finish(ctx context.Context, r *Run, o store.Outcome) (*store.Deployment, error) {
+	write := func(ctx context.Context) (*store.Deployment, error) {
 		if o.Status == store.StatusAwaitingApproval {
-			return a.st.AwaitApproval(ctx, r.Deployment.ID, a.opts.AgentID)
+			return nil, a.st.AwaitApproval(ctx, r.Deployment.ID, a.opts.AgentID)
 		}
-		return a.st.Finish(ctx, r.Deployment.ID, a.opts.AgentID, o)
+		if a.claiming.Load() {
+			next, finishErr, err := a.st.FinishAndClaim(ctx, r.Deployment.ID, a.opts.AgentID, o, a.opts.ClusterID, a.opts.Lease)
+			if err == nil {
+				return next, finishErr
+			}
+			r.Log.Debug("finish-and-claim failed; finishing alone", "err", err)
+		}
+		return nil, a.st.Finish(ctx, r.Deployment.ID, a.opts.AgentID, o)
 	}
-	// The database may be briefly away (a restart): retry for a while. If it
-	// stays away past the lease, a rescuer decides instead.
+	// If the database stays away past the lease, a rescuer decides instead.
 	backoff := 100 * time.Millisecond
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := write(qctx)
+		next, err := write(qctx)
 		cancel()
 		if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrInvalid) || time.Now().After(deadline) {
-			return err
+			return next, err
 		}
 		r.Log.Warn("writing outcome failed; retrying", "err", err, "retry_in", backoff)
 		time.Sleep(backoff)

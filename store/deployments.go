@@ -222,15 +222,24 @@ ORDER BY created_at DESC, id DESC LIMIT $4`, f.ClusterID, f.ConfigID, statuses, 
 	return pgx.CollectRows(rows, pgx.RowToStructByName[Deployment])
 }
 
-// claimQuery takes the oldest queued deployment of the cluster whose config
-// has nothing running or awaiting approval and nothing older queued, in one
-// statement. SKIP LOCKED lets concurrent agents pass over each other's rows.
-// The partial unique index deployments_one_active_per_config turns the
-// remaining race (two claims of one config from snapshots taken at the same
-// moment) into a unique violation, which Claim retries.
+// claimQuery takes, in one statement, either an approved deployment this agent
+// planned (it holds its config's slot and the agent holds its plan file), or
+// else the oldest queued deployment of the cluster whose config has nothing
+// running or awaiting approval and nothing older queued. SKIP LOCKED lets
+// concurrent agents pass over each other's rows. The partial unique index
+// deployments_one_active_per_config turns the remaining race (two claims of
+// one config from snapshots taken at the same moment) into a unique
+// violation, which Claim retries.
 const claimQuery = `
-WITH candidate AS (
-    SELECT d.id AS cid
+WITH approved AS (
+    SELECT d.id, 0 AS rank, d.approved_at AS at
+    FROM deployments d
+    WHERE d.cluster_id = $1 AND d.status = 'awaiting_approval' AND d.approved_at IS NOT NULL AND d.claimed_by = $2
+    ORDER BY d.approved_at, d.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), queued AS (
+    SELECT d.id, 1 AS rank, d.created_at AS at
     FROM deployments d
     WHERE d.cluster_id = $1
       AND d.status = 'queued'
@@ -244,41 +253,30 @@ WITH candidate AS (
     ORDER BY d.created_at, d.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT id AS cid, rank FROM approved
+    UNION ALL
+    SELECT id, rank FROM queued
+    ORDER BY rank
+    LIMIT 1
 )
 UPDATE deployments d
-SET status = 'in_progress', phase = 'claimed', claimed_by = $2, claimed_at = now(),
-    heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $3),
-    started_at = coalesce(d.started_at, now()), attempt = d.attempt + 1, error = NULL, error_kind = NULL
+SET status = 'in_progress',
+    phase = CASE WHEN candidate.rank = 0 THEN 'apply' ELSE 'claimed' END,
+    claimed_by = $2,
+    claimed_at = CASE WHEN candidate.rank = 0 THEN d.claimed_at ELSE now() END,
+    heartbeat_at = now(),
+    lease_expires_at = now() + make_interval(secs => $3),
+    started_at = coalesce(d.started_at, now()),
+    attempt = CASE WHEN candidate.rank = 0 THEN d.attempt ELSE d.attempt + 1 END,
+    error = NULL, error_kind = NULL
 FROM candidate
 WHERE d.id = candidate.cid
 RETURNING ` + deploymentColumns
 
-// claimApprovedQuery resumes an approved deployment on the agent that holds
-// its saved plan.
-const claimApprovedQuery = `
-UPDATE deployments d
-SET status = 'in_progress', phase = 'apply', heartbeat_at = now(),
-    lease_expires_at = now() + make_interval(secs => $3)
-WHERE d.id = (
-    SELECT id FROM deployments
-    WHERE cluster_id = $1 AND status = 'awaiting_approval' AND approved_at IS NOT NULL AND claimed_by = $2
-    ORDER BY approved_at, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING ` + deploymentColumns
-
 // Claim takes the next runnable deployment of the cluster for agentID, or
-// returns ErrNotFound when there is none. Approved deployments this agent
-// planned come first: they hold their config's slot while waiting.
+// returns ErrNotFound when there is none.
 func (s *Store) Claim(ctx context.Context, clusterID, agentID string, lease time.Duration) (Deployment, error) {
-	rows, err := s.pool.Query(ctx, claimApprovedQuery, clusterID, agentID, lease.Seconds())
-	if err != nil {
-		return Deployment{}, fmt.Errorf("claiming approved deployment: %w", err)
-	}
-	d, err := collectDeployment(rows, "approved deployment")
-	if err == nil || !errors.Is(err, ErrNotFound) {
-		return d, err
-	}
 	for attempt := 0; ; attempt++ {
 		rows, err := s.pool.Query(ctx, claimQuery, clusterID, agentID, lease.Seconds())
 		if err != nil {
@@ -364,17 +362,7 @@ func (s *Store) Finish(ctx context.Context, id uuid.UUID, agentID string, o Outc
 	if !o.Status.Final() {
 		return fmt.Errorf("finishing deployment %s with non-final status %s: %w", id, o.Status, ErrInvalid)
 	}
-	var kind, msg any
-	if o.Kind != "" {
-		kind = o.Kind
-	}
-	if o.Error != "" {
-		msg = o.Error
-	}
-	tag, err := s.pool.Exec(ctx, `
-UPDATE deployments SET status = $3, error_kind = $4, error = $5, finished_at = now(), lease_expires_at = NULL,
-    phase = CASE WHEN $3 = 'succeeded' THEN 'done' ELSE phase END
-WHERE id = $1 AND claimed_by = $2 AND status IN ('in_progress', 'awaiting_approval')`, id, agentID, o.Status, kind, msg)
+	tag, err := s.pool.Exec(ctx, finishQuery, finishArgs(id, agentID, o)...)
 	if err != nil {
 		return fmt.Errorf("finishing deployment %s: %w", id, err)
 	}
@@ -383,6 +371,65 @@ WHERE id = $1 AND claimed_by = $2 AND status IN ('in_progress', 'awaiting_approv
 	}
 	return nil
 }
+
+const finishQuery = `
+UPDATE deployments SET status = $3, error_kind = $4, error = $5, finished_at = now(), lease_expires_at = NULL,
+    phase = CASE WHEN $3 = 'succeeded' THEN 'done' ELSE phase END
+WHERE id = $1 AND claimed_by = $2 AND status IN ('in_progress', 'awaiting_approval')`
+
+func finishArgs(id uuid.UUID, agentID string, o Outcome) []any {
+	var kind, msg any
+	if o.Kind != "" {
+		kind = o.Kind
+	}
+	if o.Error != "" {
+		msg = o.Error
+	}
+	return []any{id, agentID, o.Status, kind, msg}
+}
+
+// FinishAndClaim writes a deployment's outcome and claims the cluster's next
+// one in a single round trip and a single commit (a pipelined batch is one
+// implicit transaction). An agent that just freed a slot uses it: it halves
+// the durable commits per deployment. The finish error (ErrLeaseLost) and the
+// claim are independent: next may be set even when the finish did not apply.
+// next is nil when nothing is queued; on a claim error nothing is written and
+// the caller falls back to Finish.
+func (s *Store) FinishAndClaim(ctx context.Context, id uuid.UUID, agentID string, o Outcome, clusterID string, lease time.Duration) (next *Deployment, finishErr, err error) {
+	if !o.Status.Final() {
+		return nil, nil, fmt.Errorf("finishing deployment %s with non-final status %s: %w", id, o.Status, ErrInvalid)
+	}
+	b := &pgx.Batch{}
+	b.Queue(finishQuery, finishArgs(id, agentID, o)...)
+	b.Queue(claimQuery, clusterID, agentID, lease.Seconds())
+	res := s.pool.SendBatch(ctx, b)
+	tag, execErr := res.Exec()
+	rows, qErr := res.Query()
+	var d Deployment
+	var collectErr error
+	if qErr == nil {
+		d, collectErr = collectDeployment(rows, "queued deployment")
+	}
+	closeErr := res.Close()
+	switch {
+	case execErr != nil:
+		return nil, nil, fmt.Errorf("finishing deployment %s: %w", id, execErr)
+	case qErr != nil:
+		return nil, nil, fmt.Errorf("claiming next deployment: %w", qErr)
+	case collectErr != nil && !errors.Is(collectErr, ErrNotFound):
+		return nil, nil, fmt.Errorf("claiming next deployment: %w", collectErr)
+	case closeErr != nil:
+		return nil, nil, fmt.Errorf("finishing deployment %s: %w", id, closeErr)
+	}
+	if tag.RowsAffected() == 0 {
+		finishErr = fmt.Errorf("finishing deployment %s: %w", id, ErrLeaseLost)
+	}
+	if collectErr == nil {
+		next = &d
+	}
+	return next, finishErr, nil
+}
+
 
 // AwaitApproval parks a planned deployment until a person approves or rejects
 // it. The agent keeps the plan file; the lease is dropped because nothing runs.

@@ -257,3 +257,18 @@ func tempDirReachableByPostgres(t testing.TB) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return filepath.Clean(dir)
 }
+
+// StartDurablePostgres is StartPostgres with fsync on, for benchmarks whose
+// numbers must mean what they would on a real server.
+func StartDurablePostgres(t testing.TB) *localenv.Postgres {
+	t.Helper()
+	dir := tempDirReachableByPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg, err := localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: dir})
+	if err != nil {
+		t.Fatalf("starting PostgreSQL (needs initdb and pg_ctl): %v", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+	return pg
+}

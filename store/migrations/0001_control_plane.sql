@@ -184,6 +184,12 @@ CREATE TRIGGER deployments_touch BEFORE UPDATE ON deployments
 
 -- Wake the cluster's agents. Channel per cluster so an agent is only woken
 -- for its own work; the payload (kind:id) stays far below the 8000-byte limit.
+-- Status changes are deliberately not notified: a NOTIFY holds a
+-- database-wide lock from pre-commit until its commit is flushed, so one in
+-- every claim and finish would serialise all agents' commits (measured: claim
+-- throughput fell by a third). Followers (grape logs --follow, the portal)
+-- wake on grape_logs — every run ends with an agent line just before its
+-- final status — and re-read the status on a short poll.
 CREATE FUNCTION grape_deployment_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -196,10 +202,6 @@ BEGIN
         END IF;
         IF NEW.approved_at IS NOT NULL AND OLD.approved_at IS NULL THEN
             PERFORM pg_notify('grape_cluster_' || NEW.cluster_id, 'approved:' || NEW.id);
-        END IF;
-        IF NEW.status IS DISTINCT FROM OLD.status OR NEW.phase IS DISTINCT FROM OLD.phase THEN
-            -- For followers (grape logs --follow, the portal): status changes.
-            PERFORM pg_notify('grape_deployment_status', NEW.id || ':' || NEW.status);
         END IF;
     END IF;
     RETURN NULL;

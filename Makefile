@@ -1,0 +1,45 @@
+# Grape — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PKGS := ./...
+# The test run starts its own throwaway PostgreSQL, moto and git servers.
+TEST_TIMEOUT ?= 30m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build a static bin/grape (CGO_ENABLED=0, version from git)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/grape ./cmd/grape
+
+.PHONY: demo
+demo: build ## the local default: private PostgreSQL, a sample config, one deployment run by the agent
+	./bin/grape dev --once
+
+.PHONY: test
+test: lint ## vet, gofmt, and every test with the race detector (starts its own PostgreSQL, moto, git servers)
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: verify
+verify: lint ## lint, plus generated files (supabase migrations, docs) are up to date
+	$(GO) test -run 'Generated|Golden|Docs' $(PKGS)
+	@git diff --exit-code -- supabase docs || (echo "generated files are stale: run make generate"; exit 1)
+
+.PHONY: generate
+generate: ## regenerate supabase/migrations and docs from the code
+	$(GO) run ./cmd/grape docs --out docs/cli.md
+	$(GO) run ./cmd/grape migrate --export-supabase supabase/migrations
+
+.PHONY: bench
+bench: ## run the benchmarks and print a table (takes a few minutes)
+	$(GO) run ./internal/benchtable -- $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/grapehq/grape/store"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func grapeVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return version
+}
+
+func init() {
+	register(&command{
+		name:    "migrate",
+		summary: "apply the control-plane schema migrations (idempotent; safe to run from several processes)",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db string
+			dbFlag(fs, &db)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				_, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				applied, err := store.Migrate(ctx, pool)
+				if err != nil {
+					return err
+				}
+				if len(applied) == 0 {
+					fmt.Fprintln(cio.stdout, "schema is up to date")
+					return nil
+				}
+				fmt.Fprintf(cio.stdout, "applied migrations %v\n", applied)
+				return nil
+			}
+		},
+	})
+
+	register(&command{name: "cluster", summary: "manage clusters (create, list)"})
+	register(&command{
+		name:    "cluster create",
+		args:    "ID",
+		summary: "create a cluster (an environment served by its own agents)",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, description string
+			dbFlag(fs, &db)
+			fs.StringVar(&description, "description", "", "what this cluster is")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 1 {
+					return usagef("want exactly one cluster id")
+				}
+				if err := store.ValidateClusterID(args[0]); err != nil {
+					return usagef("%v", err)
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				c, err := st.CreateCluster(ctx, args[0], description)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cio.stdout, c.ID)
+				return nil
+			}
+		},
+	})
+	register(&command{
+		name:    "cluster list",
+		summary: "list clusters and their agents",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db string
+			dbFlag(fs, &db)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				clusters, err := st.ListClusters(ctx)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "CLUSTER\tAGENT\tVERSION\tLAST SEEN\tSTATE")
+				for _, c := range clusters {
+					agents, err := st.ListAgents(ctx, c.ID)
+					if err != nil {
+						return err
+					}
+					if len(agents) == 0 {
+						fmt.Fprintf(tw, "%s\t-\t-\t-\tno agent\n", c.ID)
+					}
+					for _, a := range agents {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.ID, a.ID, a.Version, a.LastHeartbeatAt.Format(time.RFC3339), agentState(a))
+					}
+				}
+				return tw.Flush()
+			}
+		},
+	})
+
+	register(&command{
+		name:    "version",
+		summary: "print the Grape, Go and terraform versions",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var tf string
+			fs.StringVar(&tf, "terraform-binary", "terraform", "the terraform (or OpenTofu) binary to report")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				fmt.Fprintf(cio.stdout, "grape %s\n%s %s/%s\n", grapeVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				out, err := exec.CommandContext(ctx, tf, "version").Output()
+				if err != nil {
+					fmt.Fprintf(cio.stdout, "terraform: not found (%s)\n", tf)
+					return nil
+				}
+				first, _, _ := strings.Cut(string(out), "\n")
+				fmt.Fprintln(cio.stdout, first)
+				return nil
+			}
+		},
+	})
+}
+
+// agentState reads an agent row as a person would.
+func agentState(a store.Agent) string {
+	switch {
+	case a.StoppedAt != nil:
+		return "stopped"
+	case time.Since(a.LastHeartbeatAt) > time.Minute:
+		return "offline"
+	default:
+		return "online"
+	}
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/grapehq/grape/store"
+)
+
+func init() {
+	register(&command{name: "config", summary: "manage configs: the intent of a cluster (apply, show, list, history)"})
+
+	register(&command{
+		name:    "config apply",
+		summary: "validate an intent JSON against the templates and store it (create or update); prints the config id",
+		long: `The intent is validated exactly as the agent will validate it (see docs/intent.md);
+nothing is stored when it is invalid. The config's version increases when anything changed.`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var (
+				db, cluster, name, file, schedule string
+				approval, remediate               optionalBool
+				tmpl                              templateFlags
+			)
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id")
+			fs.StringVar(&name, "name", "", "config name (lowercase letters, digits, - and _)")
+			fs.StringVar(&file, "f", "", "intent JSON file (- for stdin)")
+			fs.Var(&approval, "require-approval", "deployments of this config stop after plan until approved (true/false)")
+			fs.Var(&remediate, "auto-remediate", "queue an apply automatically when drift is found (true/false)")
+			fs.StringVar(&schedule, "drift-schedule", "", "this config's drift schedule: a cron expression, @every 6h, or off")
+			tmpl.register(fs)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if cluster == "" || name == "" {
+					return usagef("--cluster and --name are required")
+				}
+				if err := store.ValidateClusterID(cluster); err != nil {
+					return usagef("--cluster: %v", err)
+				}
+				if err := store.ValidateConfigName(name); err != nil {
+					return usagef("--name: %v", err)
+				}
+				spec, err := readSpec(file, cio.stdin)
+				if err != nil {
+					return err
+				}
+				normalized, err := tmpl.validate(ctx, spec)
+				if err != nil {
+					return err
+				}
+				set := store.ConfigSettings{RequireApproval: approval.ptr(), AutoRemediate: remediate.ptr()}
+				if schedule != "" {
+					if err := validateSchedule(schedule); err != nil {
+						return usagef("--drift-schedule: %v", err)
+					}
+					set.DriftSchedule = &schedule
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				if _, err := st.GetCluster(ctx, cluster); err != nil {
+					if isNotFound(err) {
+						return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
+					}
+					return err
+				}
+				c, err := st.UpsertConfig(ctx, cluster, name, normalized, set)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cio.stdout, c.ID)
+				fmt.Fprintf(cio.stderr, "config %s/%s is at version %d\n", cluster, name, c.Version)
+				return nil
+			}
+		},
+	})
+
+	register(&command{
+		name:    "config show",
+		args:    "NAME|ID",
+		summary: "print a config: its settings and intent",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id (needed with a name)")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 1 {
+					return usagef("want one config name or id")
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				c, err := st.GetConfig(ctx, cluster, args[0])
+				if err != nil {
+					return err
+				}
+				return writeJSON(cio.stdout, c)
+			}
+		},
+	})
+
+	register(&command{
+		name:    "config list",
+		summary: "list configs",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "only this cluster")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				cfgs, err := st.ListConfigs(ctx, cluster)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "CLUSTER\tNAME\tID\tVERSION\tAPPROVAL\tUPDATED")
+				for _, c := range cfgs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\t%s\n", c.ClusterID, c.Name, c.ID, c.Version, c.RequireApproval, c.UpdatedAt.Format("2006-01-02 15:04"))
+				}
+				return tw.Flush()
+			}
+		},
+	})
+
+	register(&command{
+		name:    "config history",
+		args:    "NAME|ID",
+		summary: "list a config's versions",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id (needed with a name)")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 1 {
+					return usagef("want one config name or id")
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				c, err := st.GetConfig(ctx, cluster, args[0])
+				if err != nil {
+					return err
+				}
+				hist, err := st.ConfigHistory(ctx, c.ID)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "VERSION\tCREATED\tINTENT")
+				for _, v := range hist {
+					compact, _ := json.Marshal(v.Spec)
+					fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, v.CreatedAt.Format("2006-01-02 15:04:05"), compact)
+				}
+				return tw.Flush()
+			}
+		},
+	})
+}
+
+// optionalBool is a flag that remembers whether it was given.
+type optionalBool struct {
+	set, v bool
+}
+
+func (o *optionalBool) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return fmt.Sprint(o.v)
+}
+
+func (o *optionalBool) Set(s string) error {
+	switch s {
+	case "true", "1", "yes":
+		o.v = true
+	case "false", "0", "no":
+		o.v = false
+	default:
+		return fmt.Errorf("want true or false, got %q", s)
+	}
+	o.set = true
+	return nil
+}
+
+func (o *optionalBool) IsBoolFlag() bool { return true }
+
+func (o *optionalBool) ptr() *bool {
+	if !o.set {
+		return nil
+	}
+	return &o.v
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/grapehq/grape/store"
+)
+
+func init() {
+	register(&command{
+		name:    "deploy",
+		summary: "queue a deployment of a config; prints the deployment id",
+		long: `Actions: apply (default: plan, then apply that plan), plan (stop after plan),
+destroy (plan -destroy, then apply it). With --follow, print the deployment's
+log live and exit 0 only if it succeeded.`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var (
+				db, cluster, cfgRef, action, who string
+				approval, follow                 bool
+			)
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id")
+			fs.StringVar(&cfgRef, "config", "", "config name or id")
+			fs.StringVar(&action, "action", "apply", "plan, apply or destroy")
+			fs.BoolVar(&approval, "require-approval", false, "stop after plan until someone runs grape approve")
+			fs.BoolVar(&follow, "follow", false, "print the log live until the deployment ends")
+			whoFlag(fs, &who)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if cluster == "" || cfgRef == "" {
+					return usagef("--cluster and --config are required")
+				}
+				act, err := store.ParseAction(action)
+				if err != nil {
+					return usagef("--action: %v", err)
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				if _, err := st.GetCluster(ctx, cluster); err != nil {
+					if isNotFound(err) {
+						return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
+					}
+					return err
+				}
+				c, err := st.GetConfig(ctx, cluster, cfgRef)
+				if err != nil {
+					if isNotFound(err) {
+						return fmt.Errorf("config %q does not exist in cluster %s: see `grape config list --cluster %s`", cfgRef, cluster, cluster)
+					}
+					return err
+				}
+				d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: cluster, ConfigID: c.ID, Action: act, RequireApproval: approval, RequestedBy: who})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cio.stdout, d.ID)
+				if !follow {
+					return nil
+				}
+				return followLogs(ctx, pool, d.ID, cio.stdout)
+			}
+		},
+	})
+
+	register(&command{
+		name:    "status",
+		args:    "[DEPLOYMENT]",
+		summary: "show one deployment, or list recent deployments",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			var asJSON bool
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "only this cluster (list)")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) > 1 {
+					return usagef("want at most one deployment id")
+				}
+				var id uuid.UUID
+				if len(args) == 1 {
+					var err error
+					if id, err = parseDeploymentID(args); err != nil {
+						return err
+					}
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				if len(args) == 1 {
+					d, err := st.GetDeployment(ctx, id)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(cio.stdout, d)
+					}
+					return printDeployment(cio.stdout, d)
+				}
+				ds, err := st.ListDeployments(ctx, store.ListFilter{ClusterID: cluster, Limit: 30})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(cio.stdout, ds)
+				}
+				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tCLUSTER\tACTION\tSTATUS\tPHASE\tCREATED\tERROR")
+				for _, d := range ds {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(deref(d.Error), 60))
+				}
+				return tw.Flush()
+			}
+		},
+	})
+
+	for _, verb := range []struct {
+		name, summary string
+		do            func(*store.Store, context.Context, uuid.UUID, string) (store.Deployment, error)
+	}{
+		{"cancel", "cancel a deployment (a running one gets SIGINT, then its process group is killed after a grace period)", (*store.Store).RequestCancel},
+		{"approve", "apply the saved plan of a deployment awaiting approval (refused if the config changed since)", (*store.Store).Approve},
+		{"reject", "end a deployment awaiting approval without applying it", (*store.Store).Reject},
+	} {
+		register(&command{
+			name:    verb.name,
+			args:    "DEPLOYMENT",
+			summary: verb.summary,
+			flags: func(fs *flag.FlagSet) runFunc {
+				var db, who string
+				dbFlag(fs, &db)
+				whoFlag(fs, &who)
+				return func(ctx context.Context, cio *cmdIO, args []string) error {
+					id, err := parseDeploymentID(args)
+					if err != nil {
+						return err
+					}
+					st, pool, err := openStore(ctx, db)
+					if err != nil {
+						return err
+					}
+					defer pool.Close()
+					d, err := verb.do(st, ctx, id, who)
+					if err != nil {
+						return err
+					}
+					if verb.name == "cancel" && d.Status == store.StatusInProgress {
+						fmt.Fprintf(cio.stdout, "cancel requested; the agent stops deployment %s shortly\n", d.ID)
+						return nil
+					}
+					fmt.Fprintf(cio.stdout, "deployment %s is %s\n", d.ID, d.Status)
+					return nil
+				}
+			},
+		})
+	}
+
+	register(&command{
+		name:    "logs",
+		args:    "DEPLOYMENT",
+		summary: "print a deployment's log; with --follow, tail it live and exit with its outcome",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db string
+			var follow bool
+			dbFlag(fs, &db)
+			fs.BoolVar(&follow, "follow", false, "tail live until the deployment ends; exit 0 only if it succeeded")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				id, err := parseDeploymentID(args)
+				if err != nil {
+					return err
+				}
+				st, pool, err := openStore(ctx, db)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				if _, err := st.GetDeployment(ctx, id); err != nil {
+					return err
+				}
+				if follow {
+					return followLogs(ctx, pool, id, cio.stdout)
+				}
+				var after int64
+				for {
+					lines, err := st.ReadLogs(ctx, id, after, 5000)
+					if err != nil {
+						return err
+					}
+					for _, l := range lines {
+						printLine(cio.stdout, l)
+						after = l.Seq
+					}
+					if len(lines) < 5000 {
+						return nil
+					}
+				}
+			}
+		},
+	})
+}
+
+func printLine(w io.Writer, l store.LogLine) {
+	if l.Stream == store.StreamAgent {
+		fmt.Fprintf(w, "[grape] %s\n", l.Line)
+		return
+	}
+	fmt.Fprintln(w, l.Line)
+}
+
+func printDeployment(w io.Writer, d store.Deployment) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
+	row("id", d.ID)
+	row("cluster", d.ClusterID)
+	row("config", fmt.Sprintf("%s (v%d)", d.ConfigID, deref(d.ConfigVersion)))
+	row("action", d.Action)
+	row("status", d.Status)
+	if d.Phase != nil {
+		row("phase", *d.Phase)
+	}
+	row("attempt", fmt.Sprintf("%d of %d", d.Attempt, d.MaxAttempts))
+	if d.ClaimedBy != nil {
+		row("agent", *d.ClaimedBy)
+	}
+	if d.CommitSHA != nil {
+		row("commit", *d.CommitSHA)
+	}
+	if d.RequireApproval {
+		approved := "no"
+		if d.ApprovedAt != nil {
+			approved = fmt.Sprintf("by %s at %s", deref(d.ApprovedBy), d.ApprovedAt.Format(time.RFC3339))
+		}
+		row("approval required", "approved: "+approved)
+	}
+	if len(d.PlanSummary) > 0 {
+		row("plan", string(d.PlanSummary))
+	}
+	if len(d.Cost) > 0 {
+		row("cost", string(d.Cost))
+	}
+	if d.Error != nil {
+		row("error", *d.Error)
+	}
+	row("created", d.CreatedAt.Format(time.RFC3339))
+	if d.FinishedAt != nil {
+		row("finished", d.FinishedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func truncate(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/grapehq/grape/store"
+)
+
+// dbFlag registers --database-url.
+func dbFlag(fs *flag.FlagSet, url *string) {
+	fs.StringVar(url, "database-url", "", "PostgreSQL connection URL of the control plane (also DATABASE_URL)")
+}
+
+// openStore connects to the control plane.
+func openStore(ctx context.Context, url string) (*store.Store, *pgxpool.Pool, error) {
+	if url == "" {
+		return nil, nil, usagef("no database: pass --database-url or set GRAPE_DATABASE_URL (or DATABASE_URL)")
+	}
+	pool, err := store.Open(ctx, url)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store.New(pool), pool, nil
+}
+
+// whoFlag registers --as: who a person-initiated change is recorded as.
+func whoFlag(fs *flag.FlagSet, who *string) {
+	fs.StringVar(who, "as", defaultWho(), "who this request is recorded as")
+}
+
+func defaultWho() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if h, err := os.Hostname(); err == nil {
+		return name + "@" + h
+	}
+	return name
+}
+
+func parseDeploymentID(args []string) (uuid.UUID, error) {
+	if len(args) != 1 {
+		return uuid.Nil, usagef("want exactly one deployment id")
+	}
+	id, err := uuid.Parse(args[0])
+	if err != nil {
+		return uuid.Nil, usagef("deployment id %q is not a UUID", args[0])
+	}
+	return id, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// readSpec reads an intent file ("-" for stdin), refusing anything that is
+// not a JSON object before it goes anywhere.
+func readSpec(path string, stdin io.Reader) ([]byte, error) {
+	if path == "" {
+		return nil, usagef("-f FILE is required (the intent JSON; - for stdin)")
+	}
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(stdin, maxSpecBytes+1))
+	} else {
+		var f *os.File
+		f, err = os.Open(path)
+		if err == nil {
+			b, err = io.ReadAll(io.LimitReader(f, maxSpecBytes+1))
+			f.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading intent %s: %w", path, err)
+	}
+	if len(b) > maxSpecBytes {
+		return nil, fmt.Errorf("intent %s is larger than %d bytes: an intent is a small JSON object of module inputs", path, maxSpecBytes)
+	}
+	return b, nil
+}
+
+const maxSpecBytes = 1 << 20
+
+func ptr[T any](v T) *T { return &v }
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+func shortID(id uuid.UUID) string { return strings.SplitN(id.String(), "-", 2)[0] }

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/testsupport"
+)
+
+func TestMain(m *testing.M) { testsupport.Main(m) }
+
+// cli runs grape in-process with the given environment.
+type cli struct {
+	t   *testing.T
+	env map[string]string
+}
+
+func newCLI(t *testing.T) *cli {
+	t.Helper()
+	return &cli{t: t, env: map[string]string{"GRAPE_DATABASE_URL": testsupport.DatabaseURL(t)}}
+}
+
+func (c *cli) run(stdin string, args ...string) (stdout, stderr string, code int) {
+	c.t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code = run(ctx, args, &cmdIO{stdout: &out, stderr: &errb, stdin: strings.NewReader(stdin), getenv: func(k string) string { return c.env[k] }})
+	return out.String(), errb.String(), code
+}
+
+func (c *cli) ok(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.run("", args...)
+	require.Equal(c.t, 0, code, "grape %v failed: %s", args, errOut)
+	return strings.TrimSpace(out)
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	return p
+}
+
+func TestQueueAndRunOnce(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.ok("migrate")
+	require.Equal(t, "eu-1", c.ok("cluster", "create", "eu-1"))
+	spec := writeFile(t, "intent.json", `{"region":"eu-central-1","modules":{"vpc":{}}}`)
+	cfgID := c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", spec)
+	require.Len(t, cfgID, 36)
+
+	depID := c.ok("deploy", "--cluster", "eu-1", "--config", "prod", "--action", "plan")
+	status := c.ok("status", depID)
+	require.Contains(t, status, "queued")
+
+	c.ok("agent", "--cluster", "eu-1", "--once", "--agent-id", "test-agent", "--data-dir", t.TempDir(), "--log-format", "text")
+	status = c.ok("status", depID)
+	require.Regexp(t, `status:\s+succeeded`, status)
+	require.Contains(t, c.ok("logs", depID), "claimed by agent test-agent")
+
+	// Flags also come from GRAPE_* variables.
+	c.env["GRAPE_CLUSTER"] = "eu-1"
+	c.env["GRAPE_CONFIG"] = cfgID
+	require.Len(t, c.ok("deploy"), 36)
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.ok("cluster", "create", "eu-1")
+	good := writeFile(t, "good.json", `{"modules":{"vpc":{}}}`)
+	c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", good)
+
+	cases := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"malformed json", []string{"config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", writeFile(t, "bad.json", `{"modules": {`)}, 1, "intent"},
+		{"unknown cluster on apply", []string{"config", "apply", "--cluster", "nope", "--name", "prod", "-f", good}, 1, `cluster "nope" does not exist: create it with ` + "`grape cluster create nope`"},
+		{"unknown config", []string{"deploy", "--cluster", "eu-1", "--config", "staging"}, 1, `config "staging" does not exist in cluster eu-1`},
+		{"unknown cluster on deploy", []string{"deploy", "--cluster", "mars", "--config", "prod"}, 1, `cluster "mars" does not exist`},
+		{"wrong action", []string{"deploy", "--cluster", "eu-1", "--config", "prod", "--action", "yolo"}, 2, `--action: action "yolo": invalid: use plan, apply or destroy`},
+		{"bad cluster id", []string{"cluster", "create", "../etc"}, 2, "cluster id"},
+		{"bad config name", []string{"config", "apply", "--cluster", "eu-1", "--name", "../x", "-f", good}, 2, "--name"},
+		{"not a uuid", []string{"status", "abc"}, 2, `deployment id "abc" is not a UUID`},
+		{"unknown command", []string{"explode"}, 2, `unknown command "explode"`},
+		{"bad flag", []string{"deploy", "--nope"}, 2, "flag provided but not defined"},
+		{"bad env value", []string{"agent", "--cluster", "eu-1"}, 2, ""},
+	}
+	c.env["GRAPE_CONCURRENCY"] = "lots"
+	for _, tc := range cases {
+		_, errOut, code := c.run("", tc.args...)
+		require.Equal(t, tc.code, code, "%s: %s", tc.name, errOut)
+		require.Contains(t, errOut, tc.msg, tc.name)
+		require.Equal(t, 1, strings.Count(strings.TrimSpace(errOut), "\n")+1, "%s: one line of error, got %q", tc.name, errOut)
+	}
+	_, errOut, _ := c.run("", "agent", "--cluster", "eu-1")
+	require.Contains(t, errOut, `GRAPE_CONCURRENCY: invalid value for --concurrency`)
+
+	// Nothing was queued or changed by any of it.
+	out := c.ok("status")
+	require.NotContains(t, out, "queued")
+	hist := c.ok("config", "history", "--cluster", "eu-1", "prod")
+	require.Equal(t, 2, strings.Count(hist, "\n")+1, "one header and one version")
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	t.Parallel()
+	c := &cli{t: t, env: map[string]string{}}
+	for _, cmd := range commands {
+		if cmd.flags == nil {
+			continue
+		}
+		args := append(strings.Fields(cmd.name), "--help")
+		_, errOut, code := c.run("", args...)
+		require.Equal(t, 0, code, cmd.name)
+		require.Contains(t, errOut, "Usage: grape "+cmd.name, cmd.name)
+	}
+}
