@@ -430,7 +430,6 @@ func (s *Store) FinishAndClaim(ctx context.Context, id uuid.UUID, agentID string
 	return next, finishErr, nil
 }
 
-
 // AwaitApproval parks a planned deployment until a person approves or rejects
 // it. The agent keeps the plan file; the lease is dropped because nothing runs.
 func (s *Store) AwaitApproval(ctx context.Context, id uuid.UUID, agentID string) error {
