@@ -44,7 +44,7 @@ func (s *Store) CreateCluster(ctx context.Context, id, description string) (Clus
 	if err := ValidateClusterID(id); err != nil {
 		return Cluster{}, err
 	}
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 INSERT INTO clusters (id, description) VALUES ($1, $2)
 ON CONFLICT (id) DO UPDATE SET description = CASE WHEN $2 = '' THEN clusters.description ELSE $2 END
 RETURNING id, description, created_at`, id, description)
@@ -60,7 +60,7 @@ RETURNING id, description, created_at`, id, description)
 
 // GetCluster returns one cluster or ErrNotFound.
 func (s *Store) GetCluster(ctx context.Context, id string) (Cluster, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, description, created_at FROM clusters WHERE id = $1`, id)
+	rows, err := s.db().Query(ctx, `SELECT id, description, created_at FROM clusters WHERE id = $1`, id)
 	if err != nil {
 		return Cluster{}, fmt.Errorf("reading cluster %s: %w", id, err)
 	}
@@ -73,7 +73,7 @@ func (s *Store) GetCluster(ctx context.Context, id string) (Cluster, error) {
 
 // ListClusters returns all clusters visible to the connection's role.
 func (s *Store) ListClusters(ctx context.Context) ([]Cluster, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, description, created_at FROM clusters ORDER BY id`)
+	rows, err := s.db().Query(ctx, `SELECT id, description, created_at FROM clusters ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing clusters: %w", err)
 	}
@@ -82,7 +82,7 @@ func (s *Store) ListClusters(ctx context.Context) ([]Cluster, error) {
 
 // RegisterAgent records (or refreshes) an agent serving a cluster.
 func (s *Store) RegisterAgent(ctx context.Context, a Agent) error {
-	_, err := s.pool.Exec(ctx, `
+	_, err := s.db().Exec(ctx, `
 INSERT INTO agents (id, cluster_id, hostname, version, started_at, last_heartbeat_at, stopped_at)
 VALUES ($1, $2, $3, $4, now(), now(), NULL)
 ON CONFLICT (id) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, hostname = EXCLUDED.hostname,
@@ -99,7 +99,7 @@ ON CONFLICT (id) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, hostname = EXCL
 
 // AgentHeartbeat marks the agent alive.
 func (s *Store) AgentHeartbeat(ctx context.Context, agentID string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE agents SET last_heartbeat_at = now() WHERE id = $1`, agentID)
+	_, err := s.db().Exec(ctx, `UPDATE agents SET last_heartbeat_at = now() WHERE id = $1`, agentID)
 	if err != nil {
 		return fmt.Errorf("agent heartbeat: %w", err)
 	}
@@ -108,7 +108,7 @@ func (s *Store) AgentHeartbeat(ctx context.Context, agentID string) error {
 
 // AgentStopped marks a clean shutdown.
 func (s *Store) AgentStopped(ctx context.Context, agentID string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE agents SET stopped_at = now() WHERE id = $1`, agentID)
+	_, err := s.db().Exec(ctx, `UPDATE agents SET stopped_at = now() WHERE id = $1`, agentID)
 	if err != nil {
 		return fmt.Errorf("recording agent stop: %w", err)
 	}
@@ -117,7 +117,7 @@ func (s *Store) AgentStopped(ctx context.Context, agentID string) error {
 
 // ListAgents returns a cluster's agents, most recently seen first.
 func (s *Store) ListAgents(ctx context.Context, clusterID string) ([]Agent, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 SELECT id, cluster_id, hostname, version, started_at, last_heartbeat_at, stopped_at
 FROM agents WHERE cluster_id = $1 ORDER BY last_heartbeat_at DESC`, clusterID)
 	if err != nil {

@@ -68,7 +68,7 @@ func (s *Store) UpsertConfig(ctx context.Context, clusterID, name string, spec j
 	if set.DriftSchedule != nil {
 		schedule = *set.DriftSchedule
 	}
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 INSERT INTO configs (cluster_id, name, spec, require_approval, auto_remediate, drift_schedule)
 VALUES ($1, $2, $3, coalesce($4, false), coalesce($5, false), nullif($6::text, ''))
 ON CONFLICT (cluster_id, name) DO UPDATE SET
@@ -99,9 +99,9 @@ func (s *Store) GetConfig(ctx context.Context, clusterID, nameOrID string) (Conf
 	var rows pgx.Rows
 	var err error
 	if id, perr := uuid.Parse(nameOrID); perr == nil {
-		rows, err = s.pool.Query(ctx, `SELECT `+configColumns+` FROM configs WHERE id = $1 AND ($2 = '' OR cluster_id = $2)`, id, clusterID)
+		rows, err = s.db().Query(ctx, `SELECT `+configColumns+` FROM configs WHERE id = $1 AND ($2 = '' OR cluster_id = $2)`, id, clusterID)
 	} else {
-		rows, err = s.pool.Query(ctx, `SELECT `+configColumns+` FROM configs WHERE cluster_id = $1 AND name = $2`, clusterID, nameOrID)
+		rows, err = s.db().Query(ctx, `SELECT `+configColumns+` FROM configs WHERE cluster_id = $1 AND name = $2`, clusterID, nameOrID)
 	}
 	if err != nil {
 		return Config{}, fmt.Errorf("reading config %s: %w", nameOrID, err)
@@ -123,7 +123,7 @@ func (s *Store) GetConfigByID(ctx context.Context, id uuid.UUID) (Config, error)
 
 // ListConfigs lists a cluster's configs ("" for all visible ones).
 func (s *Store) ListConfigs(ctx context.Context, clusterID string) ([]Config, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+configColumns+` FROM configs WHERE $1 = '' OR cluster_id = $1 ORDER BY cluster_id, name`, clusterID)
+	rows, err := s.db().Query(ctx, `SELECT `+configColumns+` FROM configs WHERE $1 = '' OR cluster_id = $1 ORDER BY cluster_id, name`, clusterID)
 	if err != nil {
 		return nil, fmt.Errorf("listing configs: %w", err)
 	}
@@ -132,7 +132,7 @@ func (s *Store) ListConfigs(ctx context.Context, clusterID string) ([]Config, er
 
 // ConfigHistory returns a config's versions, newest first.
 func (s *Store) ConfigHistory(ctx context.Context, configID uuid.UUID) ([]ConfigVersion, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 SELECT config_id, version, spec, require_approval, auto_remediate, drift_schedule, created_at
 FROM config_versions WHERE config_id = $1 ORDER BY version DESC`, configID)
 	if err != nil {
@@ -143,7 +143,7 @@ FROM config_versions WHERE config_id = $1 ORDER BY version DESC`, configID)
 
 // ConfigAtVersion returns the intent as it was at a version.
 func (s *Store) ConfigAtVersion(ctx context.Context, configID uuid.UUID, version int) (ConfigVersion, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 SELECT config_id, version, spec, require_approval, auto_remediate, drift_schedule, created_at
 FROM config_versions WHERE config_id = $1 AND version = $2`, configID, version)
 	if err != nil {

@@ -20,7 +20,7 @@ var ErrApprovalRefused = errors.New("approval refused")
 // its agent acts on (SIGINT to terraform, then the process group is killed).
 func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
 	var out Deployment
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		d, err := lockDeployment(ctx, tx, id)
 		if err != nil {
 			return err
@@ -58,7 +58,7 @@ func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Dep
 func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
 	var out Deployment
 	var refused error
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		d, err := lockDeployment(ctx, tx, id)
 		if err != nil {
 			return err
@@ -107,7 +107,7 @@ func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deploymen
 // Reject ends a deployment awaiting approval without applying it.
 func (s *Store) Reject(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
 	var out Deployment
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		d, err := lockDeployment(ctx, tx, id)
 		if err != nil {
 			return err

@@ -162,7 +162,7 @@ func (s *Store) Enqueue(ctx context.Context, p EnqueueParams) (Deployment, error
 	if maxAttempts == 0 {
 		maxAttempts = 3
 	}
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 INSERT INTO deployments (config_id, cluster_id, action, require_approval, source_commit, requested_by, max_attempts)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING `+deploymentColumns, p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts)
@@ -188,7 +188,7 @@ func enqueueError(p EnqueueParams, err error) error {
 
 // GetDeployment reads one deployment.
 func (s *Store) GetDeployment(ctx context.Context, id uuid.UUID) (Deployment, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments WHERE id = $1`, id)
+	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM deployments WHERE id = $1`, id)
 	if err != nil {
 		return Deployment{}, fmt.Errorf("reading deployment %s: %w", id, err)
 	}
@@ -212,7 +212,7 @@ func (s *Store) ListDeployments(ctx context.Context, f ListFilter) ([]Deployment
 	for _, st := range f.Statuses {
 		statuses = append(statuses, string(st))
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments
+	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM deployments
 WHERE ($1 = '' OR cluster_id = $1) AND ($2::uuid IS NULL OR config_id = $2)
   AND (cardinality($3::text[]) = 0 OR status = ANY($3))
 ORDER BY created_at DESC, id DESC LIMIT $4`, f.ClusterID, f.ConfigID, statuses, f.Limit)
@@ -278,7 +278,7 @@ RETURNING ` + deploymentColumns
 // returns ErrNotFound when there is none.
 func (s *Store) Claim(ctx context.Context, clusterID, agentID string, lease time.Duration) (Deployment, error) {
 	for attempt := 0; ; attempt++ {
-		rows, err := s.pool.Query(ctx, claimQuery, clusterID, agentID, lease.Seconds())
+		rows, err := s.db().Query(ctx, claimQuery, clusterID, agentID, lease.Seconds())
 		if err != nil {
 			return Deployment{}, fmt.Errorf("claiming deployment: %w", err)
 		}
@@ -299,7 +299,7 @@ type HeartbeatResult struct {
 // row is no longer ours and the run must stop.
 func (s *Store) Heartbeat(ctx context.Context, id uuid.UUID, agentID string, lease time.Duration) (HeartbeatResult, error) {
 	var res HeartbeatResult
-	err := s.pool.QueryRow(ctx, `
+	err := s.db().QueryRow(ctx, `
 UPDATE deployments SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $3)
 WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'
 RETURNING cancel_requested_at IS NOT NULL`, id, agentID, lease.Seconds()).Scan(&res.CancelRequested)
@@ -339,7 +339,7 @@ func (s *Store) SetCost(ctx context.Context, id uuid.UUID, agentID string, cost 
 }
 
 func (s *Store) updateOwned(ctx context.Context, id uuid.UUID, agentID, what, set string, arg any) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE deployments SET `+set+`
+	tag, err := s.db().Exec(ctx, `UPDATE deployments SET `+set+`
 WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID, arg)
 	if err != nil {
 		return fmt.Errorf("recording %s of deployment %s: %w", what, id, err)
@@ -362,7 +362,7 @@ func (s *Store) Finish(ctx context.Context, id uuid.UUID, agentID string, o Outc
 	if !o.Status.Final() {
 		return fmt.Errorf("finishing deployment %s with non-final status %s: %w", id, o.Status, ErrInvalid)
 	}
-	tag, err := s.pool.Exec(ctx, finishQuery, finishArgs(id, agentID, o)...)
+	tag, err := s.db().Exec(ctx, finishQuery, finishArgs(id, agentID, o)...)
 	if err != nil {
 		return fmt.Errorf("finishing deployment %s: %w", id, err)
 	}
@@ -402,7 +402,7 @@ func (s *Store) FinishAndClaim(ctx context.Context, id uuid.UUID, agentID string
 	b := &pgx.Batch{}
 	b.Queue(finishQuery, finishArgs(id, agentID, o)...)
 	b.Queue(claimQuery, clusterID, agentID, lease.Seconds())
-	res := s.pool.SendBatch(ctx, b)
+	res := s.db().SendBatch(ctx, b)
 	tag, execErr := res.Exec()
 	rows, qErr := res.Query()
 	var d Deployment
@@ -433,7 +433,7 @@ func (s *Store) FinishAndClaim(ctx context.Context, id uuid.UUID, agentID string
 // AwaitApproval parks a planned deployment until a person approves or rejects
 // it. The agent keeps the plan file; the lease is dropped because nothing runs.
 func (s *Store) AwaitApproval(ctx context.Context, id uuid.UUID, agentID string) error {
-	tag, err := s.pool.Exec(ctx, `
+	tag, err := s.db().Exec(ctx, `
 UPDATE deployments SET status = 'awaiting_approval', phase = 'approval', lease_expires_at = NULL
 WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID)
 	if err != nil {

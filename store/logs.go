@@ -33,7 +33,7 @@ func (s *Store) ReadLogs(ctx context.Context, id uuid.UUID, afterSeq int64, limi
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.pool.Query(ctx, `SELECT deployment_id, seq, stream, line, created_at FROM deployment_logs
+	rows, err := s.db().Query(ctx, `SELECT deployment_id, seq, stream, line, created_at FROM deployment_logs
 WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading logs of deployment %s: %w", id, err)
@@ -44,7 +44,7 @@ WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, afterSeq, limi
 // LastSeq returns the highest stored seq of a deployment (0 when none).
 func (s *Store) LastSeq(ctx context.Context, id uuid.UUID) (int64, error) {
 	var seq int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM deployment_logs WHERE deployment_id = $1`, id).Scan(&seq); err != nil {
+	if err := s.db().QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM deployment_logs WHERE deployment_id = $1`, id).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("reading last log seq of deployment %s: %w", id, err)
 	}
 	return seq, nil

@@ -64,7 +64,7 @@ type Rescued struct {
 // call it; SKIP LOCKED keeps two rescuers off the same row.
 func (s *Store) RescueExpired(ctx context.Context, clusterID string, agentOffline time.Duration) ([]Rescued, error) {
 	var out []Rescued
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT `+deploymentColumns+` FROM deployments
 WHERE cluster_id = $1 AND status = 'in_progress' AND lease_expires_at < now()
 ORDER BY lease_expires_at FOR UPDATE SKIP LOCKED`, clusterID)

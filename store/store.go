@@ -27,6 +27,23 @@ var (
 // Store wraps a pgx pool with Grape's queries.
 type Store struct {
 	pool *pgxpool.Pool
+	q    dbtx // set inside WithClusterLock: queries run in that transaction
+}
+
+// dbtx is what a pool and a transaction have in common.
+type dbtx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+func (s *Store) db() dbtx {
+	if s.q != nil {
+		return s.q
+	}
+	return s.pool
 }
 
 // New returns a Store on pool. The pool's lifetime is the caller's.

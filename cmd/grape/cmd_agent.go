@@ -6,17 +6,29 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/grapehq/grape/drift"
+	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/reconciler"
+	"github.com/grapehq/grape/redact"
+	"github.com/grapehq/grape/render"
+	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
 
-// agentFlags are the settings of `grape agent` (and of `grape dev`'s agent).
+// agentFlags are the settings of `grape agent` (and of the agents that
+// `grape dev` and `grape drift check` run).
 type agentFlags struct {
 	db           string
 	cluster      string
@@ -29,21 +41,66 @@ type agentFlags struct {
 	heartbeat    time.Duration
 	drain        time.Duration
 	once         bool
-	logs         logFlags
+
+	workspace    string
+	workspaceURL string
+	gitBranch    string
+	gitAuthor    string
+	gitSignKey   string
+	gitCAFile    string
+	templates    templateFlags
+
+	terraformBinary string
+	providerMirror  string
+	envAllow        string
+	redactEnv       string
+	infracost       bool
+	timeoutInit     time.Duration
+	timeoutPlan     time.Duration
+	timeoutApply    time.Duration
+	cancelGrace     time.Duration
+
+	driftSchedule    string
+	driftConcurrency int
+	notifyURL        string
+
+	logs logFlags
 }
 
 func (f *agentFlags) register(fs *flag.FlagSet) {
 	dbFlag(fs, &f.db)
 	fs.StringVar(&f.cluster, "cluster", "", "the cluster this agent serves (required)")
 	fs.StringVar(&f.agentID, "agent-id", "", "this agent's id (default: hostname plus a hash of --data-dir, stable across restarts)")
-	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir(), "where the agent keeps its workspace clone, run dirs, plan files and local state")
-	fs.IntVar(&f.concurrency, "concurrency", 1, "deployments run at once by this agent")
+	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir(), "where the agent keeps its workspace clone, run dirs, saved plans, the plugin cache and local state")
+	fs.IntVar(&f.concurrency, "concurrency", 1, "deployments (and drift checks) run at once by this agent")
 	fs.DurationVar(&f.pollInterval, "poll-interval", time.Second, "how often to look for work besides LISTEN/NOTIFY")
 	fs.BoolVar(&f.pollOnly, "poll-only", false, "do not LISTEN (for transaction-mode poolers); poll only")
 	fs.DurationVar(&f.lease, "lease", 30*time.Second, "how long a claim stays valid without a heartbeat; a lost agent's deployment is taken back after it")
 	fs.DurationVar(&f.heartbeat, "heartbeat-interval", 2*time.Second, "how often running deployments renew their lease and check for cancel requests")
-	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Minute, "on the first SIGINT/SIGTERM, how long to let running deployments finish")
+	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Minute, "on the first SIGINT/SIGTERM, how long running deployments may take to finish")
 	fs.BoolVar(&f.once, "once", false, "claim and run at most one deployment, then exit")
+
+	fs.StringVar(&f.workspace, "workspace", "", "local git repository for the audit trail (default <data-dir>/workspace.git; created if missing)")
+	fs.StringVar(&f.workspaceURL, "workspace-url", "", "remote git repository for the audit trail (https://, ssh://, git@host:path, git://); credentials from GRAPE_GIT_TOKEN, GRAPE_GIT_USERNAME/GRAPE_GIT_PASSWORD or GRAPE_GIT_SSH_KEY")
+	fs.StringVar(&f.gitBranch, "git-branch", "main", "branch the agent commits to")
+	fs.StringVar(&f.gitAuthor, "git-author", "Grape Agent <grape@localhost>", "author and committer of the agent's commits")
+	fs.StringVar(&f.gitSignKey, "git-sign-key", "", "armored OpenPGP private key file to sign commits with")
+	fs.StringVar(&f.gitCAFile, "git-ca-file", "", "PEM CA bundle for an HTTPS git server with a private CA")
+	f.templates.register(fs)
+
+	fs.StringVar(&f.terraformBinary, "terraform-binary", "terraform", "terraform (or OpenTofu) binary")
+	fs.StringVar(&f.providerMirror, "provider-mirror", "", "install providers only from this filesystem mirror (offline networks)")
+	fs.StringVar(&f.envAllow, "env-allow", "", "comma-separated extra environment variables (or PREFIX_*) passed to terraform")
+	fs.StringVar(&f.redactEnv, "redact-env", "", "comma-separated extra environment variables whose values are secrets to redact from logs")
+	fs.BoolVar(&f.infracost, "infracost", false, "estimate cost with infracost after each plan (skipped with one log line if infracost is not installed)")
+	fs.DurationVar(&f.timeoutInit, "timeout-init", 10*time.Minute, "terraform init timeout")
+	fs.DurationVar(&f.timeoutPlan, "timeout-plan", 30*time.Minute, "terraform plan timeout")
+	fs.DurationVar(&f.timeoutApply, "timeout-apply", 2*time.Hour, "terraform apply timeout")
+	fs.DurationVar(&f.cancelGrace, "cancel-grace", 30*time.Second, "after SIGINT, how long terraform may take to stop before its process group is killed")
+
+	fs.StringVar(&f.driftSchedule, "drift-schedule", drift.DefaultSchedule, "when idle configs are re-planned for drift: a 5-field cron expression, @every 6h, @daily, or off")
+	fs.IntVar(&f.driftConcurrency, "drift-concurrency", 1, "drift checks of this cluster queued or running at once")
+	fs.StringVar(&f.notifyURL, "notify-url", "", "POST a JSON event here when drift is detected, a check errors, or drift is resolved")
 	f.logs.register(fs)
 }
 
@@ -54,8 +111,8 @@ func defaultDataDir() string {
 	return ".grape"
 }
 
-// agentID is stable for one machine and data dir, so a restarted agent finds
-// the plan files it saved for approval.
+// id is stable for one machine and data dir, so a restarted agent finds the
+// plans it saved for approval.
 func (f *agentFlags) id() string {
 	if f.agentID != "" {
 		return f.agentID
@@ -73,19 +130,200 @@ func (f *agentFlags) validate() error {
 	if err := store.ValidateClusterID(f.cluster); err != nil {
 		return usagef("--cluster: %v", err)
 	}
-	if f.concurrency < 1 || f.concurrency > 64 {
-		return usagef("--concurrency: want 1 to 64, got %d", f.concurrency)
+	checks := []struct {
+		bad bool
+		msg string
+	}{
+		{f.concurrency < 1 || f.concurrency > 64, fmt.Sprintf("--concurrency: want 1 to 64, got %d", f.concurrency)},
+		{f.pollInterval < 10*time.Millisecond, fmt.Sprintf("--poll-interval: want at least 10ms, got %s", f.pollInterval)},
+		{f.lease < 3*time.Second, fmt.Sprintf("--lease: want at least 3s, got %s", f.lease)},
+		{f.heartbeat <= 0 || f.heartbeat*2 > f.lease, fmt.Sprintf("--heartbeat-interval: want more than 0 and at most half of --lease (%s), got %s", f.lease, f.heartbeat)},
+		{f.drain <= 0, "--drain-timeout: want more than 0"},
+		{f.driftConcurrency < 1, fmt.Sprintf("--drift-concurrency: want at least 1, got %d", f.driftConcurrency)},
+		{f.dataDir == "", "--data-dir: required"},
+		{f.workspace != "" && f.workspaceURL != "", "--workspace and --workspace-url are exclusive: a local repository or a remote one"},
+		{f.timeoutInit <= 0 || f.timeoutPlan <= 0 || f.timeoutApply <= 0 || f.cancelGrace <= 0, "--timeout-init, --timeout-plan, --timeout-apply and --cancel-grace must be more than 0"},
 	}
-	if f.pollInterval < 10*time.Millisecond {
-		return usagef("--poll-interval: want at least 10ms, got %s", f.pollInterval)
+	for _, c := range checks {
+		if c.bad {
+			return usagef("%s", c.msg)
+		}
 	}
-	if f.lease < 3*time.Second {
-		return usagef("--lease: want at least 3s, got %s", f.lease)
+	if _, err := drift.ParseSchedule(f.driftSchedule); err != nil {
+		return usagef("--drift-schedule: %v", err)
 	}
-	if f.heartbeat <= 0 || f.heartbeat*2 > f.lease {
-		return usagef("--heartbeat-interval: want more than 0 and at most half of --lease (%s), got %s", f.lease, f.heartbeat)
+	if _, err := parseAuthor(f.gitAuthor); err != nil {
+		return usagef("--git-author: %v", err)
 	}
 	return nil
+}
+
+func parseAuthor(s string) (gitstore.Signature, error) {
+	name, rest, ok := strings.Cut(s, "<")
+	email, _, ok2 := strings.Cut(rest, ">")
+	if !ok || !ok2 || strings.TrimSpace(name) == "" || !strings.Contains(email, "@") {
+		return gitstore.Signature{}, fmt.Errorf("want \"Name <email>\", got %q", s)
+	}
+	return gitstore.Signature{Name: strings.TrimSpace(name), Email: strings.TrimSpace(email)}, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// agentParts is a built agent and what it needs to shut down.
+type agentParts struct {
+	agent    *reconciler.Agent
+	deployer *reconciler.Deployer
+	drift    *drift.Service
+	close    func()
+}
+
+// buildAgent wires the agent's components: the pull loop, the template set,
+// the audit repository, terraform, the log stream with redaction, and drift.
+func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpool.Pool, log *slog.Logger, extraEnv map[string]string) (*agentParts, error) {
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating --data-dir %s: %w", f.dataDir, err)
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("cluster_id", f.cluster, "agent_id", f.id())
+
+	templates, err := templateSource(ctx, &f.templates, filepath.Join(dataDir, "templates"))
+	if err != nil {
+		return nil, err
+	}
+	cat, err := templates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("template set loaded", "version", cat.Version, "digest", cat.Digest, "modules", cat.ModuleNames())
+
+	author, _ := parseAuthor(f.gitAuthor)
+	workspace := f.workspace
+	if workspace == "" {
+		workspace = filepath.Join(dataDir, "workspace.git")
+	}
+	git, err := gitstore.Open(ctx, gitstore.Options{
+		Dir: workspace, URL: f.workspaceURL, Branch: f.gitBranch, Auth: gitstore.AuthFromEnv(),
+		CAFile: f.gitCAFile, Author: author, SignKeyFile: f.gitSignKey, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the audit repository: %w", err)
+	}
+
+	tf, err := runner.New(runner.Config{
+		TerraformBinary: f.terraformBinary, DataDir: dataDir, ProviderMirror: f.providerMirror,
+		EnvAllowlist: splitList(f.envAllow), ExtraEnv: extraEnv, Infracost: f.infracost, Logger: log,
+		Timeouts: runner.Timeouts{Init: f.timeoutInit, Plan: f.timeoutPlan, Apply: f.timeoutApply, Grace: f.cancelGrace},
+	})
+	if err != nil {
+		git.Close()
+		return nil, err
+	}
+	if v, err := tf.Version(ctx); err != nil {
+		git.Close()
+		return nil, fmt.Errorf("--terraform-binary %s: %w", f.terraformBinary, err)
+	} else {
+		log.Info("terraform found", "binary", tf.Binary(), "version", v)
+	}
+
+	red := secretRedactor(f, cat)
+	if skipped := red.Skipped(); len(skipped) > 0 {
+		log.Warn("secrets too short to redact safely are not redacted from logs", "names", skipped)
+	}
+
+	recorder := &drift.Recorder{Store: st, NotifyURL: f.notifyURL, Log: log}
+	dep := &reconciler.Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: f.infracost, Drift: recorder, Log: log}
+	spillRoot := filepath.Join(dataDir, "spill")
+	agent, err := reconciler.New(st, pool.Config().ConnString(), dep, reconciler.Options{
+		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
+		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly,
+		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
+		Logger: log,
+		Logs: func(ctx context.Context, d store.Deployment) (reconciler.LogSink, error) {
+			dir := filepath.Join(spillRoot, d.ID.String())
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, err
+			}
+			s, err := logstream.Open(ctx, pool, d.ID, logstream.Options{SpillDir: dir, Redactor: red, Logger: log.With("deployment_id", d.ID)})
+			if err != nil {
+				return nil, err
+			}
+			return spillCleanup{Stream: s, dir: dir}, nil
+		},
+	})
+	if err != nil {
+		git.Close()
+		return nil, err
+	}
+	sched, _ := drift.ParseSchedule(f.driftSchedule)
+	svc := &drift.Service{Store: st, Cluster: f.cluster, Default: sched, Concurrency: f.driftConcurrency, Log: log}
+	return &agentParts{agent: agent, deployer: dep, drift: svc, close: func() { git.Close() }}, nil
+}
+
+// spillCleanup removes a deployment's spill dir once every line is stored.
+type spillCleanup struct {
+	*logstream.Stream
+	dir string
+}
+
+func (s spillCleanup) Close(ctx context.Context) error {
+	if err := s.Stream.Close(ctx); err != nil {
+		return err
+	}
+	return os.RemoveAll(s.dir)
+}
+
+// secretRedactor collects what must never reach a log line: secret-looking
+// environment variables, the operator's --redact-env names, and the values
+// of sensitive template variables supplied agent-side as TF_VAR_*.
+func secretRedactor(f *agentFlags, cat *render.Catalog) *redact.Redactor {
+	extra := splitList(f.redactEnv)
+	for _, name := range cat.SensitiveVariables() {
+		extra = append(extra, "TF_VAR_"+name)
+	}
+	return redact.FromEnviron(os.Environ(), extra)
+}
+
+// templateSource returns the template set for each deployment: loaded once
+// for the embedded set or a directory; for a git repository, fetched again at
+// most once a minute so a platform team's new templates are picked up.
+func templateSource(ctx context.Context, t *templateFlags, cacheDir string) (func(context.Context) (*render.Catalog, error), error) {
+	if t.gitURL == "" {
+		cat, err := t.catalog(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		return func(context.Context) (*render.Catalog, error) { return cat, nil }, nil
+	}
+	var mu sync.Mutex
+	var cat *render.Catalog
+	var loaded time.Time
+	return func(ctx context.Context) (*render.Catalog, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if cat != nil && time.Since(loaded) < time.Minute {
+			return cat, nil
+		}
+		fresh, err := t.catalog(ctx, cacheDir)
+		if err != nil {
+			if cat != nil {
+				return nil, fmt.Errorf("refreshing templates from %s (the previous set is not used: a deployment renders with the set it reports): %w", redact.URL(t.gitURL), err)
+			}
+			return nil, err
+		}
+		cat, loaded = fresh, time.Now()
+		return cat, nil
+	}, nil
 }
 
 func init() {
@@ -112,26 +350,27 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					return err
 				}
 				defer pool.Close()
-				agent, err := reconciler.New(st, f.db, placeholderWork{}, reconciler.Options{
-					ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
-					Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly,
-					Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
-					Logger: log,
-				})
+				parts, err := buildAgent(ctx, &f, st, pool, log, nil)
 				if err != nil {
 					return err
 				}
-				stop := abortOnSecondSignal(ctx, agent.Abort)
+				defer parts.close()
+				stop := abortOnSecondSignal(parts.agent.Abort)
 				defer stop()
-				return agent.Run(ctx)
+				if !f.once && f.driftSchedule != drift.Off {
+					driftCtx, cancel := context.WithCancel(ctx)
+					defer cancel()
+					go parts.drift.Run(driftCtx)
+				}
+				return parts.agent.Run(ctx)
 			}
 		},
 	})
 }
 
 // abortOnSecondSignal calls abort on the second SIGINT/SIGTERM. The first one
-// cancels ctx (main's NotifyContext) and starts the drain.
-func abortOnSecondSignal(ctx context.Context, abort func()) (stop func()) {
+// cancels the command's context (main's NotifyContext) and starts the drain.
+func abortOnSecondSignal(abort func()) (stop func()) {
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -157,11 +396,3 @@ func hostname() string {
 	return h
 }
 
-// placeholderWork stands in for terraform execution until the pipeline is
-// wired: it says so in the deployment's log and succeeds without applying.
-type placeholderWork struct{}
-
-func (placeholderWork) Execute(ctx context.Context, r *reconciler.Run) store.Outcome {
-	r.Logs.Agentf("placeholder run: terraform execution is not wired into this build; nothing was applied")
-	return store.Outcome{Status: store.StatusSucceeded}
-}

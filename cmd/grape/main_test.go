@@ -50,8 +50,14 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
+// TestQueueAndRunOnce drives the whole product through the CLI: a plan of a
+// VPC config, rendered, committed, and planned by terraform against moto.
+// Not parallel: the agent passes its own environment (AWS_*) to terraform.
 func TestQueueAndRunOnce(t *testing.T) {
-	t.Parallel()
+	moto := testsupport.Moto(t)
+	for k, v := range moto.Env("eu-central-1") {
+		t.Setenv(k, v)
+	}
 	c := newCLI(t)
 	c.ok("migrate")
 	require.Equal(t, "eu-1", c.ok("cluster", "create", "eu-1"))
@@ -63,10 +69,15 @@ func TestQueueAndRunOnce(t *testing.T) {
 	status := c.ok("status", depID)
 	require.Contains(t, status, "queued")
 
-	c.ok("agent", "--cluster", "eu-1", "--once", "--agent-id", "test-agent", "--data-dir", t.TempDir(), "--log-format", "text")
+	c.ok("agent", "--cluster", "eu-1", "--once", "--agent-id", "test-agent", "--data-dir", t.TempDir(),
+		"--provider-mirror", testsupport.ProviderMirror, "--log-format", "text")
 	status = c.ok("status", depID)
 	require.Regexp(t, `status:\s+succeeded`, status)
-	require.Contains(t, c.ok("logs", depID), "claimed by agent test-agent")
+	require.Regexp(t, `commit:\s+[0-9a-f]{40}`, status)
+	logs := c.ok("logs", depID)
+	require.Contains(t, logs, "claimed by agent test-agent")
+	require.Contains(t, logs, "Plan: 19 to add, 0 to change, 0 to destroy.")
+	require.Contains(t, logs, "[grape] succeeded")
 
 	// Flags also come from GRAPE_* variables.
 	c.env["GRAPE_CLUSTER"] = "eu-1"

@@ -1,0 +1,107 @@
+package drift
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/grapehq/grape/store"
+)
+
+// Service queues drift checks for a cluster's idle configs when they are due.
+type Service struct {
+	Store   *store.Store
+	Cluster string
+	// Default is the agent's --drift-schedule.
+	Default Schedule
+	// Concurrency bounds the drift checks queued or running at once for the
+	// cluster (--drift-concurrency).
+	Concurrency int
+	// Tick is how often due checks are looked for (default 1 minute).
+	Tick   time.Duration
+	Log    *slog.Logger
+	Now    func() time.Time
+	Queued func(store.Deployment) // observer (metrics, tests)
+}
+
+// Run looks for due checks every Tick until ctx is done. A pass that finds
+// more due configs than Concurrency allows leaves the rest for the next tick,
+// so passes never pile up.
+func (s *Service) Run(ctx context.Context) {
+	tick := s.Tick
+	if tick <= 0 {
+		tick = time.Minute
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		if _, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
+			s.log().Warn("drift pass failed; retrying next tick", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// Pass queues the checks that are due now and returns them. Only one agent of
+// a cluster runs a pass at a time (an advisory lock), so a fleet never queues
+// the same check twice.
+func (s *Service) Pass(ctx context.Context) ([]store.Deployment, error) {
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	limit := max(s.Concurrency, 1)
+	var queued []store.Deployment
+	err := s.Store.WithClusterLock(ctx, "drift:"+s.Cluster, func(ctx context.Context, st *store.Store) error {
+		active, err := st.CountActive(ctx, s.Cluster, store.ActionDrift)
+		if err != nil {
+			return err
+		}
+		cands, err := st.DriftCandidates(ctx, s.Cluster)
+		if err != nil {
+			return err
+		}
+		for _, c := range cands {
+			dec := Decide(c, s.Default, now)
+			if !dec.Check {
+				s.log().Debug("drift check skipped", "config_id", c.Config.ID, "config", c.Config.Name, "reason", dec.Reason)
+				continue
+			}
+			if active >= limit {
+				s.log().Debug("drift check deferred: concurrency limit", "config", c.Config.Name, "limit", limit)
+				continue
+			}
+			d, err := st.Enqueue(ctx, store.EnqueueParams{
+				ClusterID: s.Cluster, ConfigID: c.Config.ID, Action: store.ActionDrift,
+				SourceCommit: &dec.Commit, RequestedBy: "drift schedule", MaxAttempts: 1,
+			})
+			if err != nil {
+				return fmt.Errorf("queueing drift check of %s: %w", c.Config.Name, err)
+			}
+			active++
+			queued = append(queued, d)
+			s.log().Info("drift check queued", "config_id", c.Config.ID, "config", c.Config.Name, "deployment_id", d.ID, "reason", dec.Reason)
+			if s.Queued != nil {
+				s.Queued(d)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, nil // another agent of the cluster is running the pass
+	}
+	return queued, err
+}

@@ -1,0 +1,93 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/render"
+	"github.com/grapehq/grape/store"
+)
+
+// intentFile is the normalised intent inside a rendering; the commit body
+// lists what changed in it since the config's previous commit.
+const intentFile = "intent.json"
+
+// commit records the rendering in the audit repository. No commit, no
+// terraform: a git failure ends the deployment before anything is applied.
+func (d *Deployer) commit(ctx context.Context, r *Run, cfg store.Config, rd rendering) (string, store.Outcome, bool) {
+	dep := r.Deployment
+	modules := rd.intent.EnabledModules()
+	what := strings.Join(modules, ", ")
+	if what == "" {
+		what = "no modules"
+	}
+	version := cfg.Version
+	if dep.ConfigVersion != nil {
+		version = *dep.ConfigVersion
+	}
+	newIntent := rd.files[intentFile]
+	res, err := d.Git.Commit(ctx, gitstore.Change{
+		ClusterID:  cfg.ClusterID,
+		ConfigName: cfg.Name,
+		Files:      rd.files,
+		Subject:    fmt.Sprintf("%s %s (cluster %s): %s", dep.Action, cfg.Name, cfg.ClusterID, what),
+		Body: func(previous map[string][]byte) string {
+			return commitBody(previous[intentFile], newIntent, rd.catalog)
+		},
+		Trailers: []gitstore.Trailer{
+			{Key: "Grape-Deployment", Value: dep.ID.String()},
+			{Key: "Grape-Config", Value: fmt.Sprintf("%s@v%d", cfg.ID, version)},
+			{Key: "Grape-Cluster", Value: cfg.ClusterID},
+			{Key: "Grape-Action", Value: string(dep.Action)},
+			{Key: "Grape-Templates", Value: rd.catalog.Version},
+		},
+	})
+	if err != nil {
+		var conflict *gitstore.ConflictError
+		if errors.As(err, &conflict) {
+			return "", failed(store.KindGit, conflict.Error()), false
+		}
+		return "", failed(store.KindGit, fmt.Sprintf("committing the rendering failed: %v", err)), false
+	}
+	note := ""
+	if res.Empty {
+		note = " (rendering unchanged: empty commit)"
+	}
+	if res.Pushed {
+		note += " and pushed"
+	}
+	r.Logs.Agentf("committed %s%s", res.SHA, note)
+	return res.SHA, store.Outcome{}, true
+}
+
+// commitBody lists the intent's changes since the previous commit of the
+// config, so a reviewer reads the why before the diff.
+func commitBody(previous, current []byte, cat *render.Catalog) string {
+	var b strings.Builder
+	switch {
+	case previous == nil:
+		b.WriteString("First rendering of this config.\n")
+	default:
+		changes := render.DiffIntent(previous, current)
+		if len(changes) == 0 {
+			b.WriteString("Intent unchanged since the previous commit of this config.\n")
+		} else {
+			b.WriteString("Intent changes since the previous commit of this config:\n")
+			for _, c := range changes {
+				b.WriteString("  " + c + "\n")
+			}
+		}
+	}
+	fmt.Fprintf(&b, "\nRendered with template set %s (%s).", cat.Version, shortDigest(cat.Digest))
+	return b.String()
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}

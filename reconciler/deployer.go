@@ -1,0 +1,152 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/render"
+	"github.com/grapehq/grape/runner"
+	"github.com/grapehq/grape/store"
+)
+
+// Deployer is the Work of a Grape agent: for one claimed deployment it
+// renders the config's intent through the golden templates, commits the
+// rendering to the audit repository, and runs terraform on exactly that
+// commit — one file per step: render.go, commit.go, terraform.go, drift.go.
+type Deployer struct {
+	// Templates returns the template set to render with (the embedded one,
+	// a directory, or a git checkout that may move between deployments).
+	Templates func(ctx context.Context) (*render.Catalog, error)
+	Git       *gitstore.Store
+	Runner    *runner.Runner
+	// DataDir holds run dirs (runs/<deployment>) and local state
+	// (state/<cluster>/<config>) — never inside the audit repository.
+	DataDir string
+	// Cost runs the Infracost estimate after plan (--infracost).
+	Cost bool
+	// Drift records drift reports and acts on them (webhook, auto-remediation).
+	Drift DriftRecorder
+	// Timing, when set, observes where a deployment spends its time
+	// (benchmarks, metrics).
+	Timing func(d store.Deployment, mark TimingMark)
+	Log    *slog.Logger
+}
+
+// TimingMark names a moment in a deployment's life, for overhead figures.
+type TimingMark string
+
+const (
+	MarkTerraformStart TimingMark = "terraform_start"
+	MarkTerraformEnd   TimingMark = "terraform_end"
+)
+
+func (d *Deployer) mark(r *Run, m TimingMark) {
+	if d.Timing != nil {
+		d.Timing(r.Deployment, m)
+	}
+}
+
+// Execute runs one deployment through the product's steps.
+func (d *Deployer) Execute(ctx context.Context, r *Run) store.Outcome {
+	dep := r.Deployment
+	if dep.Action == store.ActionDrift {
+		return d.driftCheck(ctx, r)
+	}
+	if dep.ApprovedAt != nil && dep.PhaseName() == store.PhaseApply {
+		return d.applyApproved(ctx, r)
+	}
+	cfg, spec, err := d.loadConfig(ctx, r)
+	if err != nil {
+		return failed(store.KindInternal, err.Error())
+	}
+
+	var sha string
+	if dep.SourceCommit != nil {
+		// Remediation of drift: re-apply a commit that already exists.
+		sha = *dep.SourceCommit
+		r.Logs.Agentf("applying existing commit %s (no new rendering)", short(sha))
+	} else {
+		if err := r.SetPhase(ctx, store.PhaseRender); err != nil {
+			return lost(err)
+		}
+		rendered, o, ok := d.render(ctx, r, cfg, spec)
+		if !ok {
+			return o
+		}
+		if err := r.SetPhase(ctx, store.PhaseCommit); err != nil {
+			return lost(err)
+		}
+		if sha, o, ok = d.commit(ctx, r, cfg, rendered); !ok {
+			return o
+		}
+	}
+	if err := r.Store().SetCommit(ctx, dep.ID, r.AgentID(), sha); err != nil {
+		return lost(err)
+	}
+	r.Deployment.CommitSHA = &sha
+	return d.terraform(ctx, r, cfg, sha)
+}
+
+// loadConfig reads the config as it was when the deployment was queued: a
+// deployment runs the intent it was queued against, even if someone saved a
+// newer version meanwhile (that one gets its own deployment).
+func (d *Deployer) loadConfig(ctx context.Context, r *Run) (store.Config, json.RawMessage, error) {
+	cfg, err := r.Store().GetConfigByID(ctx, r.Deployment.ConfigID)
+	if err != nil {
+		return store.Config{}, nil, fmt.Errorf("loading config: %w", err)
+	}
+	spec := cfg.Spec
+	if v := r.Deployment.ConfigVersion; v != nil && *v != cfg.Version {
+		old, err := r.Store().ConfigAtVersion(ctx, cfg.ID, *v)
+		if err != nil {
+			return store.Config{}, nil, fmt.Errorf("loading config %s v%d: %w", cfg.Name, *v, err)
+		}
+		spec = old.Spec
+		r.Logs.Agentf("config %s is at v%d now; this deployment runs v%d, the version it was queued against", cfg.Name, cfg.Version, *v)
+	}
+	return cfg, spec, nil
+}
+
+func (d *Deployer) runDir(r *Run) string {
+	return filepath.Join(d.DataDir, "runs", r.Deployment.ID.String())
+}
+
+// statePath is where the local backend keeps a config's state: outside the
+// audit repository and outside run dirs, which are deleted after each run.
+func (d *Deployer) statePath(cfg store.Config) string {
+	return filepath.Join(d.DataDir, "state", cfg.ClusterID, cfg.Name, "terraform.tfstate")
+}
+
+func failed(kind store.ErrorKind, msg string) store.Outcome {
+	return store.Outcome{Status: store.StatusFailed, Kind: kind, Error: msg}
+}
+
+// lost is the outcome when a phase could not be recorded: usually the lease
+// is gone (the agent then writes nothing), else the database failed.
+func lost(err error) store.Outcome {
+	if errors.Is(err, store.ErrLeaseLost) {
+		return failed(store.KindAgentLost, err.Error())
+	}
+	return failed(store.KindInternal, fmt.Sprintf("recording progress failed: %v", err))
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// removeRunDir deletes a finished run's directory. Plan files and
+// .terraform are large and may hold sensitive values; state is elsewhere.
+func (d *Deployer) removeRunDir(r *Run) {
+	if err := os.RemoveAll(d.runDir(r)); err != nil {
+		r.Log.Warn("removing run dir failed", "dir", d.runDir(r), "err", err)
+	}
+}
