@@ -395,4 +395,3 @@ func hostname() string {
 	h, _ := os.Hostname()
 	return h
 }
-

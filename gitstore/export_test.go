@@ -1,0 +1,6 @@
+package gitstore
+
+// SetBeforePublish installs a hook that runs after a commit is built and
+// before it is published, so tests can push as a colleague in the race
+// window between the two.
+func SetBeforePublish(s *Store, f func(attempt int)) { s.beforePublish = f }

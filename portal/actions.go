@@ -1,0 +1,192 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/robfig/cron/v3"
+
+	"github.com/grapehq/grape/store"
+)
+
+type loginData struct {
+	Next     string
+	CSRF     string
+	Error    string
+	Username string
+	Token    bool // a static token is accepted
+	Users    bool
+	Supabase bool
+}
+
+// loginPage shows the sign-in form. Its CSRF token is bound to a short-lived
+// cookie, so another site cannot sign a browser in to an account of its
+// choosing (login CSRF).
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	if s.currentSession(r) != nil {
+		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+		return
+	}
+	s.renderLogin(w, r, http.StatusOK, "", "")
+}
+
+func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg, username string) {
+	nonce := randomString(18)
+	s.setCookie(w, r, "grape_login", nonce, 3600)
+	next := r.URL.Query().Get("next")
+	if r.Method == http.MethodPost {
+		next = r.PostFormValue("next")
+	}
+	s.render(w, r, status, "login", view{Title: "Sign in", Data: loginData{
+		Next: safeNext(next), CSRF: s.loginCSRF(nonce), Error: msg, Username: username,
+		Token: s.auth.Token != "", Users: len(s.auth.Users) > 0, Supabase: len(s.auth.SupabaseJWTSecret) > 0,
+	}})
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	ip := clientIP(r)
+	if !s.sameOrigin(r) {
+		s.errorPage(w, r, http.StatusForbidden, "This request came from another site and was refused.")
+		return
+	}
+	c, err := r.Cookie(s.cookieName(r, "grape_login"))
+	if err != nil || !validToken(r.PostFormValue("csrf"), s.loginCSRF(c.Value)) {
+		s.errorPage(w, r, http.StatusForbidden, "The sign-in form's security token is missing or stale: open the sign-in page again.")
+		return
+	}
+	if s.limiter.blocked(ip, now) {
+		w.Header().Set("Retry-After", "60")
+		s.renderLogin(w, r, http.StatusTooManyRequests, "Too many failed sign-ins from your address: wait a minute.", "")
+		return
+	}
+	username := strings.TrimSpace(r.PostFormValue("username"))
+	sess, msg := s.signIn(username, r.PostFormValue("password"), strings.TrimSpace(r.PostFormValue("token")), now)
+	if sess == nil {
+		s.limiter.fail(ip, now)
+		s.log.Info("sign-in failed", "remote", ip, "user", username)
+		s.renderLogin(w, r, http.StatusUnauthorized, msg, username)
+		return
+	}
+	s.log.Info("signed in", "user", sess.User, "method", sess.Method, "remote", ip)
+	s.setCookie(w, r, "grape_login", "", -1)
+	s.setCookie(w, r, "grape_session", s.encodeSession(*sess), int(time.Until(time.Unix(sess.Expires, 0)).Seconds()))
+	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	s.setCookie(w, r, "grape_session", "", -1)
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (s *Server) user(r *http.Request) string {
+	if sess := sessionFrom(r.Context()); sess != nil {
+		return sess.User
+	}
+	return "unknown"
+}
+
+// queueDeployment is the deploy / plan / destroy buttons of a config.
+func (s *Server) queueDeployment(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	c, err := s.config(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	action, err := store.ParseAction(r.PostFormValue("action"))
+	if err != nil || r.PostFormValue("action") == "" {
+		s.errorPage(w, r, http.StatusBadRequest, "Choose plan, apply or destroy.")
+		return
+	}
+	if action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
+		s.errorPage(w, r, http.StatusBadRequest, fmt.Sprintf("Destroy deletes everything config %s manages: type its name to confirm.", c.Name))
+		return
+	}
+	d, err := s.st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, RequestedBy: s.user(r)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("deployment queued", "deployment_id", d.ID, "config_id", c.ID, "cluster_id", c.ClusterID, "action", action, "user", s.user(r))
+	http.Redirect(w, r, "/deployments/"+d.ID.String(), http.StatusSeeOther)
+}
+
+func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
+	s.control(w, r, "approved", s.st.Approve)
+}
+
+func (s *Server) reject(w http.ResponseWriter, r *http.Request) {
+	s.control(w, r, "rejected", s.st.Reject)
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	s.control(w, r, "cancel requested", s.st.RequestCancel)
+}
+
+// control runs approve, reject or cancel and goes back to the deployment.
+func (s *Server) control(w http.ResponseWriter, r *http.Request, what string, op func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error)) {
+	id, err := s.deploymentID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if _, err := op(r.Context(), id, s.user(r)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("deployment "+what, "deployment_id", id, "user", s.user(r))
+	http.Redirect(w, r, "/deployments/"+id.String(), http.StatusSeeOther)
+}
+
+// remediate queues an apply of the commit a drift report checked, bringing
+// the infrastructure back to what was last applied.
+func (s *Server) remediate(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, err := uuid.Parse(r.PathValue("report"))
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("drift report %q: %w", r.PathValue("report"), store.ErrNotFound))
+		return
+	}
+	rep, err := s.driftReport(ctx, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !rep.Remediable() {
+		s.errorPage(w, r, http.StatusConflict, "This drift report found no drift to remediate (or names no commit).")
+		return
+	}
+	why, err := s.remediationBlocker(ctx, rep)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if why != "" {
+		s.errorPage(w, r, http.StatusConflict, "Not remediated: "+why+".")
+		return
+	}
+	d, err := s.st.Enqueue(ctx, store.EnqueueParams{ClusterID: rep.ClusterID, ConfigID: rep.ConfigID, Action: store.ActionApply,
+		SourceCommit: rep.CommitSHA, RequestedBy: s.user(r)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("drift remediation queued", "deployment_id", d.ID, "config_id", rep.ConfigID, "report_id", rep.ID, "commit", *rep.CommitSHA, "user", s.user(r))
+	http.Redirect(w, r, "/deployments/"+d.ID.String(), http.StatusSeeOther)
+}
+
+// validateSchedule checks a drift schedule as the agent reads it.
+func validateSchedule(s string) error {
+	if s == "off" {
+		return nil
+	}
+	if _, err := cron.ParseStandard(s); err != nil {
+		return fmt.Errorf("not a cron expression, @every duration or off: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+package portal
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestParseUsers(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	require.NoError(t, err)
+	users, err := parseUsers(strings.NewReader("# admins\n\nalice:" + string(hash) + "\n  bob:" + string(hash) + "  \n"))
+	require.NoError(t, err)
+	require.Len(t, users, 2)
+	require.NoError(t, bcrypt.CompareHashAndPassword(users["bob"], []byte("pw")))
+
+	bad := []struct{ in, want string }{
+		{"alice", "line 1: want user:bcrypt-hash"},
+		{"alice:plaintext", "not a bcrypt hash"},
+		{"alice:" + string(hash) + "\nalice:" + string(hash), "appears twice"},
+		{"al ice:" + string(hash), "spaces or control characters"},
+		{"# nobody\n", "no users"},
+	}
+	for _, b := range bad {
+		_, err := parseUsers(strings.NewReader(b.in))
+		require.ErrorContains(t, err, b.want, b.in)
+		require.NotContains(t, err.Error(), "plaintext", "a users file error must not echo the secret")
+	}
+}
+
+func testServerForAuth(t *testing.T) *Server {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
+	require.NoError(t, err)
+	return &Server{
+		opts: Options{SessionTTL: time.Hour},
+		auth: Auth{Token: "tok", Users: map[string][]byte{"alice": hash}, SupabaseJWTSecret: []byte(testJWTSecret)},
+		key:  []byte("0123456789abcdef0123456789abcdef"),
+		log:  discardLogger(),
+	}
+}
+
+func TestSessionCookieRoundTripAndTampering(t *testing.T) {
+	s := testServerForAuth(t)
+	now := time.Now()
+	sess, msg := s.signIn("alice", "correct horse", "", now)
+	require.Empty(t, msg)
+	v := s.encodeSession(*sess)
+	got, ok := s.decodeSession(v, now)
+	require.True(t, ok)
+	require.Equal(t, "alice", got.User)
+
+	payload, sig, _ := strings.Cut(v, ".")
+	cases := map[string]string{
+		"no signature":          payload,
+		"flipped signature":     payload + "." + strings.ToUpper(sig[:1]) + sig[1:] + "x",
+		"other payload":         strings.Replace(v, payload, payload[:len(payload)-2]+"AA", 1),
+		"empty":                 "",
+		"signed by another key": (&Server{key: []byte("other key"), auth: s.auth}).encodeSession(*sess),
+	}
+	for name, c := range cases {
+		_, ok := s.decodeSession(c, now)
+		require.False(t, ok, name)
+	}
+	_, ok = s.decodeSession(v, now.Add(2*time.Hour))
+	require.False(t, ok, "expired session")
+
+	// Changing the user's password ends the sessions made with the old one.
+	newHash, _ := bcrypt.GenerateFromPassword([]byte("new"), bcrypt.MinCost)
+	s.auth.Users = map[string][]byte{"alice": newHash}
+	_, ok = s.decodeSession(v, now)
+	require.False(t, ok, "session outlived a password change")
+}
+
+func TestSignIn(t *testing.T) {
+	s := testServerForAuth(t)
+	now := time.Now()
+	jwt := signJWT(t, testJWTSecret, map[string]any{"alg": "HS256"}, userClaims(now))
+	cases := []struct {
+		name, user, pass, token string
+		wantUser, wantMethod    string
+	}{
+		{"token", "", "", "tok", "token", methodToken},
+		{"wrong token", "", "", "tok2", "", ""},
+		{"password", "alice", "correct horse", "", "alice", methodPassword},
+		{"wrong password", "alice", "wrong", "", "", ""},
+		{"unknown user", "mallory", "correct horse", "", "", ""},
+		{"supabase", "", "", jwt, "ada@example.com", methodSupabase},
+		{"nothing", "", "", "", "", ""},
+	}
+	for _, c := range cases {
+		sess, msg := s.signIn(c.user, c.pass, c.token, now)
+		if c.wantUser == "" {
+			require.Nil(t, sess, c.name)
+			require.NotEmpty(t, msg, c.name)
+			continue
+		}
+		require.NotNil(t, sess, "%s: %s", c.name, msg)
+		require.Equal(t, c.wantUser, sess.User, c.name)
+		require.Equal(t, c.wantMethod, sess.Method, c.name)
+	}
+	// A Supabase session ends when its token does.
+	sess, _ := s.signIn("", "", jwt, now)
+	require.LessOrEqual(t, sess.Expires, now.Add(time.Hour).Unix())
+
+	s.auth.SupabaseAllow = []string{"@grape.example"}
+	sess, msg := s.signIn("", "", jwt, now)
+	require.Nil(t, sess)
+	require.Contains(t, msg, "not allowed")
+	s.auth.SupabaseAllow = []string{"someone@else.com", "@EXAMPLE.com"}
+	sess, _ = s.signIn("", "", jwt, now)
+	require.NotNil(t, sess)
+}
+
+func TestSafeNext(t *testing.T) {
+	cases := map[string]string{
+		"":                     "/",
+		"/deployments/x":       "/deployments/x",
+		"//evil.example":       "/",
+		"/\\evil.example":      "/",
+		"https://evil.example": "/",
+		"/ok?a=1":              "/ok?a=1",
+		"/x\r\nSet-Cookie: a":  "/",
+	}
+	for in, want := range cases {
+		require.Equal(t, want, safeNext(in), in)
+	}
+}
+
+func TestLoginLimiter(t *testing.T) {
+	var l loginLimiter
+	now := time.Now()
+	for i := 0; i < loginFailures; i++ {
+		require.False(t, l.blocked("10.0.0.1", now))
+		l.fail("10.0.0.1", now)
+	}
+	require.True(t, l.blocked("10.0.0.1", now))
+	require.False(t, l.blocked("10.0.0.2", now), "another address is not blocked")
+	require.False(t, l.blocked("10.0.0.1", now.Add(loginWindow)), "the block lifts after the window")
+}

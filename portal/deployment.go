@@ -1,0 +1,402 @@
+package portal
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/grapehq/grape/store"
+)
+
+// deploymentState is what a deployment page shows that changes while it
+// runs. The page renders it, and the live terminal's status events carry it
+// as JSON, so both say the same.
+type deploymentState struct {
+	Status          string    `json:"status"`
+	Phase           string    `json:"phase"`
+	Final           bool      `json:"final"`
+	Error           string    `json:"error"`
+	ErrorKind       string    `json:"error_kind"`
+	CommitSHA       string    `json:"commit_sha"`
+	CommitURL       string    `json:"commit_url"`
+	Plan            *planView `json:"plan"`
+	Cost            string    `json:"cost"`
+	CanApprove      bool      `json:"can_approve"`
+	CanCancel       bool      `json:"can_cancel"`
+	CancelRequested bool      `json:"cancel_requested"`
+	ApprovedBy      string    `json:"approved_by"`
+}
+
+type planView struct {
+	Text      string         `json:"text"`
+	Resources []resourceView `json:"resources"`
+}
+
+type resourceView struct {
+	Address string `json:"address"`
+	Action  string `json:"action"`
+}
+
+// planSummary mirrors the plan_summary column the runner writes.
+type planSummary struct {
+	Add       int `json:"add"`
+	Change    int `json:"change"`
+	Destroy   int `json:"destroy"`
+	Replace   int `json:"replace"`
+	Import    int `json:"import"`
+	Resources []struct {
+		Address string   `json:"address"`
+		Actions []string `json:"actions"`
+		Deposed string   `json:"deposed"`
+	} `json:"resources"`
+}
+
+// costEstimate mirrors the cost column (Infracost's figures as strings).
+type costEstimate struct {
+	Currency             string `json:"currency"`
+	TotalMonthlyCost     string `json:"total_monthly_cost"`
+	DiffTotalMonthlyCost string `json:"diff_total_monthly_cost"`
+}
+
+func decodePlan(raw json.RawMessage) *planView {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var p planSummary
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return &planView{Text: "plan summary unreadable: " + truncate(string(raw), 200)}
+	}
+	v := &planView{Text: fmt.Sprintf("%d to add, %d to change, %d to destroy", p.Add, p.Change, p.Destroy)}
+	if p.Replace > 0 {
+		v.Text += fmt.Sprintf(" (%d replaced)", p.Replace)
+	}
+	if p.Import > 0 {
+		v.Text += fmt.Sprintf(", %d to import", p.Import)
+	}
+	for _, r := range p.Resources {
+		addr := r.Address
+		if r.Deposed != "" {
+			addr += " (deposed " + r.Deposed + ")"
+		}
+		v.Resources = append(v.Resources, resourceView{Address: addr, Action: actionLabel(r.Actions)})
+	}
+	return v
+}
+
+// actionLabel names terraform's action list the way people say it.
+func actionLabel(actions []string) string {
+	switch strings.Join(actions, ",") {
+	case "delete,create", "create,delete":
+		return "replace"
+	case "":
+		return "change"
+	}
+	return strings.Join(actions, ", ")
+}
+
+func decodeCost(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var c costEstimate
+	if err := json.Unmarshal(raw, &c); err != nil || c.TotalMonthlyCost == "" {
+		return ""
+	}
+	cur := c.Currency
+	if cur == "" {
+		cur = "USD"
+	}
+	text := fmt.Sprintf("%s %s per month", cur, c.TotalMonthlyCost)
+	if c.DiffTotalMonthlyCost != "" {
+		diff := c.DiffTotalMonthlyCost
+		if !strings.HasPrefix(diff, "-") {
+			diff = "+" + diff
+		}
+		text += " (" + diff + ")"
+	}
+	return text
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func (s *Server) state(d store.Deployment) deploymentState {
+	st := deploymentState{
+		Status:          string(d.Status),
+		Phase:           string(d.PhaseName()),
+		Final:           d.Status.Final(),
+		Error:           derefString(d.Error),
+		ErrorKind:       derefString(d.ErrorKind),
+		CommitSHA:       derefString(d.CommitSHA),
+		Plan:            decodePlan(d.PlanSummary),
+		Cost:            decodeCost(d.Cost),
+		CanApprove:      d.Status == store.StatusAwaitingApproval && d.ApprovedAt == nil,
+		CanCancel:       d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval || (d.Status == store.StatusInProgress && d.CancelRequestedAt == nil),
+		CancelRequested: d.CancelRequestedAt != nil && !d.Status.Final(),
+		ApprovedBy:      derefString(d.ApprovedBy),
+	}
+	st.CommitURL = s.commitURL(st.CommitSHA)
+	return st
+}
+
+// maxPageLines bounds the log lines rendered into a deployment page; the
+// full log is always at /deployments/{id}/log.
+const maxPageLines = 100_000
+
+func (s *Server) deploymentID(r *http.Request) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("deployment %q: %w", r.PathValue("id"), store.ErrNotFound)
+	}
+	return id, nil
+}
+
+func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, err := s.deploymentID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.st.GetDeployment(ctx, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	cfg, err := s.st.GetConfigByID(ctx, d.ConfigID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var lines []store.LogLine
+	var after int64
+	truncated := false
+	for {
+		batch, err := s.st.ReadLogs(ctx, id, after, 5000)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		lines = append(lines, batch...)
+		if len(batch) < 5000 {
+			break
+		}
+		after = batch[len(batch)-1].Seq
+		if len(lines) >= maxPageLines {
+			truncated = true
+			break
+		}
+	}
+	s.render(w, r, http.StatusOK, "deployment", view{Title: "Deployment " + shortID(d.ID), Nav: "deployments", Data: struct {
+		D         store.Deployment
+		Config    store.Config
+		State     deploymentState
+		Lines     []store.LogLine
+		Truncated bool
+	}{d, cfg, s.state(d), lines, truncated}})
+}
+
+func shortID(id uuid.UUID) string { return strings.SplitN(id.String(), "-", 2)[0] }
+
+// deploymentLogText serves the whole log as plain text (for download, and
+// for logs longer than a page holds).
+func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, err := s.deploymentID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if _, err := s.st.GetDeployment(ctx, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Disposition", `inline; filename="deployment-`+id.String()+`.log"`)
+	var after int64
+	for {
+		batch, err := s.st.ReadLogs(ctx, id, after, 5000)
+		if err != nil {
+			s.log.Error("reading log for download failed", "deployment_id", id, "err", err)
+			return // the status line is sent; a short body is all that can tell
+		}
+		var buf bytes.Buffer
+		for _, l := range batch {
+			buf.WriteString(l.Line)
+			buf.WriteByte('\n')
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return
+		}
+		if len(batch) < 5000 {
+			return
+		}
+		after = batch[len(batch)-1].Seq
+	}
+}
+
+// sseLine is one log line as a live terminal receives it. JSON escapes <, >
+// and &, and the page inserts it as text, never as markup.
+type sseLine struct {
+	Seq    int64  `json:"seq"`
+	Stream string `json:"stream"`
+	Line   string `json:"line"`
+}
+
+const (
+	sseBatch     = 500
+	sseKeepalive = 15 * time.Second
+)
+
+// deploymentEvents is the live terminal's Server-Sent Events stream: every
+// line after the client's last seq as a "line" event whose id is its seq (a
+// reconnecting EventSource sends it back as Last-Event-ID, so it resumes with
+// no gap and no duplicate), a "status" event whenever deploymentState
+// changes, and "end" once the status is final and every line was sent.
+func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, err := s.deploymentID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.st.GetDeployment(ctx, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	after := resumePoint(r)
+
+	// Subscribe before the first read: a batch committed between the read
+	// and the subscription would otherwise wait for the next poll.
+	woken, unsubscribe := s.hub.subscribe(id)
+	defer unsubscribe()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	es := &eventStream{w: w, rc: http.NewResponseController(w)}
+	es.printf("retry: 2000\n\n")
+
+	var lastState []byte
+	sendLines := func() {
+		for es.err == nil {
+			lines, err := s.st.ReadLogs(ctx, id, after, sseBatch)
+			if err != nil {
+				es.err = err
+				return
+			}
+			for _, l := range lines {
+				b, _ := json.Marshal(sseLine{Seq: l.Seq, Stream: string(l.Stream), Line: l.Line})
+				es.printf("id: %d\nevent: line\ndata: %s\n\n", l.Seq, b)
+				after = l.Seq
+			}
+			if len(lines) < sseBatch {
+				return
+			}
+		}
+	}
+	sendState := func() {
+		b, _ := json.Marshal(s.state(d))
+		if !bytes.Equal(b, lastState) {
+			es.printf("event: status\ndata: %s\n\n", b)
+			lastState = b
+		}
+	}
+	refresh := func() {
+		nd, err := s.st.GetDeployment(ctx, id)
+		if err != nil {
+			es.err = err
+			return
+		}
+		d = nd
+	}
+
+	poll := time.NewTicker(s.opts.StatusPoll)
+	defer poll.Stop()
+	keepalive := time.NewTicker(sseKeepalive)
+	defer keepalive.Stop()
+	needLines := true
+	for {
+		if needLines {
+			sendLines()
+		}
+		sendState()
+		if d.Status.Final() && es.err == nil {
+			// The agent stores every line before it writes the final status,
+			// so lines read after seeing that status are all there is.
+			sendLines()
+			es.printf("event: end\ndata: {}\n\n")
+		}
+		es.flush()
+		if es.err != nil || d.Status.Final() {
+			if es.err != nil && ctx.Err() == nil {
+				s.log.Warn("live terminal stream ended", "deployment_id", id, "err", es.err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-woken:
+			needLines = true
+			refresh()
+		case <-poll.C:
+			// Lines are announced by NOTIFY; without the LISTEN connection
+			// the poll reads them too.
+			needLines = !s.hub.connected.Load()
+			refresh()
+		case <-keepalive.C:
+			needLines = false
+			es.printf(": keepalive\n\n")
+		}
+	}
+}
+
+// resumePoint is the seq the client has: Last-Event-ID from a reconnecting
+// EventSource wins over the ?after= the page started with.
+func resumePoint(r *http.Request) int64 {
+	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
+		if v == "" {
+			continue
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			return n
+		}
+	}
+	return 0
+}
+
+// eventStream writes SSE frames and remembers the first error (the client left).
+type eventStream struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	err error
+}
+
+func (e *eventStream) printf(format string, args ...any) {
+	if e.err != nil {
+		return
+	}
+	// A stuck client must not hold the handler forever.
+	_ = e.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, e.err = fmt.Fprintf(e.w, format, args...)
+}
+
+func (e *eventStream) flush() {
+	if e.err == nil {
+		e.err = e.rc.Flush()
+	}
+}

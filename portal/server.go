@@ -1,0 +1,418 @@
+package portal
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/grapehq/grape/render"
+	"github.com/grapehq/grape/store"
+)
+
+//go:embed templates/*.html
+var templateFiles embed.FS
+
+//go:embed static
+var staticFiles embed.FS
+
+// Options configure a Server.
+type Options struct {
+	Store *store.Store
+	// ConnString is the database URL for the dedicated LISTEN connection.
+	ConnString string
+	// Catalog validates intents in the config editor; nil: render.Default().
+	Catalog *render.Catalog
+	Auth    Auth
+	// CommitURL links commit SHAs to the customer's git server; "{sha}" is
+	// replaced by the full SHA. Empty: SHAs are shown without a link.
+	CommitURL string
+	// SecureCookies marks cookies Secure even on plain HTTP (TLS terminated
+	// by a proxy in front). Requests served over TLS always get Secure cookies.
+	SecureCookies bool
+	// SessionSecret signs session cookies and CSRF tokens. Empty: a random
+	// key, so sessions end when the server restarts.
+	SessionSecret []byte
+	// SessionTTL is how long a sign-in lasts (default 12h).
+	SessionTTL time.Duration
+	// AgentOfflineAfter: an agent whose last heartbeat is older is shown
+	// offline (default 30s; agents beat every 10s).
+	AgentOfflineAfter time.Duration
+	// StatusPoll is how often an open live terminal re-reads its
+	// deployment's status (default 500ms): status changes are not notified.
+	StatusPoll time.Duration
+	Logger     *slog.Logger
+}
+
+// Server is the portal: an http.Handler plus the LISTEN fan-out that feeds
+// its live terminals (Run).
+type Server struct {
+	opts    Options
+	st      *store.Store
+	catalog *render.Catalog
+	auth    Auth
+	key     []byte
+	log     *slog.Logger
+	hub     *hub
+	limiter loginLimiter
+	pages   map[string]*template.Template
+	static  map[string]staticFile
+	mux     *http.ServeMux
+}
+
+type staticFile struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+// New builds the portal. Call Run to feed live terminals.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("portal: a store is required")
+	}
+	if opts.ConnString == "" {
+		return nil, errors.New("portal: a database URL for LISTEN is required")
+	}
+	if !opts.Auth.configured() {
+		return nil, errors.New("portal: no sign-in method: set a token, a users file or a Supabase JWT secret")
+	}
+	if err := checkCommitURL(opts.CommitURL); err != nil {
+		return nil, err
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = 12 * time.Hour
+	}
+	if opts.AgentOfflineAfter <= 0 {
+		opts.AgentOfflineAfter = 30 * time.Second
+	}
+	if opts.StatusPoll <= 0 {
+		opts.StatusPoll = 500 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, st: opts.Store, auth: opts.Auth, log: opts.Logger, catalog: opts.Catalog}
+	if s.catalog == nil {
+		c, err := render.Default()
+		if err != nil {
+			return nil, fmt.Errorf("portal: %w", err)
+		}
+		s.catalog = c
+	}
+	if len(opts.SessionSecret) > 0 {
+		s.key = sha(string(opts.SessionSecret))
+	} else {
+		s.key = []byte(randomString(32))
+	}
+	s.hub = newHub(opts.ConnString, opts.Logger)
+	if err := s.loadAssets(); err != nil {
+		return nil, err
+	}
+	s.routes()
+	return s, nil
+}
+
+// checkCommitURL refuses a link template that is not http(s) or has no {sha}.
+func checkCommitURL(t string) error {
+	if t == "" {
+		return nil
+	}
+	if !strings.Contains(t, "{sha}") {
+		return fmt.Errorf("portal: commit URL %q has no {sha} placeholder", t)
+	}
+	u, err := url.Parse(strings.ReplaceAll(t, "{sha}", "0"))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("portal: commit URL %q is not an http(s) URL", t)
+	}
+	return nil
+}
+
+// Run keeps the LISTEN connection that feeds live terminals until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	s.hub.run(ctx)
+	return nil
+}
+
+func (s *Server) loadAssets() error {
+	s.static = map[string]staticFile{}
+	types := map[string]string{".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+	err := fs.WalkDir(staticFiles, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := staticFiles.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		s.static[strings.TrimPrefix(p, "static/")] = staticFile{body: b, contentType: types[path.Ext(p)], etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("portal: reading embedded assets: %w", err)
+	}
+	funcs := template.FuncMap{
+		"ansi":      ANSISegments,
+		"short":     shortSHA,
+		"commitURL": s.commitURL,
+		"when":      formatTime,
+		"whenp":     formatTimePtr,
+		"deref":     derefAny,
+		"asset":     s.assetURL,
+		"join":      strings.Join,
+		"add":       func(a, b int) int { return a + b },
+	}
+	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFiles, "templates/layout.html")
+	if err != nil {
+		return fmt.Errorf("portal: parsing layout: %w", err)
+	}
+	entries, err := fs.Glob(templateFiles, "templates/*.html")
+	if err != nil {
+		return err
+	}
+	s.pages = map[string]*template.Template{}
+	for _, e := range entries {
+		name := path.Base(e)
+		if name == "layout.html" {
+			continue
+		}
+		t, err := template.Must(layout.Clone()).ParseFS(templateFiles, e)
+		if err != nil {
+			return fmt.Errorf("portal: parsing %s: %w", name, err)
+		}
+		s.pages[strings.TrimSuffix(name, ".html")] = t
+	}
+	return nil
+}
+
+// assetURL names an embedded asset with its content hash, so a new binary's
+// assets are never mixed with a cached old one.
+func (s *Server) assetURL(name string) string {
+	f := s.static[name]
+	return "/static/" + name + "?v=" + strings.Trim(f.etag, `"`)
+}
+
+func (s *Server) commitURL(sha string) string {
+	if s.opts.CommitURL == "" || !isSHA(sha) {
+		return ""
+	}
+	return strings.ReplaceAll(s.opts.CommitURL, "{sha}", sha)
+}
+
+func isSHA(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func shortSHA(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func formatTimePtr(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return formatTime(*t)
+}
+
+func derefString[T ~string](p *T) string {
+	if p == nil {
+		return ""
+	}
+	return string(*p)
+}
+
+// derefAny is deref for templates, which cannot call generic functions.
+func derefAny(p any) string {
+	switch v := p.(type) {
+	case *string:
+		return derefString(v)
+	case *store.Phase:
+		return derefString(v)
+	case *store.ErrorKind:
+		return derefString(v)
+	case string:
+		return v
+	}
+	return ""
+}
+
+// contentSecurityPolicy allows only this server's own scripts, styles and
+// connections: no inline script can run even if some markup slipped through.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+// ServeHTTP adds the security headers to every response and routes it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	if r.TLS != nil {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	if !strings.HasPrefix(r.URL.Path, "/static/") {
+		h.Set("Cache-Control", "no-store")
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// maxFormBytes bounds a request body: an intent is at most 1 MiB.
+const maxFormBytes = 2 << 20
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	m.HandleFunc("GET /static/{file}", s.serveStatic)
+	m.HandleFunc("GET /login", s.loginPage)
+	m.HandleFunc("POST /login", s.login)
+	m.HandleFunc("POST /logout", s.authed(s.logout))
+
+	m.HandleFunc("GET /{$}", s.authed(s.clustersPage))
+	m.HandleFunc("GET /clusters/{cluster}", s.authed(s.clusterPage))
+	m.HandleFunc("GET /clusters/{cluster}/new-config", s.authed(s.newConfigPage))
+	m.HandleFunc("POST /clusters/{cluster}/configs", s.authed(s.createConfig))
+	m.HandleFunc("GET /clusters/{cluster}/configs/{name}", s.authed(s.configPage))
+	m.HandleFunc("GET /clusters/{cluster}/configs/{name}/edit", s.authed(s.editConfigPage))
+	m.HandleFunc("POST /clusters/{cluster}/configs/{name}", s.authed(s.saveConfig))
+	m.HandleFunc("POST /clusters/{cluster}/configs/{name}/deployments", s.authed(s.queueDeployment))
+
+	m.HandleFunc("GET /deployments", s.authed(s.deploymentsPage))
+	m.HandleFunc("GET /deployments/{id}", s.authed(s.deploymentPage))
+	m.HandleFunc("GET /deployments/{id}/events", s.authed(s.deploymentEvents))
+	m.HandleFunc("GET /deployments/{id}/log", s.authed(s.deploymentLogText))
+	m.HandleFunc("POST /deployments/{id}/approve", s.authed(s.approve))
+	m.HandleFunc("POST /deployments/{id}/reject", s.authed(s.reject))
+	m.HandleFunc("POST /deployments/{id}/cancel", s.authed(s.cancel))
+
+	m.HandleFunc("GET /drift", s.authed(s.driftPage))
+	m.HandleFunc("POST /drift/{report}/remediate", s.authed(s.remediate))
+
+	m.HandleFunc("/", s.authed(func(w http.ResponseWriter, r *http.Request) {
+		s.errorPage(w, r, http.StatusNotFound, "There is no page at this address.")
+	}))
+	s.mux = m
+}
+
+func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request) {
+	f, ok := s.static[r.PathValue("file")]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", f.contentType)
+	w.Header().Set("ETag", f.etag)
+	// The URL carries the content hash (assetURL), so it may be cached for long.
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	if r.Header.Get("If-None-Match") == f.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	_, _ = w.Write(f.body)
+}
+
+// view is what every page template gets.
+type view struct {
+	Title string
+	User  string
+	CSRF  string
+	Nav   string // which top-level section is current
+	Data  any
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, v view) {
+	t, ok := s.pages[name]
+	if !ok {
+		s.log.Error("no such page template", "name", name)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if sess := sessionFrom(r.Context()); sess != nil {
+		v.User = sess.User
+		v.CSRF = s.csrfToken(sess)
+	}
+	// Render to a buffer first: a template error must not leave half a page
+	// under a 200 status.
+	var buf strings.Builder
+	if err := t.ExecuteTemplate(&buf, "layout.html", v); err != nil {
+		s.log.Error("rendering page failed", "page", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(buf.String()))
+}
+
+type errorData struct {
+	Status  int
+	Heading string
+	Message string
+}
+
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.render(w, r, status, "error", view{Title: http.StatusText(status), Data: errorData{Status: status, Heading: http.StatusText(status), Message: msg}})
+}
+
+// fail turns an error into the right page: unknown ids are 404, requests
+// the current state does not allow are 409, everything else is logged and
+// shown as 500 without its details.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.errorPage(w, r, http.StatusNotFound, "Nothing was found with that name or id.")
+	case errors.Is(err, store.ErrWrongState), errors.Is(err, store.ErrApprovalRefused):
+		s.errorPage(w, r, http.StatusConflict, firstSentence(err))
+	case errors.Is(err, store.ErrInvalid):
+		s.errorPage(w, r, http.StatusBadRequest, firstSentence(err))
+	case errors.Is(err, context.Canceled):
+		// The browser went away; nobody reads the answer.
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.errorPage(w, r, http.StatusInternalServerError, "Something went wrong on the server; the details are in its log.")
+	}
+}
+
+// firstSentence strips the "verb-ing noun:" wrapping a store error carries
+// down to what a person can act on.
+func firstSentence(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ": deployment "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
+}

@@ -1,0 +1,285 @@
+// Grape portal: the live terminal of a deployment page. No framework, no
+// build step. Log text is untrusted (terraform prints resource values), so it
+// only ever becomes text nodes: this file never assigns markup.
+(function () {
+  'use strict';
+
+  // ---- ANSI SGR → styled segments; the same rules as ansi.go --------------
+
+  // xterm's default 16 colours (basicPalette in ansi.go).
+  var PALETTE = [
+    [0, 0, 0], [205, 0, 0], [0, 205, 0], [205, 205, 0], [0, 0, 238], [205, 0, 205], [0, 205, 205], [229, 229, 229],
+    [127, 127, 127], [255, 0, 0], [0, 255, 0], [255, 255, 0], [92, 92, 255], [255, 0, 255], [0, 255, 255], [255, 255, 255]
+  ];
+
+  function xterm256(n) {
+    if (n >= 232) {
+      var v = 8 + (n - 232) * 10;
+      return [v, v, v];
+    }
+    n -= 16;
+    function level(x) { return x === 0 ? 0 : 55 + x * 40; }
+    return [level(Math.floor(n / 36)), level(Math.floor(n / 6) % 6), level(n % 6)];
+  }
+
+  function nearestBasic(r, g, b) {
+    var best = 0, bestDist = -1;
+    for (var i = 0; i < PALETTE.length; i++) {
+      var dr = r - PALETTE[i][0], dg = g - PALETTE[i][1], db = b - PALETTE[i][2];
+      var d = dr * dr + dg * dg + db * db;
+      if (bestDist < 0 || d < bestDist) { best = i; bestDist = d; }
+    }
+    return best;
+  }
+
+  function plain() { return { fg: -1, bg: -1, bold: false, dim: false, italic: false, underline: false }; }
+
+  function styleClass(st) {
+    var parts = [];
+    if (st.bold) parts.push('ansi-b');
+    if (st.dim) parts.push('ansi-d');
+    if (st.italic) parts.push('ansi-i');
+    if (st.underline) parts.push('ansi-u');
+    if (st.fg >= 0) parts.push('ansi-f' + st.fg);
+    if (st.bg >= 0) parts.push('ansi-bg' + st.bg);
+    return parts.join(' ');
+  }
+
+  function applySGR(st, params) {
+    if (params === '') return plain();
+    var fields = params.split(';');
+    function num(k) {
+      if (k >= fields.length || fields[k] === '') return 0;
+      if (!/^[0-9]+$/.test(fields[k])) return -1;
+      var n = Number(fields[k]);
+      return n > 255 ? -1 : n;
+    }
+    function extended(k) { // → [colour, fields used]
+      switch (num(k)) {
+        case 5: {
+          var n = num(k + 1);
+          if (n < 0) return [-1, 2];
+          if (n < 16) return [n, 2];
+          var rgb = xterm256(n);
+          return [nearestBasic(rgb[0], rgb[1], rgb[2]), 2];
+        }
+        case 2: {
+          var r = num(k + 1), g = num(k + 2), b = num(k + 3);
+          if (r < 0 || g < 0 || b < 0) return [-1, 4];
+          return [nearestBasic(r, g, b), 4];
+        }
+      }
+      return [-1, 1];
+    }
+    for (var k = 0; k < fields.length; k++) {
+      var n = num(k);
+      if (n === 0) st = plain();
+      else if (n === 1) st.bold = true;
+      else if (n === 2) st.dim = true;
+      else if (n === 3) st.italic = true;
+      else if (n === 4) st.underline = true;
+      else if (n === 22) { st.bold = false; st.dim = false; }
+      else if (n === 23) st.italic = false;
+      else if (n === 24) st.underline = false;
+      else if (n >= 30 && n <= 37) st.fg = n - 30;
+      else if (n === 39) st.fg = -1;
+      else if (n >= 40 && n <= 47) st.bg = n - 40;
+      else if (n === 49) st.bg = -1;
+      else if (n >= 90 && n <= 97) st.fg = n - 90 + 8;
+      else if (n >= 100 && n <= 107) st.bg = n - 100 + 8;
+      else if (n === 38 || n === 48) {
+        var ext = extended(k + 1);
+        if (ext[0] >= 0) { if (n === 38) st.fg = ext[0]; else st.bg = ext[0]; }
+        k += ext[1];
+      }
+    }
+    return st;
+  }
+
+  function isControl(c) { return (c < 0x20 && c !== 0x09) || c === 0x7f; }
+
+  // segments splits a line into [{text, class}]: SGR sequences set the
+  // style, every other escape sequence and control character is dropped.
+  function segments(line) {
+    var out = [], st = plain(), text = '';
+    function flush() {
+      if (text === '') return;
+      var c = styleClass(st);
+      if (out.length && out[out.length - 1]['class'] === c) out[out.length - 1].text += text;
+      else out.push({ text: text, 'class': c });
+      text = '';
+    }
+    var i = 0, n = line.length;
+    while (i < n) {
+      var c = line.charCodeAt(i);
+      if (c !== 0x1b) {
+        if (!isControl(c)) text += line[i];
+        i++;
+        continue;
+      }
+      if (i + 1 >= n) { i++; continue; }
+      var kind = line[i + 1];
+      if (kind === '[') {
+        var j = i + 2;
+        while (j < n && line.charCodeAt(j) >= 0x30 && line.charCodeAt(j) <= 0x3f) j++;
+        var params = line.slice(i + 2, j);
+        while (j < n && line.charCodeAt(j) >= 0x20 && line.charCodeAt(j) <= 0x2f) j++;
+        if (j >= n) { i = n; continue; }
+        if (line[j] === 'm') { flush(); st = applySGR(st, params); }
+        i = j + 1;
+      } else if (kind === ']') {
+        var k = i + 2;
+        while (k < n && line.charCodeAt(k) !== 0x07 && !(line.charCodeAt(k) === 0x1b && k + 1 < n && line[k + 1] === '\\')) k++;
+        if (k >= n) i = n;
+        else if (line.charCodeAt(k) === 0x07) i = k + 1;
+        else i = k + 2;
+      } else {
+        var m = i + 1;
+        while (m < n && line.charCodeAt(m) >= 0x20 && line.charCodeAt(m) <= 0x2f) m++;
+        i = m + 1;
+      }
+    }
+    flush();
+    return out;
+  }
+
+  window.GrapeANSI = { segments: segments };
+
+  // ---- the live terminal --------------------------------------------------
+
+  function lineElement(l) {
+    var div = document.createElement('div');
+    div.className = 'line st-' + (/^[a-z]+$/.test(l.stream) ? l.stream : 'stdout');
+    div.dataset.seq = String(l.seq);
+    segments(l.line).forEach(function (s) {
+      var node = document.createTextNode(s.text);
+      if (s['class']) {
+        var span = document.createElement('span');
+        span.className = s['class'];
+        span.appendChild(node);
+        node = span;
+      }
+      div.appendChild(node);
+    });
+    return div;
+  }
+
+  function setText(root, field, text) {
+    var el = root.querySelector('[data-field="' + field + '"]');
+    if (el) el.textContent = text || '';
+    return el;
+  }
+
+  function applyState(st) {
+    var root = document.getElementById('deployment');
+    if (!root) return;
+    var status = setText(root, 'status', st.status);
+    if (status) status.className = 'status s-' + String(st.status).replace(/[^a-z_]/g, '');
+    setText(root, 'phase', st.phase);
+    setText(root, 'error', st.error);
+    setText(root, 'cost', st.cost);
+    setText(root, 'plan', st.plan ? st.plan.text : '');
+    var list = root.querySelector('[data-field="plan-resources"]');
+    if (list) {
+      while (list.firstChild) list.removeChild(list.firstChild);
+      ((st.plan && st.plan.resources) || []).forEach(function (r) {
+        var li = document.createElement('li');
+        var act = document.createElement('span');
+        act.className = 'act act-' + String(r.action).replace(/[^a-z]/g, '');
+        act.textContent = r.action;
+        var code = document.createElement('code');
+        code.textContent = r.address;
+        li.appendChild(act);
+        li.appendChild(document.createTextNode(' '));
+        li.appendChild(code);
+        list.appendChild(li);
+      });
+    }
+    var commit = root.querySelector('[data-field="commit"]');
+    if (commit) {
+      while (commit.firstChild) commit.removeChild(commit.firstChild);
+      if (st.commit_sha) {
+        var el;
+        if (st.commit_url && /^https?:\/\//.test(st.commit_url)) {
+          el = document.createElement('a');
+          el.href = st.commit_url;
+          el.rel = 'noreferrer noopener';
+        } else {
+          el = document.createElement('code');
+        }
+        el.textContent = st.commit_sha;
+        commit.appendChild(el);
+      }
+    }
+    root.querySelectorAll('[data-show]').forEach(function (el) {
+      el.hidden = !st[el.dataset.show];
+    });
+  }
+
+  function startTerminal(term) {
+    var stateEl = document.getElementById('term-state');
+    var follow = document.getElementById('term-follow');
+    function setState(s) { if (stateEl) stateEl.textContent = s; }
+
+    var rendered = term.querySelectorAll('.line');
+    var last = rendered.length ? Number(rendered[rendered.length - 1].dataset.seq) || 0 : 0;
+
+    // Follow the end unless the person scrolled up to read; scrolling back
+    // to the bottom (or the button) follows again.
+    var stick = true, lastTop = 0, scrollQueued = false;
+    function atBottom() { return term.scrollHeight - term.scrollTop - term.clientHeight < 8; }
+    term.addEventListener('scroll', function () {
+      if (atBottom()) stick = true;
+      else if (term.scrollTop < lastTop) stick = false;
+      lastTop = term.scrollTop;
+      if (follow) follow.hidden = stick;
+    });
+    function toBottom() {
+      if (scrollQueued) return;
+      scrollQueued = true;
+      window.requestAnimationFrame(function () {
+        scrollQueued = false;
+        if (stick) term.scrollTop = term.scrollHeight;
+      });
+    }
+    if (follow) {
+      follow.addEventListener('click', function () {
+        stick = true;
+        follow.hidden = true;
+        term.scrollTop = term.scrollHeight;
+      });
+    }
+    term.scrollTop = term.scrollHeight;
+
+    if (term.dataset.final === 'true') {
+      setState('finished');
+      return;
+    }
+    // On a dropped connection EventSource reconnects by itself and sends the
+    // id of the last line it got as Last-Event-ID; the server resumes there.
+    var es = new EventSource(term.dataset.events + '?after=' + last);
+    es.addEventListener('open', function () { setState('live'); });
+    es.addEventListener('line', function (e) {
+      var l = JSON.parse(e.data);
+      if (l.seq <= last) return;
+      last = l.seq;
+      term.appendChild(lineElement(l));
+      if (stick) toBottom();
+    });
+    es.addEventListener('status', function (e) { applyState(JSON.parse(e.data)); });
+    es.addEventListener('end', function () {
+      es.close();
+      setState('finished');
+    });
+    es.addEventListener('error', function () {
+      setState(es.readyState === EventSource.CLOSED ? 'disconnected: reload the page' : 'reconnecting…');
+    });
+  }
+
+  function init() {
+    var term = document.getElementById('terminal');
+    if (term) startTerminal(term);
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();

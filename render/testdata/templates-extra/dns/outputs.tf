@@ -1,0 +1,4 @@
+output "zone_name" {
+  description = "Name of the zone."
+  value       = terraform_data.zone.output.name
+}

@@ -1,0 +1,202 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	tfjson "github.com/hashicorp/terraform-json"
+)
+
+// Error kinds: what the person reading a failed deployment needs to know
+// first. Error.Msg says the rest in one sentence; the log holds the detail.
+const (
+	KindInit      = "init"       // terraform init failed (provider install, backend, config syntax)
+	KindPlan      = "plan"       // terraform plan failed (config or provider error)
+	KindApply     = "apply"      // terraform apply failed (provider/API error, stale plan)
+	KindOutputs   = "outputs"    // reading outputs after a successful apply failed
+	KindStateLock = "state_lock" // another process holds the state lock
+	KindTimeout   = "timeout"    // the phase ran longer than its timeout
+	KindCancelled = "cancelled"  // the job's context was cancelled (see ErrCancelRequested, ErrShutdown)
+)
+
+// Causes to cancel a job's context with (context.WithCancelCause), so the
+// runner can say why it stopped. Any other cause is reported as a
+// cancellation too.
+var (
+	ErrCancelRequested = errors.New("cancel requested")
+	ErrShutdown        = errors.New("agent shutting down")
+)
+
+// Error is what every Runner method returns when terraform did not do what
+// was asked. Use errors.As to get it; errors.Is(err, ErrCancelRequested) and
+// errors.Is(err, context.DeadlineExceeded) work through Unwrap.
+type Error struct {
+	Kind  string    // one of the Kind constants
+	Phase string    // init, plan, apply, outputs: where it stopped
+	Msg   string    // one clear sentence for the deployment's error column
+	Lock  *LockInfo // set when Kind is KindStateLock
+	Err   error     // the underlying error (exit status, cancellation cause)
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// LockInfo is terraform's description of a held state lock.
+type LockInfo struct {
+	ID        string `json:"id"`
+	Path      string `json:"path"`
+	Operation string `json:"operation"`
+	Who       string `json:"who"`
+	Version   string `json:"version"`
+	Created   string `json:"created"`
+	Info      string `json:"info,omitempty"`
+}
+
+// lockSummary is the diagnostic summary terraform (and OpenTofu) use when the
+// state lock cannot be taken; it is a fixed string in their backend code.
+const lockSummary = "Error acquiring the state lock"
+
+var lockLine = regexp.MustCompile(`^\s*(ID|Path|Operation|Who|Version|Created|Info):[ \t]*(.*?)\s*$`)
+
+// parseLockInfo reads the "Lock Info:" block of a state-lock diagnostic's
+// detail. It returns nil when the block is missing.
+func parseLockInfo(detail string) *LockInfo {
+	_, block, ok := strings.Cut(detail, "Lock Info:")
+	if !ok {
+		return nil
+	}
+	var li LockInfo
+	found := false
+	for _, line := range strings.Split(block, "\n") {
+		m := lockLine.FindStringSubmatch(line)
+		if m == nil {
+			if found && strings.TrimSpace(line) == "" {
+				break // the block ends at the first blank line
+			}
+			continue
+		}
+		found = true
+		switch m[1] {
+		case "ID":
+			li.ID = m[2]
+		case "Path":
+			li.Path = m[2]
+		case "Operation":
+			li.Operation = m[2]
+		case "Who":
+			li.Who = m[2]
+		case "Version":
+			li.Version = m[2]
+		case "Created":
+			li.Created = m[2]
+		case "Info":
+			li.Info = m[2]
+		}
+	}
+	if !found {
+		return nil
+	}
+	return &li
+}
+
+// classify turns a failed terraform command into an Error from the
+// diagnostics it printed and its exit status. It is only called when the
+// command failed and the context was not cancelled.
+func classify(phase string, diags []tfjson.Diagnostic, runErr error) *Error {
+	var errs []tfjson.Diagnostic
+	for _, d := range diags {
+		if d.Severity == tfjson.DiagnosticSeverityError {
+			errs = append(errs, d)
+		}
+	}
+	for _, d := range errs {
+		if d.Summary != lockSummary {
+			continue
+		}
+		li := parseLockInfo(d.Detail)
+		msg := "the state is locked by another terraform run"
+		if li != nil && li.Who != "" {
+			msg = fmt.Sprintf("the state is locked by %s (%s since %s, lock ID %s)", li.Who, li.Operation, li.Created, li.ID)
+		}
+		return &Error{Kind: KindStateLock, Phase: phase, Msg: msg + "; wait for that run to finish or force-unlock it", Lock: li, Err: runErr}
+	}
+	kind := phase
+	if len(errs) == 0 {
+		status := "an error"
+		var ee *exec.ExitError
+		if errors.As(runErr, &ee) {
+			status = fmt.Sprintf("exit status %d", ee.ExitCode())
+		}
+		return &Error{Kind: kind, Phase: phase, Msg: fmt.Sprintf("terraform %s failed (%s) without a machine-readable error; see the log", phase, status), Err: runErr}
+	}
+	first := errs[0]
+	msg := "terraform " + phase + " failed: " + oneLine(first.Summary)
+	if first.Address != "" {
+		msg += " (" + first.Address + ")"
+	}
+	if d := firstSentence(first.Detail); d != "" {
+		msg += ": " + d
+	}
+	if n := len(errs) - 1 - countGeneric(errs[1:]); n > 0 {
+		msg += fmt.Sprintf(" (and %d more error%s in the log)", n, plural(n))
+	}
+	return &Error{Kind: kind, Phase: phase, Msg: msg, Err: runErr}
+}
+
+// countGeneric counts follow-up diagnostics that add nothing for a reader
+// ("execution halted" after an interrupted or failed apply).
+func countGeneric(ds []tfjson.Diagnostic) int {
+	n := 0
+	for _, d := range ds {
+		if d.Summary == "execution halted" && d.Detail == "" {
+			n++
+		}
+	}
+	return n
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+const maxMsgPart = 240
+
+// oneLine folds a possibly wrapped terraform message into one line.
+func oneLine(s string) string {
+	return truncate(strings.Join(strings.Fields(s), " "), maxMsgPart)
+}
+
+// firstSentence returns the first sentence of a diagnostic's detail on one
+// line: terraform details are often long explanations that open with the
+// actual problem. A sentence ends at ". " before a capital letter, so
+// addresses like 10.0.0.0/16 and "e.g. this" do not cut it short.
+func firstSentence(detail string) string {
+	para, _, _ := strings.Cut(strings.TrimSpace(detail), "\n\n")
+	para = strings.Join(strings.Fields(para), " ")
+	for i := 0; i+2 < len(para); i++ {
+		if para[i] == '.' && para[i+1] == ' ' {
+			if r, _ := utf8.DecodeRuneInString(para[i+2:]); unicode.IsUpper(r) {
+				para = para[:i]
+				break
+			}
+		}
+	}
+	return truncate(strings.TrimSuffix(para, "."), maxMsgPart)
+}
+
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
