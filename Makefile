@@ -17,9 +17,17 @@ help: ## list the targets
 build: ## build a static bin/grape (CGO_ENABLED=0, version from git)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/grape ./cmd/grape
 
+# Offline machines keep the AWS provider in a filesystem mirror; use it when present.
+MIRROR ?= $(wildcard /opt/tf-plugins)
+DEMO_DIR ?= $(CURDIR)/.grape/dev
+
 .PHONY: demo
-demo: build ## the local default: private PostgreSQL, a sample config, one deployment run by the agent
-	./bin/grape dev --once
+demo: build ## the local default: private PostgreSQL + moto + agent, applies a sample VPC config once and prints its status
+	./bin/grape dev --once --data-dir $(DEMO_DIR) --listen '' $(if $(MIRROR),--provider-mirror $(MIRROR))
+
+.PHONY: dev
+dev: build ## like demo, but keeps running with the portal on http://127.0.0.1:8080 (Ctrl-C stops)
+	./bin/grape dev --data-dir $(DEMO_DIR) $(if $(MIRROR),--provider-mirror $(MIRROR))
 
 .PHONY: test
 test: lint ## vet, gofmt, and every test with the race detector (starts its own PostgreSQL, moto, git servers)
@@ -38,7 +46,7 @@ verify: lint ## lint, plus generated files (supabase migrations, docs) are up to
 .PHONY: generate
 generate: ## regenerate supabase/migrations and docs from the code
 	$(GO) run ./cmd/grape docs --out docs/cli.md
-	$(GO) run ./cmd/grape migrate --export-supabase supabase/migrations
+	$(GO) run ./cmd/grape migrate export --dir supabase/migrations
 
 .PHONY: bench
 bench: ## run the benchmarks and print a table (takes a few minutes)

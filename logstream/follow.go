@@ -15,10 +15,12 @@ import (
 )
 
 const (
-	// followPoll re-reads even without a notification: the fallback should
-	// a notification ever be missed (LISTEN is per connection, and a
-	// connection can be replaced between a read and the next LISTEN).
-	followPoll = time.Second
+	// followPoll re-reads even without a notification. Status changes are
+	// never notified (a NOTIFY per claim and finish would serialise the
+	// agents' commits), so this is how a follower sees the final status
+	// that comes just after the last line; it is also the fallback should a
+	// grape_logs notification be missed.
+	followPoll = 250 * time.Millisecond
 	// followPage is how many lines one read returns.
 	followPage = 1000
 	// followMaxBackoff caps the wait between reconnects.
@@ -33,8 +35,8 @@ func (e emitError) Unwrap() error { return e.err }
 
 // Follow calls emit for every line of deployment id after afterSeq, once and
 // in seq order, live, until the deployment has a final status and every line
-// is read; it returns that status. It LISTENs on grape_logs and
-// grape_deployment_status, polls every second as a fallback, and survives a
+// is read; it returns that status. It LISTENs on grape_logs, re-reads the
+// status every 250 ms (status changes are not notified), and survives a
 // database restart by reconnecting and re-reading from the last line it
 // emitted. Errors before the first successful read (a wrong URL, an unknown
 // deployment: store.ErrNotFound) and errors from emit are returned at once;
@@ -96,7 +98,7 @@ func (f *follower) session(ctx context.Context) (store.Status, error) {
 		defer cancel()
 		_ = pc.Close(closeCtx)
 	}()
-	for _, ch := range []string{"grape_logs", "grape_deployment_status"} {
+	for _, ch := range []string{"grape_logs"} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return "", fmt.Errorf("listening on %s: %w", ch, err)
 		}

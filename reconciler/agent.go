@@ -161,7 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.st.RegisterAgent(ctx, store.Agent{ID: a.opts.AgentID, ClusterID: a.opts.ClusterID, Hostname: a.opts.Hostname, Version: a.opts.Version}); err != nil {
 		return err
 	}
-	a.log.Info("agent started", "concurrency", a.opts.Concurrency, "poll_interval", a.opts.PollInterval, "lease", a.opts.Lease, "poll_only", a.opts.PollOnly)
+	a.log.Info("agent started", "concurrency", a.opts.Concurrency, "poll_interval", a.opts.PollInterval.String(), "lease", a.opts.Lease.String(), "poll_only", a.opts.PollOnly)
 
 	// Runs outlive ctx: a first signal only stops claiming.
 	runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -208,7 +208,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			switch {
 			case err != nil && ctx.Err() == nil:
 				claimBackoff = min(max(2*claimBackoff, 100*time.Millisecond), 5*time.Second)
-				a.log.Warn("claiming failed; retrying", "err", err, "retry_in", claimBackoff)
+				a.log.Warn("claiming failed; retrying", "err", err, "retry_in", claimBackoff.String())
 				retry = time.After(claimBackoff)
 			case err == nil:
 				claimBackoff = 0
@@ -283,7 +283,7 @@ func (a *Agent) drain() {
 	n := len(a.runs)
 	a.mu.Unlock()
 	if n > 0 {
-		a.log.Info("draining: waiting for running deployments", "running", n, "timeout", a.opts.DrainTimeout)
+		a.log.Info("draining: waiting for running deployments", "running", n, "timeout", a.opts.DrainTimeout.String())
 	}
 	select {
 	case <-done:
@@ -342,5 +342,46 @@ func (a *Agent) rescueOnce(ctx context.Context) {
 		a.opts.Observer.Rescued(r)
 		a.log.Warn("took back a deployment from a lost agent", "deployment_id", r.Deployment.ID,
 			"config_id", r.Deployment.ConfigID, "requeued", r.Decision.Requeue, "note", r.Decision.Note)
+	}
+}
+
+// RunDeployment claims one specific deployment — waiting while its config is
+// busy — runs it in this process with the usual lease, heartbeat and log
+// stream, and returns when it has ended (`grape drift check`).
+func (a *Agent) RunDeployment(ctx context.Context, id uuid.UUID) error {
+	if err := a.st.RegisterAgent(ctx, store.Agent{ID: a.opts.AgentID, ClusterID: a.opts.ClusterID, Hostname: a.opts.Hostname, Version: a.opts.Version}); err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = a.st.AgentStopped(stopCtx, a.opts.AgentID)
+	}()
+	for {
+		d, err := a.st.ClaimByID(ctx, id, a.opts.AgentID, a.opts.Lease)
+		if err == nil {
+			runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+			defer abort(nil)
+			stop := context.AfterFunc(ctx, func() { abort(ErrShutdown) })
+			defer stop()
+			a.runOne(runCtx, d)
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		cur, gerr := a.st.GetDeployment(ctx, id)
+		if gerr != nil {
+			return gerr
+		}
+		if cur.Status != store.StatusQueued {
+			return fmt.Errorf("deployment %s is %s, not queued", id, cur.Status)
+		}
+		a.log.Info("waiting: the config has an older or running deployment", "deployment_id", id)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.opts.PollInterval):
+		}
 	}
 }

@@ -28,6 +28,11 @@ type Deployer struct {
 	// DataDir holds run dirs (runs/<deployment>) and local state
 	// (state/<cluster>/<config>) — never inside the audit repository.
 	DataDir string
+	// SecretVars are values of sensitive template variables supplied on the
+	// agent's side (TF_VAR_<name> in its environment), keyed by root variable
+	// name. They reach terraform in a var file in the run dir — never in the
+	// commit, the database or a log line.
+	SecretVars map[string]string
 	// Cost runs the Infracost estimate after plan (--infracost).
 	Cost bool
 	// Drift records drift reports and acts on them (webhook, auto-remediation).

@@ -42,7 +42,7 @@ func (l *listener) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		l.log.Warn("LISTEN connection lost; polling until it is back", "err", err, "retry_in", backoff)
+		l.log.Warn("LISTEN connection lost; polling until it is back", "err", err, "retry_in", backoff.String())
 		select {
 		case <-ctx.Done():
 			return

@@ -183,7 +183,7 @@ func (a *Agent) execute(ctx context.Context, r *Run) *store.Deployment {
 	}
 	took := time.Since(started)
 	a.opts.Observer.Finished(r.Deployment, outcome, took)
-	r.Log.Info("deployment finished", "status", outcome.Status, "error_kind", outcome.Kind, "error", outcome.Error, "took", took.Round(time.Millisecond))
+	r.Log.Info("deployment finished", "status", outcome.Status, "error_kind", outcome.Kind, "error", outcome.Error, "took", took.Round(time.Millisecond).String())
 	if next != nil {
 		a.opts.Observer.Claimed(*next)
 	}
@@ -252,7 +252,7 @@ func (a *Agent) finish(ctx context.Context, r *Run, o store.Outcome) (*store.Dep
 		if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrInvalid) || time.Now().After(deadline) {
 			return next, err
 		}
-		r.Log.Warn("writing outcome failed; retrying", "err", err, "retry_in", backoff)
+		r.Log.Warn("writing outcome failed; retrying", "err", err, "retry_in", backoff.String())
 		time.Sleep(backoff)
 		backoff = min(2*backoff, 5*time.Second)
 	}

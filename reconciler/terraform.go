@@ -28,6 +28,18 @@ func (d *Deployer) job(r *Run, cfg store.Config, treeDir string) (runner.Job, er
 	if err != nil {
 		return j, err
 	}
+	if len(d.SecretVars) > 0 {
+		// Outside the tree dir: the tree stays exactly the commit.
+		path := filepath.Join(filepath.Dir(treeDir), "secret.tfvars.json")
+		b, err := json.Marshal(d.SecretVars)
+		if err != nil {
+			return j, fmt.Errorf("encoding agent-side variables: %w", err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return j, fmt.Errorf("writing agent-side variables: %w", err)
+		}
+		j.VarFiles = []string{path}
+	}
 	if backend == "local" {
 		path := d.statePath(cfg)
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

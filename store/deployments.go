@@ -444,3 +444,29 @@ WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID)
 	}
 	return nil
 }
+
+// ClaimByID claims one queued deployment by id, under the same rules as
+// Claim: its config has nothing running or awaiting approval and nothing
+// older queued. ErrNotFound means it is not claimable yet (or not queued).
+func (s *Store) ClaimByID(ctx context.Context, id uuid.UUID, agentID string, lease time.Duration) (Deployment, error) {
+	rows, err := s.db().Query(ctx, `
+UPDATE deployments d
+SET status = 'in_progress', phase = 'claimed', claimed_by = $2, claimed_at = now(),
+    heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $3),
+    started_at = coalesce(d.started_at, now()), attempt = d.attempt + 1, error = NULL, error_kind = NULL
+WHERE d.id = $1 AND d.status = 'queued'
+  AND NOT EXISTS (SELECT 1 FROM deployments busy
+                  WHERE busy.config_id = d.config_id AND busy.status IN ('in_progress', 'awaiting_approval'))
+  AND NOT EXISTS (SELECT 1 FROM deployments older
+                  WHERE older.config_id = d.config_id AND older.status = 'queued'
+                    AND (older.created_at, older.id) < (d.created_at, d.id))
+RETURNING `+deploymentColumns, id, agentID, lease.Seconds())
+	if err != nil {
+		return Deployment{}, fmt.Errorf("claiming deployment %s: %w", id, err)
+	}
+	d, err := collectDeployment(rows, "claimable deployment "+id.String())
+	if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "deployments_one_active_per_config" {
+		return Deployment{}, fmt.Errorf("claiming deployment %s: its config is busy: %w", id, ErrNotFound)
+	}
+	return d, err
+}

@@ -995,7 +995,9 @@ FROM pg_roles r WHERE rolname = $1`, first.Name).Scan(&attrs.super, &attrs.bypas
 	risky := tn.seed(t, "risky")
 	_, err = tn.pool.Exec(ctx, `CREATE ROLE `+store.AgentRoleName(risky.cluster)+` LOGIN CREATEDB`)
 	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = tn.pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+store.AgentRoleName(risky.cluster)) })
+	t.Cleanup(func() {
+		_, _ = tn.pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+store.AgentRoleName(risky.cluster))
+	})
 	_, err = tn.admin.CreateAgentRole(ctx, risky.cluster, store.AgentRoleOptions{})
 	require.ErrorIs(t, err, store.ErrRoleUnsafe)
 

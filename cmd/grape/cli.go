@@ -225,6 +225,9 @@ func run(ctx context.Context, args []string, cio *cmdIO) int {
 	}
 	fs, runCmd := c.newFlagSet()
 	file, err := loadConfigFile(cio.getenv)
+	if err == nil {
+		err = checkFileKeys(file)
+	}
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "grape %s: %v\n", c.name, err)
 		return 2
@@ -261,6 +264,29 @@ func oneLine(err error) string {
 	s := strings.TrimSpace(err.Error())
 	s = strings.ReplaceAll(s, "\r", "")
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// checkFileKeys refuses config file keys that are no flag of any command: a
+// typo there would otherwise be ignored silently. (One file serves every
+// command, so a key only needs to be some command's flag.)
+func checkFileKeys(file map[string]string) error {
+	if len(file) == 0 {
+		return nil
+	}
+	known := map[string]bool{}
+	for _, c := range commands {
+		if c.flags == nil {
+			continue
+		}
+		fs, _ := c.newFlagSet()
+		fs.VisitAll(func(f *flag.Flag) { known[f.Name] = true })
+	}
+	for k := range file {
+		if !known[k] {
+			return usagef("config file (GRAPE_CONFIG_FILE): %q is not a grape flag (see docs/cli.md)", k)
+		}
+	}
+	return nil
 }
 
 // loadConfigFile reads GRAPE_CONFIG_FILE when set: lines of `flag-name = value`

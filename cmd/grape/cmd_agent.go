@@ -195,6 +195,7 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 	if err != nil {
 		return nil, err
 	}
+	agentLog := log // the reconciler adds cluster_id and agent_id itself
 	log = log.With("cluster_id", f.cluster, "agent_id", f.id())
 
 	templates, err := templateSource(ctx, &f.templates, filepath.Join(dataDir, "templates"))
@@ -242,13 +243,14 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 	}
 
 	recorder := &drift.Recorder{Store: st, NotifyURL: f.notifyURL, Log: log}
-	dep := &reconciler.Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: f.infracost, Drift: recorder, Log: log}
+	dep := &reconciler.Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: f.infracost,
+		SecretVars: secretVars(cat), Drift: recorder, Log: log}
 	spillRoot := filepath.Join(dataDir, "spill")
 	agent, err := reconciler.New(st, pool.Config().ConnString(), dep, reconciler.Options{
 		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
 		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly,
 		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
-		Logger: log,
+		Logger: agentLog,
 		Logs: func(ctx context.Context, d store.Deployment) (reconciler.LogSink, error) {
 			dir := filepath.Join(spillRoot, d.ID.String())
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -292,6 +294,19 @@ func secretRedactor(f *agentFlags, cat *render.Catalog) *redact.Redactor {
 		extra = append(extra, "TF_VAR_"+name)
 	}
 	return redact.FromEnviron(os.Environ(), extra)
+}
+
+// secretVars reads the values of sensitive template variables from the
+// agent's own environment (TF_VAR_<name>). terraform-exec does not pass
+// TF_VAR_* to terraform, so the deployer hands them over in a var file.
+func secretVars(cat *render.Catalog) map[string]string {
+	out := map[string]string{}
+	for _, name := range cat.SensitiveVariables() {
+		if v, ok := os.LookupEnv("TF_VAR_" + name); ok {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // templateSource returns the template set for each deployment: loaded once

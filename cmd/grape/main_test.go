@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/testsupport"
 )
 
@@ -139,4 +141,46 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		require.Equal(t, 0, code, cmd.name)
 		require.Contains(t, errOut, "Usage: grape "+cmd.name, cmd.name)
 	}
+}
+
+var update = flag.Bool("update", false, "rewrite generated files (docs/cli.md, supabase/migrations)")
+
+// TestGeneratedFilesAreCurrent keeps the CLI reference and the Supabase
+// migrations equal to what the code generates.
+func TestGeneratedFilesAreCurrent(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join("..", "..")
+	want := map[string][]byte{filepath.Join(root, "docs", "cli.md"): cliReference()}
+	migs, err := store.Migrations()
+	require.NoError(t, err)
+	for _, m := range migs {
+		want[filepath.Join(root, "supabase", "migrations", m.SupabaseFile())] = []byte(m.SQL)
+	}
+	for path, content := range want {
+		if *update {
+			require.NoError(t, os.WriteFile(path, content, 0o644))
+			continue
+		}
+		got, err := os.ReadFile(path)
+		require.NoError(t, err, "%s is missing: run make generate", path)
+		require.Equal(t, string(content), string(got), "%s is stale: run make generate (or go test ./cmd/grape -run Generated -update)", path)
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "supabase", "migrations"))
+	require.NoError(t, err)
+	require.Len(t, entries, len(migs), "supabase/migrations holds a file that is no migration")
+}
+
+func TestConfigFile(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.ok("cluster", "create", "eu-1")
+	c.env["GRAPE_CONFIG_FILE"] = writeFile(t, "grape.conf", "# agent settings\ncluster = eu-1\nGRAPE_CONFIG=nope\n")
+	_, errOut, code := c.run("", "deploy")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `config "nope" does not exist in cluster eu-1`)
+
+	c.env["GRAPE_CONFIG_FILE"] = writeFile(t, "bad.conf", "clustr = eu-1\n")
+	_, errOut, code = c.run("", "deploy")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `"clustr" is not a grape flag`)
 }

@@ -366,7 +366,7 @@ BEGIN
     -- The cluster is the unit of ownership; every other table follows its
     -- cluster through a subquery on clusters, itself filtered by this policy.
     CREATE POLICY user_read ON clusters FOR SELECT TO authenticated
-        USING (true);
+        USING (owner_id = (SELECT auth.uid()) OR org_id = (SELECT grape_request_org()));
     CREATE POLICY user_read ON agents FOR SELECT TO authenticated
         USING (cluster_id IN (SELECT c.id FROM clusters c));
     CREATE POLICY user_read ON configs FOR SELECT TO authenticated

@@ -1,0 +1,247 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/logstream"
+	"github.com/grapehq/grape/reconciler"
+	"github.com/grapehq/grape/store"
+)
+
+// chromiumPath finds headless Chromium; the test fails (not skips) without
+// it, so CI cannot pass by not running it.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("the real-browser test needs Chromium: install it with `apt-get install -y chromium` (.ci/run does)")
+	return ""
+}
+
+// browser starts a fresh headless Chromium for the test.
+func browser(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 1000),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancel)
+	require.NoError(t, chromedp.Do(bctx), "starting Chromium")
+	return bctx
+}
+
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	require.NoError(t, err, expr)
+	return v
+}
+
+// waitFor polls a JavaScript condition in the page.
+func waitFor(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (%s); last error: %v", timeout, what, expr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const domLines = `Array.from(document.querySelectorAll('#terminal .line')).map(function (l) { return {seq: Number(l.dataset.seq), text: l.textContent}; })`
+
+type domLine struct {
+	Seq  int64  `json:"seq"`
+	Text string `json:"text"`
+}
+
+// TestBrowserLiveTerminal drives the portal in headless Chromium while a
+// real reconciler agent runs a deployment: sign in, press Deploy, watch the
+// lines arrive live with the status, reload in the middle of the run, and
+// check that the final page holds every line exactly once, in order, with
+// hostile lines shown as text.
+func TestBrowserLiveTerminal(t *testing.T) {
+	e := setup(t)
+	bctx := browser(t, e.ctx)
+
+	// Sign in through the form.
+	require.NoError(t, chromedp.Do(bctx,
+		chromedp.Navigate(e.ts.URL+"/clusters/eu-1/configs/prod"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), testToken),
+		chromedp.Click(chromedp.CSS(`form[aria-labelledby="login-token"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[value="apply"]`)),
+	))
+
+	// The page's ANSI converter agrees with ansi.go on every golden case.
+	var inputs []string
+	for _, c := range ansiInputs {
+		inputs = append(inputs, c.in)
+	}
+	in, err := json.Marshal(inputs)
+	require.NoError(t, err)
+	fromJS := eval[[][]Segment](t, bctx, fmt.Sprintf(`%s.map(function (s) { return window.GrapeANSI.segments(s); })`, in))
+	for i, c := range ansiInputs {
+		want := ANSISegments(c.in)
+		if want == nil {
+			want = []Segment{}
+		}
+		require.Equal(t, want, fromJS[i], "portal.js and ansi.go differ on %q", c.name)
+	}
+
+	// A real agent runs the deployment: phase A streams, then waits for the
+	// test (which reloads the page meanwhile), phase B streams to the end.
+	gate := make(chan struct{})
+	const phaseA, phaseB = 60, 60
+	coloured := "\x1b[1;31mError:\x1b[0m something \x1b[32mgreen\x1b[0m"
+	work := reconciler.WorkFunc(func(ctx context.Context, run *reconciler.Run) store.Outcome {
+		if err := run.SetPhase(ctx, store.PhasePlan); err != nil {
+			return store.Outcome{Status: store.StatusFailed, Kind: store.KindInternal, Error: err.Error()}
+		}
+		out := run.Logs.Writer(store.StreamStdout)
+		for i := 1; i <= phaseA; i++ {
+			fmt.Fprintf(out, "phase A line %d\n", i)
+			time.Sleep(30 * time.Millisecond)
+		}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return store.Outcome{Status: store.StatusFailed, Kind: store.KindInternal, Error: "test ended"}
+		}
+		for i := 1; i <= phaseB; i++ {
+			fmt.Fprintf(out, "phase B line %d\n", i)
+			time.Sleep(20 * time.Millisecond)
+		}
+		fmt.Fprintln(out, coloured)
+		for _, l := range hostileLines {
+			fmt.Fprintln(run.Logs.Writer(store.StreamStderr), l)
+		}
+		return store.Outcome{Status: store.StatusSucceeded}
+	})
+	opener := func(ctx context.Context, d store.Deployment) (reconciler.LogSink, error) {
+		s, err := logstream.Open(ctx, e.pool, d.ID, logstream.Options{FlushInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+
+	// Deploy from the config page; the browser lands on the deployment.
+	require.NoError(t, chromedp.Do(bctx,
+		chromedp.Click(chromedp.CSS(`button[value="apply"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#terminal")),
+	))
+	loc := eval[string](t, bctx, `location.pathname`)
+	id := uuid.MustParse(strings.TrimPrefix(loc, "/deployments/"))
+	waitFor(t, bctx, "the queued status", `document.querySelector('[data-field="status"]').textContent === 'queued'`, 10*time.Second)
+	waitFor(t, bctx, "the live stream", `document.getElementById('term-state').textContent === 'live'`, 10*time.Second)
+
+	agent, err := reconciler.New(e.st, e.dbURL, work, reconciler.Options{
+		ClusterID: "eu-1", AgentID: "browser-agent", Logs: opener, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	require.NoError(t, err)
+	agentCtx, stopAgent := context.WithCancel(e.ctx)
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- agent.Run(agentCtx) }()
+	t.Cleanup(func() {
+		stopAgent()
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+		<-agentDone
+	})
+
+	// Lines and the status arrive without any navigation, and the terminal
+	// follows the end.
+	waitFor(t, bctx, "running status", `document.querySelector('[data-field="status"]').textContent === 'in_progress'`, 20*time.Second)
+	waitFor(t, bctx, "40 live lines", `document.querySelectorAll('#terminal .line').length >= 40`, 20*time.Second)
+	waitFor(t, bctx, "the terminal following the end", `(function (t) { return t.scrollHeight > t.clientHeight && t.scrollHeight - t.scrollTop - t.clientHeight < 8; })(document.getElementById('terminal'))`, 5*time.Second)
+	require.Equal(t, "plan", eval[string](t, bctx, `document.querySelector('[data-field="phase"]').textContent`))
+
+	// Reload in the middle of phase A: the page renders what is stored and
+	// the stream resumes after it.
+	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#terminal"))))
+	waitFor(t, bctx, "all of phase A after the reload", fmt.Sprintf(`Array.from(document.querySelectorAll('#terminal .line')).some(function (l) { return l.textContent === 'phase A line %d'; })`, phaseA), 20*time.Second)
+
+	// The person scrolls up to read; new lines must not pull the view down.
+	eval[bool](t, bctx, `(function (t) { t.scrollTop = 0; return true; })(document.getElementById('terminal'))`)
+	waitFor(t, bctx, "the follow button", `!document.getElementById('term-follow').hidden`, 5*time.Second)
+	close(gate)
+
+	waitFor(t, bctx, "the final status", `document.querySelector('[data-field="status"]').textContent === 'succeeded'`, 30*time.Second)
+	waitFor(t, bctx, "the end of the stream", `document.getElementById('term-state').textContent === 'finished'`, 10*time.Second)
+	require.Less(t, eval[float64](t, bctx, `document.getElementById('terminal').scrollTop`), 50.0, "auto-scroll pulled a reader back down")
+	require.Equal(t, "done", eval[string](t, bctx, `document.querySelector('[data-field="phase"]').textContent`))
+	require.True(t, eval[bool](t, bctx, `document.querySelector('[data-show="can_cancel"]').hidden`), "cancel still offered after the end")
+
+	// Every stored line exactly once, in order, as text.
+	stored, err := e.st.ReadLogs(e.ctx, id, 0, 100000)
+	require.NoError(t, err)
+	require.Greater(t, len(stored), phaseA+phaseB)
+	got := eval[[]domLine](t, bctx, domLines)
+	require.Len(t, got, len(stored), "gap or duplicate in the page")
+	for i, l := range stored {
+		var text strings.Builder
+		for _, s := range ANSISegments(l.Line) {
+			text.WriteString(s.Text)
+		}
+		require.Equal(t, domLine{Seq: l.Seq, Text: text.String()}, got[i], "line %d", i)
+	}
+	for _, h := range hostileLines {
+		require.True(t, eval[bool](t, bctx, fmt.Sprintf(`Array.from(document.querySelectorAll('#terminal .line')).some(function (l) { return l.textContent === %q; })`, h)), h)
+	}
+	require.Equal(t, 0, eval[int](t, bctx, `document.querySelectorAll('#terminal script, #terminal img, #terminal b').length`), "log text became markup")
+	require.True(t, eval[bool](t, bctx, `typeof window.__pwned === 'undefined'`), "a log line ran script")
+	require.Equal(t, []string{"ansi-b ansi-f1", "ansi-f2"}, eval[[]string](t, bctx,
+		`Array.from(document.querySelectorAll('#terminal .line span')).map(function (s) { return s.className; })`))
+
+	// A finished deployment opened afresh shows the full log at once.
+	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#terminal"))))
+	require.Equal(t, "finished", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
+	require.Len(t, eval[[]domLine](t, bctx, domLines), len(stored))
+
+	eval[bool](t, bctx, `(function (t) { t.scrollTop = t.scrollHeight; return true; })(document.getElementById('terminal'))`)
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	shot := filepath.Join(t.TempDir(), "deployment.png")
+	require.NoError(t, os.WriteFile(shot, png, 0o644))
+	t.Logf("screenshot of the finished deployment: %s", shot)
+	if dir := os.Getenv("GRAPE_SCREENSHOT_DIR"); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, "deployment.png"), png, 0o644)
+	}
+}
