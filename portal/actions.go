@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/robfig/cron/v3"
 
+	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/store"
 )
 
@@ -35,7 +36,15 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg, username string) {
-	nonce := randomString(18)
+	// Keep the nonce of an earlier rendering: a second tab, or a stray
+	// request the browser makes on its own, must not invalidate the form
+	// already on the screen.
+	nonce := ""
+	if c, err := r.Cookie(s.cookieName(r, "grape_login")); err == nil && len(c.Value) == 24 {
+		nonce = c.Value
+	} else {
+		nonce = randomString(18)
+	}
 	s.setCookie(w, r, "grape_login", nonce, 3600)
 	next := r.URL.Query().Get("next")
 	if r.Method == http.MethodPost {
@@ -152,16 +161,17 @@ func (s *Server) remediate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("drift report %q: %w", r.PathValue("report"), store.ErrNotFound))
 		return
 	}
-	rep, err := s.driftReport(ctx, id)
+	report, err := s.st.GetDriftReport(ctx, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	rep := DriftView{DriftReport: report}
 	if !rep.Remediable() {
 		s.errorPage(w, r, http.StatusConflict, "This drift report found no drift to remediate (or names no commit).")
 		return
 	}
-	why, err := s.remediationBlocker(ctx, rep)
+	why, err := s.remediationBlocker(ctx, report)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -170,8 +180,8 @@ func (s *Server) remediate(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusConflict, "Not remediated: "+why+".")
 		return
 	}
-	d, err := s.st.Enqueue(ctx, store.EnqueueParams{ClusterID: rep.ClusterID, ConfigID: rep.ConfigID, Action: store.ActionApply,
-		SourceCommit: rep.CommitSHA, RequestedBy: s.user(r)})
+	// The same remediation the drift service's auto-remediate queues.
+	d, err := drift.Remediate(ctx, s.st, report, s.user(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return

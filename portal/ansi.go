@@ -100,15 +100,18 @@ func ANSISegments(line string) []Segment {
 			for j < len(line) && line[j] >= 0x20 && line[j] <= 0x2f {
 				j++
 			}
-			if j >= len(line) {
+			switch {
+			case j >= len(line):
 				i = len(line) // unterminated: drop the rest
-				continue
+			case line[j] < 0x40 || line[j] > 0x7e:
+				i = j // malformed: drop what was read, go on with the text
+			default:
+				if line[j] == 'm' {
+					flush()
+					st = applySGR(st, params)
+				}
+				i = j + 1
 			}
-			if line[j] == 'm' {
-				flush()
-				st = applySGR(st, params)
-			}
-			i = j + 1
 		case ']': // OSC, ended by BEL or ESC \
 			j := i + 2
 			for j < len(line) && line[j] != 0x07 && !(line[j] == 0x1b && j+1 < len(line) && line[j+1] == '\\') {
@@ -122,12 +125,15 @@ func ANSISegments(line string) []Segment {
 			default:
 				i = j + 2
 			}
-		default: // other escapes: intermediates 0x20–0x2F, then one final byte (ESC 7, ESC ( B)
+		default: // other escapes: intermediates 0x20–0x2F, then a final byte 0x30–0x7E (ESC 7, ESC ( B)
 			j := i + 1
 			for j < len(line) && line[j] >= 0x20 && line[j] <= 0x2f {
 				j++
 			}
-			i = j + 1
+			if j < len(line) && line[j] >= 0x30 && line[j] <= 0x7e {
+				j++
+			}
+			i = j // a malformed one ends where it stops making sense
 		}
 	}
 	flush()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -51,6 +52,8 @@ var ansiInputs = []struct{ name, in string }{
 	{"unicode", "héllo ✓ \x1b[33m⚠ warn\x1b[0m done"},
 	{"huge parameter ignored", "\x1b[99999mx"},
 	{"same style merges", "\x1b[31ma\x1b[31mb"},
+	{"malformed CSI keeps a multibyte character", "\x1b[🍇x\x1b[1\x08y"},
+	{"malformed escape keeps the text", "\x1b(é\x1b"},
 }
 
 func TestANSISegmentsGolden(t *testing.T) {
@@ -102,6 +105,9 @@ func FuzzANSISegments(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		var visible strings.Builder
 		for _, s := range ANSISegments(in) {
+			if utf8.ValidString(in) && !utf8.ValidString(s.Text) {
+				t.Fatalf("valid input %q gave invalid UTF-8 %q", in, s.Text)
+			}
 			if strings.ContainsFunc(s.Text, func(r rune) bool { return r == 0x1b }) {
 				t.Fatalf("ESC in output of %q", in)
 			}

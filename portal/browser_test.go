@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,28 @@ func waitFor(t *testing.T, ctx context.Context, what, expr string, timeout time.
 	}
 }
 
+// randomANSILines makes lines dense with escape sequences, fragments of
+// them and control characters (valid UTF-8, as logstream stores).
+func randomANSILines(n int) []string {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{"\x1b", "[", "]", ";", "m", "0", "1", "3", "8", "5", "2", "9", "4", "38;5;", "48;2;", "\x07", "\\", "(", "B",
+		"K", "\x1b[", "\x1b]", "\x1b[0m", "\x1b[1;31m", "a", "b", " ", "\t", "\x08", "\x7f", "é", "✓", "🍇", ":", "999", "<b>"}
+	out := make([]string, n)
+	for i := range out {
+		var b strings.Builder
+		for j := rng.IntN(30); j >= 0; j-- {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		out[i] = b.String()
+	}
+	return out
+}
+
+// visible is a JavaScript test that the element is rendered (CSS included).
+func visible(selector string) string {
+	return fmt.Sprintf(`(function (el) { return !!el && el.getClientRects().length > 0; })(document.querySelector(%q))`, selector)
+}
+
 const domLines = `Array.from(document.querySelectorAll('#terminal .line')).map(function (l) { return {seq: Number(l.dataset.seq), text: l.textContent}; })`
 
 type domLine struct {
@@ -106,20 +129,23 @@ func TestBrowserLiveTerminal(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`button[value="apply"]`)),
 	))
 
-	// The page's ANSI converter agrees with ansi.go on every golden case.
+	// The page's ANSI converter agrees with ansi.go on every golden case
+	// and on random escape-heavy lines.
 	var inputs []string
 	for _, c := range ansiInputs {
 		inputs = append(inputs, c.in)
 	}
+	inputs = append(inputs, randomANSILines(500)...)
 	in, err := json.Marshal(inputs)
 	require.NoError(t, err)
 	fromJS := eval[[][]Segment](t, bctx, fmt.Sprintf(`%s.map(function (s) { return window.GrapeANSI.segments(s); })`, in))
-	for i, c := range ansiInputs {
-		want := ANSISegments(c.in)
+	require.Len(t, fromJS, len(inputs))
+	for i, line := range inputs {
+		want := ANSISegments(line)
 		if want == nil {
 			want = []Segment{}
 		}
-		require.Equal(t, want, fromJS[i], "portal.js and ansi.go differ on %q", c.name)
+		require.Equal(t, want, fromJS[i], "portal.js and ansi.go differ on %q", line)
 	}
 
 	// A real agent runs the deployment: phase A streams, then waits for the
@@ -199,22 +225,23 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	waitFor(t, bctx, "all of phase A after the reload", fmt.Sprintf(`Array.from(document.querySelectorAll('#terminal .line')).some(function (l) { return l.textContent === 'phase A line %d'; })`, phaseA), 20*time.Second)
 
 	// The person scrolls up to read; new lines must not pull the view down.
+	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")
 	eval[bool](t, bctx, `(function (t) { t.scrollTop = 0; return true; })(document.getElementById('terminal'))`)
-	waitFor(t, bctx, "the follow button", `!document.getElementById('term-follow').hidden`, 5*time.Second)
+	waitFor(t, bctx, "the follow button", visible("#term-follow"), 5*time.Second)
 	close(gate)
 
 	waitFor(t, bctx, "the final status", `document.querySelector('[data-field="status"]').textContent === 'succeeded'`, 30*time.Second)
 	waitFor(t, bctx, "the end of the stream", `document.getElementById('term-state').textContent === 'finished'`, 10*time.Second)
 	require.Less(t, eval[float64](t, bctx, `document.getElementById('terminal').scrollTop`), 50.0, "auto-scroll pulled a reader back down")
 	require.Equal(t, "done", eval[string](t, bctx, `document.querySelector('[data-field="phase"]').textContent`))
-	require.True(t, eval[bool](t, bctx, `document.querySelector('[data-show="can_cancel"]').hidden`), "cancel still offered after the end")
+	require.False(t, eval[bool](t, bctx, visible(`[data-show="can_cancel"]`)), "cancel still offered after the end")
 
 	// Every stored line exactly once, in order, as text.
 	stored, err := e.st.ReadLogs(e.ctx, id, 0, 100000)
 	require.NoError(t, err)
 	require.Greater(t, len(stored), phaseA+phaseB)
 	got := eval[[]domLine](t, bctx, domLines)
-	require.Len(t, got, len(stored), "gap or duplicate in the page")
+	require.Equal(t, len(stored), len(got), "gap or duplicate in the page")
 	for i, l := range stored {
 		var text strings.Builder
 		for _, s := range ANSISegments(l.Line) {
@@ -233,9 +260,9 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	// A finished deployment opened afresh shows the full log at once.
 	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#terminal"))))
 	require.Equal(t, "finished", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
-	require.Len(t, eval[[]domLine](t, bctx, domLines), len(stored))
+	require.Equal(t, len(stored), len(eval[[]domLine](t, bctx, domLines)))
 
-	eval[bool](t, bctx, `(function (t) { t.scrollTop = t.scrollHeight; return true; })(document.getElementById('terminal'))`)
+	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 	require.NoError(t, err)
 	shot := filepath.Join(t.TempDir(), "deployment.png")

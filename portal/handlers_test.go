@@ -521,7 +521,7 @@ func TestLiveTerminalStream(t *testing.T) {
 	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
 	got, statuses, ended := s.collect(100000, 20*time.Second)
 	require.True(t, ended, "no end event")
-	require.Len(t, got, int(seq)-61, "gap or duplicate after resuming")
+	require.Equal(t, int(seq)-61, len(got), "gap or duplicate after resuming")
 	for i, l := range got {
 		require.Equal(t, int64(62+i), l.Seq)
 	}
@@ -536,7 +536,7 @@ func TestLiveTerminalStream(t *testing.T) {
 	s = c.events(path+"?after=700", "")
 	got, _, ended = s.collect(100000, 10*time.Second)
 	require.True(t, ended)
-	require.Len(t, got, int(seq)-700)
+	require.Equal(t, int(seq)-700, len(got))
 	require.Eventually(t, func() bool { return e.srv.hub.subscribers() == 0 }, 5*time.Second, 10*time.Millisecond, "subscriptions leak")
 }
 
@@ -594,6 +594,7 @@ VALUES ($1, 'eu-1', now() - interval '1 hour', 'drifted', $2, 11000, $3) RETURNI
 	require.Equal(t, store.ActionApply, d.Action)
 	require.Equal(t, sha, *d.SourceCommit)
 	require.Equal(t, e.cfg.ID, d.ConfigID)
+	require.Equal(t, "token (drift report "+latestID.String()+")", d.RequestedBy)
 
 	// Once the config was deployed after the check, its report is stale.
 	run, err := e.st.Claim(e.ctx, "eu-1", testAgent, time.Minute)

@@ -283,7 +283,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	drift, err := s.latestDriftFor(ctx, c.ID)
+	drift, err := s.latestDriftFor(ctx, c)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -295,7 +295,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 		Intent      intentSummary
 		Versions    []versionView
 		Deployments []deploymentRow
-		Drift       *DriftReport
+		Drift       *DriftView
 		Saved       int
 	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved}})
 }
@@ -533,9 +533,9 @@ func driftRank(c ConfigDrift) int {
 	switch {
 	case c.Latest == nil:
 		return 3
-	case c.Latest.Status == "drifted":
+	case c.Latest.Status == store.DriftDrifted:
 		return 0
-	case c.Latest.Status == "error":
+	case c.Latest.Status == store.DriftError:
 		return 1
 	default:
 		return 2

@@ -37,6 +37,7 @@ func (o *claimObserver) Claimed(d store.Deployment) {
 	o.counts[d.ID]++
 	o.mu.Unlock()
 }
+func (o *claimObserver) PhaseDone(store.Deployment, store.Phase, time.Duration)  {}
 func (o *claimObserver) Finished(store.Deployment, store.Outcome, time.Duration) {}
 func (o *claimObserver) Rescued(store.Rescued)                                   {}
 

@@ -28,6 +28,8 @@ type LogOpener func(ctx context.Context, d store.Deployment) (LogSink, error)
 // Observer sees what the agent does (metrics). Methods must not block.
 type Observer interface {
 	Claimed(d store.Deployment)
+	// PhaseDone reports a phase the run left (for its duration).
+	PhaseDone(d store.Deployment, phase store.Phase, took time.Duration)
 	Finished(d store.Deployment, o store.Outcome, took time.Duration)
 	Rescued(r store.Rescued)
 }
@@ -35,6 +37,7 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) Claimed(store.Deployment)                                {}
+func (nopObserver) PhaseDone(store.Deployment, store.Phase, time.Duration)  {}
 func (nopObserver) Finished(store.Deployment, store.Outcome, time.Duration) {}
 func (nopObserver) Rescued(store.Rescued)                                   {}
 
@@ -47,8 +50,9 @@ type Run struct {
 	agent  *Agent
 	cancel context.CancelCauseFunc
 
-	mu    sync.Mutex
-	phase store.Phase
+	mu           sync.Mutex
+	phase        store.Phase
+	phaseStarted time.Time
 }
 
 // Phase is the phase last recorded.
@@ -68,11 +72,23 @@ func (r *Run) SetPhase(ctx context.Context, p store.Phase) error {
 		}
 		return err
 	}
+	r.endPhase()
 	r.mu.Lock()
-	r.phase = p
+	r.phase, r.phaseStarted = p, time.Now()
 	r.mu.Unlock()
 	r.Logs.Agentf("phase: %s", p)
 	return nil
+}
+
+// endPhase reports the duration of the phase being left.
+func (r *Run) endPhase() {
+	r.mu.Lock()
+	p, started := r.phase, r.phaseStarted
+	r.phaseStarted = time.Time{}
+	r.mu.Unlock()
+	if !started.IsZero() {
+		r.agent.opts.Observer.PhaseDone(r.Deployment, p, time.Since(started))
+	}
 }
 
 // Store gives Work access to the control plane.
@@ -148,6 +164,7 @@ func (a *Agent) execute(ctx context.Context, r *Run) *store.Deployment {
 	}
 
 	outcome := a.safeExecute(ctx, r)
+	r.endPhase()
 	if ctx.Err() != nil && outcome.Status != store.StatusSucceeded {
 		if o, ok := interrupted(ctx, r); ok {
 			outcome = o

@@ -685,7 +685,7 @@ func (m *Module) Files() []string {
 }
 
 // settable reports whether the intent may set the input: sensitive inputs
-// come from the agent and tags from the top-level "tags" (merged per module).
+// come from the agent's environment instead.
 func (v *Variable) settable() bool { return !v.Sensitive }
 
 // DefaultString renders the default for people: its source text, "(required)"

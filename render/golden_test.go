@@ -178,6 +178,14 @@ func TestRenderMeta(t *testing.T) {
 		assert.Error(t, err, "meta %+v", bad)
 	}
 
+	_, _, err = c.RenderSpec([]byte(`{"modules": {"eks": {}}}`), testMeta)
+	var ve *ValidationError
+	assert.ErrorAs(t, err, &ve)
+	in2, tree2, err := c.RenderSpec([]byte(`{"modules": {"vpc": {}}}`), testMeta)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"vpc"}, in2.EnabledModules())
+	assert.Contains(t, string(tree2.Files[FileTFVars]), `"enable_vpc": true`)
+
 	other, err := LoadDir("testdata/templates-extra")
 	require.NoError(t, err)
 	_, err = other.Render(in, testMeta)

@@ -214,7 +214,6 @@ type validator struct {
 	raw       map[string]map[string]any
 	present   map[string]bool // module key present in the intent
 	enabledBy map[string]bool // module on
-	badTypes  map[string]bool // module has an input with a type error
 }
 
 func (v *validator) str(path string, val any) (string, bool) {
@@ -422,11 +421,15 @@ func (v *validator) dependencies() {
 }
 
 // hasInputError reports whether an error was already recorded for the input
-// (a type error), so it is not also reported as missing.
+// (a type error), so it is not also reported as missing or invalid.
 func (v *validator) hasInputError(module, input string) bool {
-	prefix := joinPath(joinPath("modules", module), input)
+	return v.hasErrorUnder(joinPath(joinPath("modules", module), input))
+}
+
+// hasErrorUnder reports whether an error was recorded at path or inside it.
+func (v *validator) hasErrorUnder(path string) bool {
 	for _, fe := range v.p.list {
-		if fe.Path == prefix || strings.HasPrefix(fe.Path, prefix+".") || strings.HasPrefix(fe.Path, prefix+"[") {
+		if fe.Path == path || strings.HasPrefix(fe.Path, path+".") || strings.HasPrefix(fe.Path, path+"[") {
 			return true
 		}
 	}

@@ -97,6 +97,21 @@ type Metadata struct {
 	EnabledModules  []string `json:"enabled_modules"`
 }
 
+// RenderSpec validates an intent and renders it: what `grape render` does
+// before writing the tree with WriteDir. A bad intent returns a
+// *ValidationError.
+func (c *Catalog) RenderSpec(spec []byte, meta Meta) (*Intent, *Tree, error) {
+	in, err := c.Validate(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := c.Render(in, meta)
+	if err != nil {
+		return nil, nil, err
+	}
+	return in, t, nil
+}
+
 // Render writes the root module for a validated intent.
 func (c *Catalog) Render(in *Intent, meta Meta) (*Tree, error) {
 	if in == nil {

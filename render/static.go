@@ -92,7 +92,7 @@ func evalValidation(ctx *hcl.EvalContext, val validation) (bool, string) {
 // modules that take the VPC's subnets.
 func (v *validator) crossChecks() {
 	vpc, ok := v.c.byName["vpc"]
-	if !ok || !v.present["vpc"] || v.hasModuleError("vpc") {
+	if !ok || !v.present["vpc"] || v.hasErrorUnder("modules.vpc") {
 		return
 	}
 	vals := v.effectiveVars(vpc)
@@ -120,16 +120,6 @@ func (v *validator) crossChecks() {
 		v.p.add("modules.vpc.az_count", "module %s needs subnets in at least two availability zones; set az_count to 2 or more, or give modules.%s.subnet_ids", consumer, consumer)
 		return
 	}
-}
-
-func (v *validator) hasModuleError(module string) bool {
-	prefix := joinPath("modules", module)
-	for _, fe := range v.p.list {
-		if fe.Path == prefix || len(fe.Path) > len(prefix) && fe.Path[:len(prefix)] == prefix && (fe.Path[len(prefix)] == '.' || fe.Path[len(prefix)] == '[') {
-			return true
-		}
-	}
-	return false
 }
 
 // checkSubnets checks explicit subnet CIDR lists against the VPC CIDR and

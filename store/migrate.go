@@ -122,3 +122,22 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 	}
 	return done, nil
 }
+
+// CheckSchema fails, saying what to run, when the database's schema is older
+// than this binary's migrations (an agent must not run against it).
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	migs, err := Migrations()
+	if err != nil {
+		return err
+	}
+	var have int
+	err = pool.QueryRow(ctx, `SELECT CASE WHEN to_regclass('grape_schema_migrations') IS NULL THEN 0
+ELSE (SELECT coalesce(max(version), 0) FROM grape_schema_migrations) END`).Scan(&have)
+	if err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	if have < len(migs) {
+		return fmt.Errorf("the database schema is at version %d, this grape needs %d: run `grape migrate` first", have, len(migs))
+	}
+	return nil
+}

@@ -360,7 +360,7 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 				if err != nil {
 					return err
 				}
-				st, pool, err := openStore(ctx, f.db)
+				st, pool, err := openStoreRetrying(ctx, f.db, log)
 				if err != nil {
 					return err
 				}

@@ -124,9 +124,13 @@
         while (j < n && line.charCodeAt(j) >= 0x30 && line.charCodeAt(j) <= 0x3f) j++;
         var params = line.slice(i + 2, j);
         while (j < n && line.charCodeAt(j) >= 0x20 && line.charCodeAt(j) <= 0x2f) j++;
-        if (j >= n) { i = n; continue; }
-        if (line[j] === 'm') { flush(); st = applySGR(st, params); }
-        i = j + 1;
+        var f = j < n ? line.charCodeAt(j) : -1;
+        if (j >= n) i = n;
+        else if (f < 0x40 || f > 0x7e) i = j;
+        else {
+          if (f === 0x6d) { flush(); st = applySGR(st, params); }
+          i = j + 1;
+        }
       } else if (kind === ']') {
         var k = i + 2;
         while (k < n && line.charCodeAt(k) !== 0x07 && !(line.charCodeAt(k) === 0x1b && k + 1 < n && line[k + 1] === '\\')) k++;
@@ -136,7 +140,8 @@
       } else {
         var m = i + 1;
         while (m < n && line.charCodeAt(m) >= 0x20 && line.charCodeAt(m) <= 0x2f) m++;
-        i = m + 1;
+        if (m < n && line.charCodeAt(m) >= 0x30 && line.charCodeAt(m) <= 0x7e) m++;
+        i = m;
       }
     }
     flush();

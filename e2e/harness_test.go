@@ -1,0 +1,309 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/localenv"
+	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/testsupport"
+)
+
+func TestMain(m *testing.M) { testsupport.Main(m) }
+
+const region = "eu-central-1"
+
+// env is one test's world: a database, moto, a git server with the audit
+// repository, and the grape binary to run agents with.
+type env struct {
+	t       *testing.T
+	ctx     context.Context
+	dbURL   string
+	pool    *pgxpool.Pool
+	st      *store.Store
+	pg      *localenv.Postgres // set when the test owns its server (fault tests)
+	moto    *localenv.Moto
+	gitSrv  *testsupport.GitServer
+	repo    string // the audit repository's HTTP URL
+	repoDir string // its bare repository on disk
+	cluster string
+	bin     string
+	// agentEnv is added to every agent process's environment.
+	agentEnv map[string]string
+}
+
+type envOptions struct {
+	// ownPostgres gives the test a private server it may restart.
+	ownPostgres bool
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, bin: testsupport.GrapeBinary(t), cluster: "e2e", agentEnv: map[string]string{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	t.Cleanup(cancel)
+	e.ctx = ctx
+	if o.ownPostgres {
+		e.pg = testsupport.StartPostgres(t)
+		e.dbURL = testsupport.MigratedDatabaseOn(t, e.pg)
+	} else {
+		e.dbURL = testsupport.DatabaseURL(t)
+	}
+	e.pool = testsupport.Pool(t, e.dbURL)
+	e.st = store.New(e.pool)
+	e.moto = testsupport.Moto(t)
+	e.gitSrv = testsupport.StartGitServer(t)
+	e.gitSrv.CreateRepo(t, "audit.git")
+	e.repo = e.gitSrv.HTTPURL("audit.git")
+	e.repoDir = e.gitSrv.RepoPath("audit.git")
+	_, err := e.st.CreateCluster(ctx, e.cluster, "")
+	require.NoError(t, err)
+	return e
+}
+
+// config stores an intent (validated by the CLI, as a person would).
+func (e *env) config(name, intent string, extra ...string) store.Config {
+	e.t.Helper()
+	path := filepath.Join(e.t.TempDir(), name+".json")
+	require.NoError(e.t, os.WriteFile(path, []byte(intent), 0o644))
+	args := append([]string{"config", "apply", "--cluster", e.cluster, "--name", name, "-f", path}, extra...)
+	e.grape(args...)
+	c, err := e.st.GetConfig(e.ctx, e.cluster, name)
+	require.NoError(e.t, err)
+	return c
+}
+
+// grape runs a CLI command and returns its stdout; it must succeed.
+func (e *env) grape(args ...string) string {
+	e.t.Helper()
+	out, errOut, err := e.grapeResult(args...)
+	require.NoError(e.t, err, "grape %v: %s", args, errOut)
+	return strings.TrimSpace(out)
+}
+
+func (e *env) grapeResult(args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(e.ctx, e.bin, args...)
+	cmd.Env = append(os.Environ(), "GRAPE_DATABASE_URL="+e.dbURL, "GRAPE_AS=e2e-test")
+	var o, eb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &eb
+	err = cmd.Run()
+	return o.String(), eb.String(), err
+}
+
+// agent is a running `grape agent` process.
+type agent struct {
+	cmd     *exec.Cmd
+	dataDir string
+	log     *bytes.Buffer
+	mu      *sync.Mutex
+	done    chan error
+}
+
+// startAgent starts `grape agent` for the test's cluster, talking to moto and
+// pushing to the test's git server. It is stopped (SIGTERM) at test end.
+func (e *env) startAgent(id string, args ...string) *agent {
+	e.t.Helper()
+	dataDir := filepath.Join(e.t.TempDir(), id)
+	base := []string{"agent", "--cluster", e.cluster, "--agent-id", id, "--data-dir", dataDir,
+		"--workspace-url", e.repo, "--provider-mirror", testsupport.ProviderMirror,
+		"--poll-interval", "200ms", "--lease", "10s", "--heartbeat-interval", "1s",
+		"--drift-schedule", "off", "--log-format", "json", "--log-level", "debug"}
+	return e.startAgentArgs(dataDir, append(base, args...)...)
+}
+
+func (e *env) startAgentArgs(dataDir string, args ...string) *agent {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, args...)
+	envv := append(os.Environ(),
+		"GRAPE_DATABASE_URL="+e.dbURL,
+		"GRAPE_GIT_USERNAME="+e.gitSrv.Username,
+		"GRAPE_GIT_PASSWORD="+e.gitSrv.Password,
+	)
+	for k, v := range e.moto.Env(region) {
+		envv = append(envv, k+"="+v)
+	}
+	for k, v := range e.agentEnv {
+		envv = append(envv, k+"="+v)
+	}
+	cmd.Env = envv
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	a := &agent{cmd: cmd, dataDir: dataDir, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	pr, pw, err := os.Pipe()
+	require.NoError(e.t, err)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	require.NoError(e.t, cmd.Start())
+	pw.Close()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			a.mu.Lock()
+			a.log.Write(sc.Bytes())
+			a.log.WriteByte('\n')
+			a.mu.Unlock()
+		}
+	}()
+	go func() { a.done <- cmd.Wait() }()
+	e.t.Cleanup(func() {
+		a.stop(e.t)
+		if e.t.Failed() {
+			e.t.Logf("agent %s log:\n%s", dataDir, a.output())
+		}
+	})
+	return a
+}
+
+func (a *agent) output() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.log.String()
+}
+
+// stop sends SIGTERM (drain) and waits; it kills the process group after 60s.
+func (a *agent) stop(t *testing.T) {
+	if a.cmd.ProcessState != nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(60 * time.Second):
+		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		<-a.done
+	}
+}
+
+// kill is kill -9 of the agent process (not its terraform children, which
+// die with it through Pdeathsig, as they would when a machine dies).
+func (a *agent) kill() {
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.done
+}
+
+func (e *env) deploy(c store.Config, action store.Action) store.Deployment {
+	e.t.Helper()
+	d, err := e.st.Enqueue(e.ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, RequestedBy: "e2e"})
+	require.NoError(e.t, err)
+	return d
+}
+
+// wait polls until the deployment reaches one of the statuses.
+func (e *env) wait(id uuid.UUID, within time.Duration, want ...store.Status) store.Deployment {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		d, err := e.st.GetDeployment(e.ctx, id)
+		require.NoError(e.t, err)
+		for _, w := range want {
+			if d.Status == w {
+				return d
+			}
+		}
+		if d.Status.Final() || time.Now().After(deadline) {
+			e.t.Fatalf("deployment %s is %s (phase %s, error %q); want %v\nlog:\n%s", id, d.Status, d.PhaseName(), deref(d.Error), want, e.logText(id))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitPhase polls until the deployment has reached phase p.
+func (e *env) waitPhase(id uuid.UUID, p store.Phase, within time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		d, err := e.st.GetDeployment(e.ctx, id)
+		require.NoError(e.t, err)
+		if d.PhaseName() == p {
+			return
+		}
+		if d.Status.Final() || time.Now().After(deadline) {
+			e.t.Fatalf("deployment %s never reached phase %s (now %s, %s)\nlog:\n%s", id, p, d.PhaseName(), d.Status, e.logText(id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *env) logs(id uuid.UUID) []store.LogLine {
+	e.t.Helper()
+	var out []store.LogLine
+	var after int64
+	for {
+		lines, err := e.st.ReadLogs(e.ctx, id, after, 5000)
+		require.NoError(e.t, err)
+		out = append(out, lines...)
+		if len(lines) < 5000 {
+			return out
+		}
+		after = lines[len(lines)-1].Seq
+	}
+}
+
+func (e *env) logText(id uuid.UUID) string {
+	var b strings.Builder
+	lines, err := e.st.ReadLogs(context.WithoutCancel(e.ctx), id, 0, 100000)
+	if err != nil {
+		return err.Error()
+	}
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%6d %-6s %s\n", l.Seq, l.Stream, l.Line)
+	}
+	return b.String()
+}
+
+// requireGapless checks seq runs 1..n without a hole or a repeat.
+func requireGapless(t *testing.T, lines []store.LogLine) {
+	t.Helper()
+	for i, l := range lines {
+		require.Equal(t, int64(i+1), l.Seq, "seq must be gapless")
+	}
+}
+
+// aws runs the AWS CLI against moto (out-of-band changes, bucket set-up).
+func (e *env) aws(args ...string) string {
+	e.t.Helper()
+	cmd := exec.CommandContext(e.ctx, "aws", append([]string{"--endpoint-url", e.moto.URL, "--region", region, "--output", "json"}, args...)...)
+	cmd.Env = os.Environ()
+	for k, v := range e.moto.Env(region) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	require.NoError(e.t, err, "aws %v (the awscli is needed for out-of-band changes): %s", args, out)
+	return string(out)
+}
+
+// git runs the git CLI on the audit repository, as a reviewer would.
+func (e *env) git(args ...string) string {
+	e.t.Helper()
+	return testsupport.RunGit(e.t, e.repoDir, args...)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func mustJSON(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o644) }
