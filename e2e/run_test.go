@@ -156,4 +156,3 @@ func writeTemp(t *testing.T, content string) string {
 	require.NoError(t, writeFile(p, content))
 	return p
 }
-
