@@ -23,6 +23,8 @@ type Recorder struct {
 	NotifyURL string
 	Client    *http.Client
 	Log       *slog.Logger
+	// Observe, when set, sees every stored report (metrics). It must not block.
+	Observe func(store.DriftReport)
 }
 
 // Event is the webhook's JSON body.
@@ -51,6 +53,9 @@ func (r *Recorder) Record(ctx context.Context, cfg store.Config, rep store.Drift
 	if err != nil {
 		return store.DriftReport{}, err
 	}
+	if r.Observe != nil {
+		r.Observe(stored)
+	}
 	ev := Event{Cluster: cfg.ClusterID, Config: cfg.Name, ConfigID: cfg.ID, ReportID: stored.ID, Status: stored.Status,
 		CheckedAt: stored.CheckedAt, Error: deref(stored.Error), Commit: deref(stored.CommitSHA)}
 	switch stored.Status {
@@ -59,10 +64,10 @@ func (r *Recorder) Record(ctx context.Context, cfg store.Config, rep store.Drift
 		if cfg.AutoRemediate {
 			d, err := Remediate(ctx, r.Store, stored, "drift auto-remediation")
 			if err != nil {
-				r.log().Warn("auto-remediation failed to queue", "config", cfg.Name, "report_id", stored.ID, "err", err)
+				r.log().Warn("auto-remediation failed to queue", "config_id", cfg.ID, "config", cfg.Name, "report_id", stored.ID, "err", err)
 			} else {
 				ev.Remediated = &d.ID
-				r.log().Info("auto-remediation queued", "config", cfg.Name, "report_id", stored.ID, "deployment_id", d.ID)
+				r.log().Info("auto-remediation queued", "config_id", cfg.ID, "config", cfg.Name, "report_id", stored.ID, "deployment_id", d.ID)
 			}
 		}
 	case store.DriftError:

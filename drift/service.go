@@ -20,7 +20,11 @@ type Service struct {
 	// cluster (--drift-concurrency).
 	Concurrency int
 	// Tick is how often due checks are looked for (default 1 minute).
-	Tick   time.Duration
+	Tick time.Duration
+	// Retry is how soon a pass runs again when the concurrency limit left
+	// due checks for later (default 2 s), so a pass over many configs keeps
+	// Concurrency checks going instead of waiting a whole Tick for each.
+	Retry  time.Duration
 	Log    *slog.Logger
 	Now    func() time.Time
 	Queued func(store.Deployment) // observer (metrics, tests)
@@ -34,18 +38,31 @@ func (s *Service) Run(ctx context.Context) {
 	if tick <= 0 {
 		tick = time.Minute
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
+	retry := s.Retry
+	if retry <= 0 {
+		retry = 2 * time.Second
+	}
 	for {
-		if _, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
+		wait := tick
+		res, err := s.pass(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			s.log().Warn("drift pass failed; retrying next tick", "err", err)
+		case res.deferred > 0:
+			wait = retry
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
+}
+
+// passResult is what a pass did.
+type passResult struct {
+	queued   []store.Deployment
+	deferred int // due, but over the concurrency limit
 }
 
 func (s *Service) log() *slog.Logger {
@@ -59,12 +76,17 @@ func (s *Service) log() *slog.Logger {
 // a cluster runs a pass at a time (an advisory lock), so a fleet never queues
 // the same check twice.
 func (s *Service) Pass(ctx context.Context) ([]store.Deployment, error) {
+	res, err := s.pass(ctx)
+	return res.queued, err
+}
+
+func (s *Service) pass(ctx context.Context) (passResult, error) {
+	var res passResult
 	now := time.Now()
 	if s.Now != nil {
 		now = s.Now()
 	}
 	limit := max(s.Concurrency, 1)
-	var queued []store.Deployment
 	err := s.Store.WithClusterLock(ctx, "drift:"+s.Cluster, func(ctx context.Context, st *store.Store) error {
 		active, err := st.CountActive(ctx, s.Cluster, store.ActionDrift)
 		if err != nil {
@@ -82,6 +104,7 @@ func (s *Service) Pass(ctx context.Context) ([]store.Deployment, error) {
 			}
 			if active >= limit {
 				s.log().Debug("drift check deferred: concurrency limit", "config", c.Config.Name, "limit", limit)
+				res.deferred++
 				continue
 			}
 			d, err := st.Enqueue(ctx, store.EnqueueParams{
@@ -92,7 +115,7 @@ func (s *Service) Pass(ctx context.Context) ([]store.Deployment, error) {
 				return fmt.Errorf("queueing drift check of %s: %w", c.Config.Name, err)
 			}
 			active++
-			queued = append(queued, d)
+			res.queued = append(res.queued, d)
 			s.log().Info("drift check queued", "config_id", c.Config.ID, "config", c.Config.Name, "deployment_id", d.ID, "reason", dec.Reason)
 			if s.Queued != nil {
 				s.Queued(d)
@@ -101,7 +124,7 @@ func (s *Service) Pass(ctx context.Context) ([]store.Deployment, error) {
 		return nil
 	})
 	if errors.Is(err, store.ErrLocked) {
-		return nil, nil // another agent of the cluster is running the pass
+		return passResult{}, nil // another agent of the cluster is running the pass
 	}
-	return queued, err
+	return res, err
 }

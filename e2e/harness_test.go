@@ -126,9 +126,9 @@ func (e *env) startAgent(id string, args ...string) *agent {
 	return e.startAgentArgs(dataDir, append(base, args...)...)
 }
 
-func (e *env) startAgentArgs(dataDir string, args ...string) *agent {
-	e.t.Helper()
-	cmd := exec.Command(e.bin, args...)
+// agentEnviron is the environment of an agent process: the database, the
+// git server's credentials, moto, and the test's additions.
+func (e *env) agentEnviron() []string {
 	envv := append(os.Environ(),
 		"GRAPE_DATABASE_URL="+e.dbURL,
 		"GRAPE_GIT_USERNAME="+e.gitSrv.Username,
@@ -140,7 +140,13 @@ func (e *env) startAgentArgs(dataDir string, args ...string) *agent {
 	for k, v := range e.agentEnv {
 		envv = append(envv, k+"="+v)
 	}
-	cmd.Env = envv
+	return envv
+}
+
+func (e *env) startAgentArgs(dataDir string, args ...string) *agent {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, args...)
+	cmd.Env = e.agentEnviron()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	a := &agent{cmd: cmd, dataDir: dataDir, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	pr, pw, err := os.Pipe()

@@ -3,7 +3,6 @@ package logstream
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,24 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/grapehq/grape/store"
 )
 
-var (
-	logsTable   = pgx.Identifier{"deployment_logs"}
-	logsColumns = []string{"deployment_id", "seq", "stream", "line", "created_at"}
-)
-
-// insertIgnoringDuplicates writes a batch whose COPY hit the primary key:
-// the rows already there are skipped, the others inserted, in one statement.
-const insertIgnoringDuplicates = `INSERT INTO deployment_logs (deployment_id, seq, stream, line, created_at)
-SELECT $1, u.seq, u.stream, u.line, u.created_at
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(seq, stream, line, created_at)
-ON CONFLICT (deployment_id, seq) DO NOTHING`
-
-const codeUniqueViolation = "23505"
 
 // run is the flusher: it takes batches in seq order and writes each until it
 // is committed, then the next. It ends when Close has been called and
@@ -170,6 +154,13 @@ func (s *Stream) write(ctx context.Context, batch []entry) error {
 		if ctx.Err() != nil {
 			return err
 		}
+		if store.Forbidden(err) {
+			// The database refuses this writer for good (the deployment is no
+			// longer this agent's, or the role may not write it): retrying
+			// cannot help. The stream ends; finish keeps the unsent lines.
+			s.log.Error("the database refuses these log lines; the stream stops", "error", err)
+			return err
+		}
 		s.mu.Lock()
 		s.stats.Retries++
 		if s.healthy {
@@ -198,21 +189,16 @@ func (s *Stream) write(ctx context.Context, batch []entry) error {
 }
 
 // writeOnce makes one attempt at storing batch.
+// writeOnce stores a batch through grape_append_logs (migration 0003): one
+// statement that checks once per batch that the caller may write this
+// deployment's log — an agent role may only append to its own cluster's
+// running deployments, and PostgreSQL refuses COPY into a table with
+// row-level security — and inserts with ON CONFLICT DO NOTHING, so a batch
+// retried after an unknown outcome never duplicates a line. Measured as fast
+// as COPY for 500-line batches (see docs/benchmarks.md).
 func (s *Stream) writeOnce(ctx context.Context, batch []entry, attempt int) error {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	src := &copySource{batch: batch, row: make([]any, len(logsColumns))}
-	src.id = pgtype.UUID{Bytes: s.id, Valid: true}
-	_, err := s.pool.CopyFrom(ctx, logsTable, logsColumns, src)
-	if err == nil {
-		return nil
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != codeUniqueViolation {
-		return fmt.Errorf("copying log lines %d-%d into deployment_logs: %w", batch[0].seq, batch[len(batch)-1].seq, err)
-	}
-	// Some rows are there already: an earlier attempt committed although
-	// we saw an error, or another writer used our seqs.
 	seqs := make([]int64, len(batch))
 	streams := make([]string, len(batch))
 	lines := make([]string, len(batch))
@@ -220,45 +206,19 @@ func (s *Stream) writeOnce(ctx context.Context, batch []entry, attempt int) erro
 	for i, e := range batch {
 		seqs[i], streams[i], lines[i], created[i] = e.seq, string(streamNames[e.stream]), e.line, time.Unix(0, e.at)
 	}
-	tag, err := s.pool.Exec(ctx, insertIgnoringDuplicates, src.id, seqs, streams, lines, created)
+	var stored int64
+	err := s.pool.QueryRow(ctx, store.AppendLogsSQL, s.id, seqs, streams, lines, created).Scan(&stored)
 	if err != nil {
-		return fmt.Errorf("inserting log lines %d-%d into deployment_logs after a duplicate: %w", batch[0].seq, batch[len(batch)-1].seq, err)
+		return fmt.Errorf("storing log lines %d-%d: %w", batch[0].seq, batch[len(batch)-1].seq, err)
 	}
-	if skipped := int64(len(batch)) - tag.RowsAffected(); attempt == 1 && skipped > 0 {
+	if skipped := int64(len(batch)) - stored; attempt == 1 && skipped > 0 {
 		// On a first attempt nothing of ours can be there: another writer
-		// (a second agent on the same deployment?) took these seqs.
+		// (a rescuer's note, or a second agent on the deployment) took these
+		// seqs. Theirs are kept.
 		s.log.Warn("log lines already stored by another writer were kept; ours were skipped", "skipped", skipped, "first_seq", batch[0].seq)
 	}
 	return nil
 }
-
-// copySource feeds a batch to COPY, reusing one row slice (pgx encodes each
-// row before asking for the next).
-type copySource struct {
-	batch []entry
-	i     int
-	row   []any
-	id    pgtype.UUID
-}
-
-var streamValues = [...]any{string(streamNames[0]), string(streamNames[1]), string(streamNames[2])}
-
-func (c *copySource) Next() bool {
-	c.i++
-	return c.i <= len(c.batch)
-}
-
-func (c *copySource) Values() ([]any, error) {
-	e := &c.batch[c.i-1]
-	c.row[0] = c.id
-	c.row[1] = e.seq
-	c.row[2] = streamValues[e.stream]
-	c.row[3] = e.line
-	c.row[4] = time.Unix(0, e.at)
-	return c.row, nil
-}
-
-func (c *copySource) Err() error { return nil }
 
 // finish ends the flusher. With cause == nil everything was stored and the
 // spill file goes; otherwise the lines not stored (the batch in flight, the

@@ -565,7 +565,8 @@ func (c *cutAfterCommit) scan(b []byte) bool {
 		// A whole message.
 		switch c.typ {
 		case 'C':
-			c.sawCopy = strings.HasPrefix(string(c.body), "COPY ")
+			// The batch's statement (grape_append_logs) completed.
+			c.sawCopy = strings.HasPrefix(string(c.body), "SELECT ")
 		case 'Z':
 			cut = cut || c.sawCopy
 			c.sawCopy = false

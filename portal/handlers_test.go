@@ -82,6 +82,35 @@ func TestLoginNeedsTheFormsCSRFToken(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 }
 
+func TestSecureCookies(t *testing.T) {
+	e := setup(t, func(o *Options) { o.SecureCookies = true })
+	c := e.client()
+	resp, page := c.do(http.MethodGet, "/login", nil, nil)
+	var login *http.Cookie
+	for _, ck := range resp.Cookies() {
+		login = ck
+	}
+	require.NotNil(t, login)
+	require.Equal(t, "__Host-grape_login", login.Name)
+	require.True(t, login.Secure)
+	// The jar keeps Secure cookies off plain HTTP, as a browser would; send it by hand.
+	resp, _ = c.do(http.MethodPost, "/login", url.Values{"token": {testToken}, "csrf": {csrfFrom(t, page)}},
+		http.Header{"Cookie": {login.Name + "=" + login.Value}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "__Host-grape_session" {
+			session = ck
+		}
+	}
+	require.NotNil(t, session)
+	require.True(t, session.Secure)
+	require.True(t, session.HttpOnly)
+	require.Equal(t, http.SameSiteStrictMode, session.SameSite)
+	require.Equal(t, "/", session.Path)
+	require.Empty(t, session.Domain)
+}
+
 func TestLoginIsRateLimited(t *testing.T) {
 	e := setup(t)
 	c := e.client()

@@ -76,33 +76,18 @@ type deploymentRow struct {
 }
 
 func (s *Server) deploymentRows(ctx context.Context, ds []store.Deployment) ([]deploymentRow, error) {
-	names := map[uuid.UUID]string{}
-	var missing []uuid.UUID
-	for _, d := range ds {
-		if _, ok := names[d.ConfigID]; !ok {
-			names[d.ConfigID] = ""
-			missing = append(missing, d.ConfigID)
-		}
-	}
-	if len(missing) > 0 {
-		rows, err := s.st.Pool().Query(ctx, `SELECT id, name FROM configs WHERE id = ANY($1)`, missing)
-		if err != nil {
-			return nil, fmt.Errorf("reading config names: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id uuid.UUID
-			var name string
-			if err := rows.Scan(&id, &name); err != nil {
-				return nil, fmt.Errorf("reading config names: %w", err)
-			}
-			names[id] = name
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("reading config names: %w", err)
-		}
-	}
 	out := make([]deploymentRow, 0, len(ds))
+	if len(ds) == 0 {
+		return out, nil
+	}
+	cfgs, err := s.st.ListConfigs(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[uuid.UUID]string, len(cfgs))
+	for _, c := range cfgs {
+		names[c.ID] = c.Name
+	}
 	for _, d := range ds {
 		out = append(out, deploymentRow{Deployment: d, ConfigName: names[d.ConfigID]})
 	}

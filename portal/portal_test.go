@@ -52,7 +52,7 @@ var testHash = sync.OnceValue(func() []byte {
 // env is one test's portal on its own database, with a cluster "eu-1" and
 // a config "prod".
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	dbURL string
 	pool  *pgxpool.Pool
@@ -65,6 +65,12 @@ type env struct {
 func setup(t *testing.T, mods ...func(*Options)) *env {
 	t.Helper()
 	t.Parallel()
+	return setupTB(t, mods...)
+}
+
+// setupTB is setup for benchmarks (which cannot run in parallel).
+func setupTB(t testing.TB, mods ...func(*Options)) *env {
+	t.Helper()
 	dbURL := testsupport.DatabaseURL(t)
 	pool := testsupport.Pool(t, dbURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -101,7 +107,7 @@ func setup(t *testing.T, mods ...func(*Options)) *env {
 	return &env{t: t, ctx: ctx, dbURL: dbURL, pool: pool, st: st, srv: srv, ts: ts, cfg: cfg}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -165,7 +171,7 @@ func (e *env) deployment(id uuid.UUID) store.Deployment {
 
 // client is a browser: a cookie jar, no automatic redirects.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	hc   *http.Client
 	csrf string
@@ -223,7 +229,7 @@ func (c *client) post(path string, form url.Values) (*http.Response, string) {
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func csrfFrom(t *testing.T, html string) string {
+func csrfFrom(t testing.TB, html string) string {
 	t.Helper()
 	m := csrfRE.FindStringSubmatch(html)
 	require.NotNil(t, m, "no CSRF token in the page")
@@ -258,7 +264,7 @@ type sseEvent struct {
 
 // sseConn reads a live terminal stream in the background.
 type sseConn struct {
-	t      *testing.T
+	t      testing.TB
 	resp   *http.Response
 	events chan sseEvent
 	done   chan struct{}

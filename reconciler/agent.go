@@ -226,7 +226,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			retry = nil
 		case ev := <-events:
 			if ev.kind == "cancel" {
-				a.cancelRun(ev.id)
+				a.cancelRequested(ctx, ev.id)
 			}
 		}
 	}
@@ -294,13 +294,28 @@ func (a *Agent) drain() {
 	}
 }
 
-func (a *Agent) cancelRun(id uuid.UUID) {
+// cancelRequested acts on a cancel notification. Any role may NOTIFY any
+// channel, so the notification is only a hint: the run is cancelled only if
+// its row says a cancel was requested.
+func (a *Agent) cancelRequested(ctx context.Context, id uuid.UUID) {
 	a.mu.Lock()
 	r := a.runs[id]
 	a.mu.Unlock()
-	if r != nil {
-		r.cancel(ErrCancelRequested)
+	if r == nil {
+		return
 	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d, err := a.st.GetDeployment(qctx, id)
+	if err != nil {
+		a.log.Warn("checking a cancel notification failed; the heartbeat will see the request", "deployment_id", id, "err", err)
+		return
+	}
+	if d.CancelRequestedAt == nil {
+		a.log.Warn("ignoring a cancel notification the deployment's row does not confirm", "deployment_id", id)
+		return
+	}
+	r.cancel(ErrCancelRequested)
 }
 
 // maintain runs the periodic chores: rescue expired leases of the cluster,

@@ -89,8 +89,11 @@ ON CONFLICT (id) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, hostname = EXCL
     version = EXCLUDED.version, started_at = now(), last_heartbeat_at = now(), stopped_at = NULL`,
 		a.ID, a.ClusterID, a.Hostname, a.Version)
 	if err != nil {
-		if code, _ := pgCode(err); code == codeForeignKeyViolation {
+		switch code, _ := pgCode(err); code {
+		case codeForeignKeyViolation:
 			return fmt.Errorf("registering agent %s: cluster %q does not exist: create it with `grape cluster create %s`: %w", a.ID, a.ClusterID, a.ClusterID, ErrNotFound)
+		case codeInsufficientPrivilege:
+			return fmt.Errorf("registering agent %s: this database role may not register an agent for cluster %q (an agent id is registered in another cluster, or the role belongs to another cluster): pass another --agent-id or connect as grape_agent_<cluster>: %w", a.ID, a.ClusterID, err)
 		}
 		return fmt.Errorf("registering agent %s: %w", a.ID, err)
 	}

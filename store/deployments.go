@@ -214,7 +214,7 @@ func (s *Store) ListDeployments(ctx context.Context, f ListFilter) ([]Deployment
 	}
 	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM deployments
 WHERE ($1 = '' OR cluster_id = $1) AND ($2::uuid IS NULL OR config_id = $2)
-  AND (cardinality($3::text[]) = 0 OR status = ANY($3))
+  AND (coalesce(cardinality($3::text[]), 0) = 0 OR status = ANY($3))
 ORDER BY created_at DESC, id DESC LIMIT $4`, f.ClusterID, f.ConfigID, statuses, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing deployments: %w", err)

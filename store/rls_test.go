@@ -1116,8 +1116,6 @@ func TestAgentURL(t *testing.T) {
 // a notification as a wake-up and check the row — which only a person, or the
 // owner, can mark cancel-requested — before interrupting a run.
 func TestForgedNotifyCannotCancelAnotherClustersRun(t *testing.T) {
-	t.Skip("KNOWN HOLE, fails today: reconciler/agent.go cancels a run on a cancel notification without checking the row; " +
-		"remove this skip once it re-reads the deployment (see docs/security.md, LISTEN/NOTIFY)")
 	t.Parallel()
 	tn := newTenancy(t, plainPostgres)
 	a, b := tn.seed(t, "a"), tn.seed(t, "b")

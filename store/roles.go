@@ -67,7 +67,7 @@ func (s *Store) CreateAgentRole(ctx context.Context, clusterID string, opts Agen
 	verifier := scramVerifier(password, randomBytes(16), scramIterations)
 	sql := agentRoleSQL(clusterID, verifier, opts.RotatePassword)
 	var outcome string
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		// Simple protocol: the text is the same script --print-sql shows.
 		if _, err := tx.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
 			return err
@@ -206,7 +206,7 @@ func (s *Store) DropAgentRole(ctx context.Context, clusterID string) error {
 		return err
 	}
 	role := AgentRoleName(clusterID)
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM grape_agent_roles WHERE role_name = $1 AND cluster_id = $2`, role, clusterID); err != nil {
 			return err
 		}
@@ -232,7 +232,7 @@ func (s *Store) SetClusterOwnership(ctx context.Context, clusterID string, o Clu
 	if o.OrgID != nil && (*o.OrgID == "" || len(*o.OrgID) > 200) {
 		return fmt.Errorf("organisation id %q: %w: use 1-200 characters", *o.OrgID, ErrInvalid)
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE clusters SET owner_id = $2, org_id = $3 WHERE id = $1`, clusterID, o.OwnerID, o.OrgID)
+	tag, err := s.db().Exec(ctx, `UPDATE clusters SET owner_id = $2, org_id = $3 WHERE id = $1`, clusterID, o.OwnerID, o.OrgID)
 	if err != nil {
 		return fmt.Errorf("setting owner of cluster %s: %w", clusterID, err)
 	}
@@ -245,7 +245,7 @@ func (s *Store) SetClusterOwnership(ctx context.Context, clusterID string, o Clu
 // GetClusterOwnership reads a cluster's ownership.
 func (s *Store) GetClusterOwnership(ctx context.Context, clusterID string) (ClusterOwnership, error) {
 	var o ClusterOwnership
-	err := s.pool.QueryRow(ctx, `SELECT owner_id, org_id FROM clusters WHERE id = $1`, clusterID).Scan(&o.OwnerID, &o.OrgID)
+	err := s.db().QueryRow(ctx, `SELECT owner_id, org_id FROM clusters WHERE id = $1`, clusterID).Scan(&o.OwnerID, &o.OrgID)
 	if err != nil {
 		return ClusterOwnership{}, notFound(err, "cluster "+clusterID)
 	}
@@ -268,7 +268,7 @@ func (s *Store) AppendLogs(ctx context.Context, id uuid.UUID, seqs []int64, stre
 		names[i] = string(st)
 	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, AppendLogsSQL, id, seqs, names, lines, created).Scan(&n); err != nil {
+	if err := s.db().QueryRow(ctx, AppendLogsSQL, id, seqs, names, lines, created).Scan(&n); err != nil {
 		return 0, fmt.Errorf("appending %d log lines to deployment %s: %w", len(seqs), id, err)
 	}
 	return n, nil

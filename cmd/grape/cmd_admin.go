@@ -62,11 +62,18 @@ func init() {
 	register(&command{
 		name:    "cluster create",
 		args:    "ID",
-		summary: "create a cluster (an environment served by its own agents)",
+		summary: "create a cluster and the database login role its agents connect as (password printed once)",
+		long: `Prints the cluster id, then the agent role's name, password and connection URL
+(shown only now). The role can read its cluster's configs and deployments, claim
+and run them, write their logs and drift reports — and nothing of other
+clusters (row-level security, docs/security.md). --print-sql prints the SQL for
+a Supabase admin to run instead and changes nothing.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var db, description string
+			var rf agentRoleFlags
 			dbFlag(fs, &db)
 			fs.StringVar(&description, "description", "", "what this cluster is")
+			rf.register(fs, true)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if len(args) != 1 {
 					return usagef("want exactly one cluster id")
@@ -74,17 +81,7 @@ func init() {
 				if err := store.ValidateClusterID(args[0]); err != nil {
 					return usagef("%v", err)
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				c, err := st.CreateCluster(ctx, args[0], description)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cio.stdout, c.ID)
-				return nil
+				return createClusterWithAgentRole(ctx, cio, db, args[0], description, rf)
 			}
 		},
 	})

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/gitstore"
 	"github.com/grapehq/grape/logstream"
+	"github.com/grapehq/grape/metrics"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/render"
@@ -65,6 +67,12 @@ type agentFlags struct {
 	notifyURL        string
 
 	logs logFlags
+
+	// metricsListen is --metrics-listen (agent and dev only).
+	metricsListen string
+	// metrics, when set by the command, is the registry the agent reports
+	// into; buildAgent makes a private one otherwise (grape drift check).
+	metrics *metrics.Metrics
 }
 
 func (f *agentFlags) register(fs *flag.FlagSet) {
@@ -102,6 +110,12 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.driftConcurrency, "drift-concurrency", 1, "drift checks of this cluster queued or running at once")
 	fs.StringVar(&f.notifyURL, "notify-url", "", "POST a JSON event here when drift is detected, a check errors, or drift is resolved")
 	f.logs.register(fs)
+}
+
+// registerMetrics adds --metrics-listen: only the long-running agents (agent,
+// dev) serve it, so only they have the flag.
+func (f *agentFlags) registerMetrics(fs *flag.FlagSet) {
+	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9810", "address of /metrics (Prometheus), /healthz and /readyz; loopback unless you say otherwise (e.g. :9810 in a container); empty: not served")
 }
 
 func defaultDataDir() string {
@@ -147,6 +161,11 @@ func (f *agentFlags) validate() error {
 	for _, c := range checks {
 		if c.bad {
 			return usagef("%s", c.msg)
+		}
+	}
+	if f.metricsListen != "" {
+		if _, _, err := net.SplitHostPort(f.metricsListen); err != nil {
+			return usagef("--metrics-listen: want HOST:PORT (e.g. 127.0.0.1:9810), got %q", f.metricsListen)
 		}
 	}
 	if _, err := drift.ParseSchedule(f.driftSchedule); err != nil {
@@ -242,7 +261,11 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		log.Warn("secrets too short to redact safely are not redacted from logs", "names", skipped)
 	}
 
-	recorder := &drift.Recorder{Store: st, NotifyURL: f.notifyURL, Log: log}
+	m := f.metrics
+	if m == nil {
+		m = metrics.New(grapeVersion())
+	}
+	recorder := &drift.Recorder{Store: st, NotifyURL: f.notifyURL, Log: log, Observe: m.DriftChecked}
 	dep := &reconciler.Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: f.infracost,
 		SecretVars: secretVars(cat), Drift: recorder, Log: log}
 	spillRoot := filepath.Join(dataDir, "spill")
@@ -250,36 +273,42 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
 		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly,
 		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
-		Logger: agentLog,
+		Logger: agentLog, Observer: m,
 		Logs: func(ctx context.Context, d store.Deployment) (reconciler.LogSink, error) {
 			dir := filepath.Join(spillRoot, d.ID.String())
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, err
 			}
-			s, err := logstream.Open(ctx, pool, d.ID, logstream.Options{SpillDir: dir, Redactor: red, Logger: log.With("deployment_id", d.ID)})
+			// logstream adds deployment_id itself.
+			s, err := logstream.Open(ctx, pool, d.ID, logstream.Options{SpillDir: dir, Redactor: red, Logger: log.With("config_id", d.ConfigID)})
 			if err != nil {
 				return nil, err
 			}
-			return spillCleanup{Stream: s, dir: dir}, nil
+			return spillCleanup{Stream: s, dir: dir, untrack: m.TrackLogStream(s)}, nil
 		},
 	})
 	if err != nil {
 		git.Close()
 		return nil, err
 	}
+	m.SetRunning(agent.Running)
 	sched, _ := drift.ParseSchedule(f.driftSchedule)
 	svc := &drift.Service{Store: st, Cluster: f.cluster, Default: sched, Concurrency: f.driftConcurrency, Log: log}
 	return &agentParts{agent: agent, deployer: dep, drift: svc, close: func() { git.Close() }}, nil
 }
 
-// spillCleanup removes a deployment's spill dir once every line is stored.
+// spillCleanup removes a deployment's spill dir once every line is stored,
+// and moves the stream's counts into the closed-stream totals of the metrics.
 type spillCleanup struct {
 	*logstream.Stream
-	dir string
+	dir     string
+	untrack func()
 }
 
 func (s spillCleanup) Close(ctx context.Context) error {
-	if err := s.Stream.Close(ctx); err != nil {
+	err := s.Stream.Close(ctx)
+	s.untrack()
+	if err != nil {
 		return err
 	}
 	return os.RemoveAll(s.dir)
@@ -352,6 +381,7 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 		flags: func(fs *flag.FlagSet) runFunc {
 			var f agentFlags
 			f.register(fs)
+			f.registerMetrics(fs)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if err := f.validate(); err != nil {
 					return err
@@ -360,6 +390,13 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 				if err != nil {
 					return err
 				}
+				// Up before the database, so a supervisor sees a live process
+				// that is not ready while the agent waits for its database.
+				health, stopOps, err := serveOps(&f, log)
+				if err != nil {
+					return err
+				}
+				defer stopOps()
 				st, pool, err := openStoreRetrying(ctx, f.db, log)
 				if err != nil {
 					return err
@@ -370,6 +407,7 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					return err
 				}
 				defer parts.close()
+				health.SetChecks(metrics.DatabaseCheck(pool), metrics.ListenerCheck(parts.agent.Listening))
 				stop := abortOnSecondSignal(parts.agent.Abort)
 				defer stop()
 				if !f.once && f.driftSchedule != drift.Off {
@@ -381,6 +419,29 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 			}
 		},
 	})
+}
+
+// serveOps creates the agent's metrics (f.metrics) and serves them with
+// /healthz and /readyz on --metrics-listen, unless it is empty. /readyz says
+// "starting" until the caller sets its checks. stop ends the server; callers
+// defer it first, so it outlives the drain.
+func serveOps(f *agentFlags, log *slog.Logger) (health *metrics.Health, stop func(), err error) {
+	f.metrics = metrics.New(grapeVersion())
+	health = metrics.NewHealth(f.metrics.Handler())
+	if f.metricsListen == "" {
+		return health, func() {}, nil
+	}
+	srv, err := metrics.Listen(f.metricsListen, health, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("serving metrics and health endpoints", "metrics", "http://"+srv.Addr()+"/metrics", "healthz", "/healthz", "readyz", "/readyz")
+	f.metricsListen = srv.Addr() // the real port when it was :0
+	return health, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+	}, nil
 }
 
 // abortOnSecondSignal calls abort on the second SIGINT/SIGTERM. The first one

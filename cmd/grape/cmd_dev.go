@@ -6,15 +6,15 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"time"
 
 	"github.com/grapehq/grape/localenv"
 	"github.com/grapehq/grape/logstream"
+	"github.com/grapehq/grape/metrics"
 	"github.com/grapehq/grape/portal"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/store"
@@ -42,6 +42,7 @@ stays and is reused by the next run.`,
 			var aws, listen, action string
 			var once bool
 			f.register(fs)
+			f.registerMetrics(fs)
 			fs.StringVar(&aws, "aws", "auto", "where terraform's AWS calls go: moto (the local emulator), real (your credentials), or auto (moto when installed)")
 			fs.StringVar(&listen, "listen", "127.0.0.1:8080", "portal address (empty: no portal)")
 			fs.StringVar(&action, "action", "apply", "what --once runs on the sample config: plan, apply or destroy")
@@ -76,6 +77,11 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	if err != nil {
 		return err
 	}
+	health, stopOps, err := serveOps(f, log)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	if err := os.MkdirAll(f.dataDir, 0o755); err != nil {
 		return fmt.Errorf("creating --data-dir: %w", err)
 	}
@@ -139,21 +145,27 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 		return err
 	}
 	defer parts.close()
+	health.SetChecks(metrics.DatabaseCheck(pool), metrics.ListenerCheck(parts.agent.Listening))
 	stop := abortOnSecondSignal(parts.agent.Abort)
 	defer stop()
 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	if listen != "" {
-		token, url, err := startPortal(runCtx, st, f.db, listen)
+		token, url, wait, err := startPortal(runCtx, cio, log, st, f.db, listen)
 		if err != nil {
 			return err
 		}
+		defer wait()
+		defer cancelRun()
 		fmt.Fprintf(out, "portal:   %s  (sign in with token %s)\n", url, token)
 	}
 	fmt.Fprintf(out, "database: %s\n", redact.URL(f.db))
 	fmt.Fprintf(out, "agent:    %s for cluster %q, data in %s\n", f.id(), f.cluster, dataDir)
 	fmt.Fprintf(out, "config:   %s/sample (%s)\n", f.cluster, cfg.ID)
+	if f.metricsListen != "" {
+		fmt.Fprintf(out, "metrics:  http://%s/metrics  (health: /healthz, /readyz)\n", f.metricsListen)
+	}
 
 	agentDone := make(chan error, 1)
 	if !f.once {
@@ -231,29 +243,28 @@ func devAWS(ctx context.Context, cio *cmdIO, mode, dataDir string) (env map[stri
 	return m.Env("eu-central-1"), m.Stop, nil
 }
 
-// startPortal serves the portal for grape dev with a random sign-in token.
-func startPortal(ctx context.Context, st *store.Store, dbURL, listen string) (token, url string, err error) {
+// startPortal serves the portal for grape dev with a random sign-in token,
+// until ctx ends; wait returns when it has shut down.
+func startPortal(ctx context.Context, cio *cmdIO, log *slog.Logger, st *store.Store, dbURL, listen string) (token, url string, wait func(), err error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	token = hex.EncodeToString(b)
-	srv, err := portal.New(portal.Options{Store: st, ConnString: dbURL, Auth: portal.Auth{Token: token}})
+	srv, err := portal.New(portal.Options{Store: st, ConnString: dbURL, Auth: portal.Auth{Token: token}, Logger: log})
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return "", "", fmt.Errorf("portal --listen %s: %w", listen, err)
+		return "", "", nil, fmt.Errorf("portal --listen %s: %w", listen, err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Run(ctx) }()
-	go func() { _ = hs.Serve(ln) }()
+	done := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(sctx)
+		defer close(done)
+		if err := servePortal(ctx, cio, log, srv, ln, "", ""); err != nil {
+			log.Error("portal stopped", "err", err)
+		}
 	}()
-	return token, "http://" + ln.Addr().String() + "/", nil
+	return token, "http://" + ln.Addr().String() + "/", func() { <-done }, nil
 }

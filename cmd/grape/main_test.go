@@ -62,7 +62,9 @@ func TestQueueAndRunOnce(t *testing.T) {
 	}
 	c := newCLI(t)
 	c.ok("migrate")
-	require.Equal(t, "eu-1", c.ok("cluster", "create", "eu-1"))
+	created := c.ok("cluster", "create", "eu-1")
+	require.Equal(t, "eu-1", strings.Split(created, "\n")[0])
+	require.Contains(t, created, "grape_agent_eu_1")
 	spec := writeFile(t, "intent.json", `{"region":"eu-central-1","modules":{"vpc":{}}}`)
 	cfgID := c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", spec)
 	require.Len(t, cfgID, 36)

@@ -26,7 +26,7 @@ CREATE INDEX clusters_org ON clusters (org_id) WHERE org_id IS NOT NULL;
 COMMENT ON COLUMN clusters.owner_id IS 'Supabase auth user (auth.uid()) who may see and operate this cluster from a browser.';
 COMMENT ON COLUMN clusters.org_id IS 'Organisation whose members (JWT app_metadata.org_id) may see and operate this cluster from a browser.';
 
--- The group every agent role belongs to. Roles are cluster-wide objects while
+-- The group every agent role belongs to. Roles belong to the whole server while
 -- migrations run per database, so another database may have created it, or be
 -- creating it right now (the second CREATE then fails on the unique index).
 DO $$

@@ -26,7 +26,7 @@ CREATE INDEX clusters_org ON clusters (org_id) WHERE org_id IS NOT NULL;
 COMMENT ON COLUMN clusters.owner_id IS 'Supabase auth user (auth.uid()) who may see and operate this cluster from a browser.';
 COMMENT ON COLUMN clusters.org_id IS 'Organisation whose members (JWT app_metadata.org_id) may see and operate this cluster from a browser.';
 
--- The group every agent role belongs to. Roles are cluster-wide objects while
+-- The group every agent role belongs to. Roles belong to the whole server while
 -- migrations run per database, so another database may have created it, or be
 -- creating it right now (the second CREATE then fails on the unique index).
 DO $$
@@ -303,8 +303,13 @@ CREATE POLICY agent_update ON deployments FOR UPDATE TO grape_agent
     USING (cluster_id = (SELECT grape_agent_cluster()) AND status IN ('queued', 'in_progress', 'awaiting_approval'))
     WITH CHECK (cluster_id = (SELECT grape_agent_cluster()));
 
+-- Log policies look the deployment up by primary key for each line read, so a
+-- read costs the same however long the cluster's history grows (an IN
+-- (SELECT …) form hashes every deployment of the cluster on every read).
 CREATE POLICY agent_read ON deployment_logs FOR SELECT TO grape_agent
-    USING (deployment_id IN (SELECT d.id FROM deployments d WHERE d.cluster_id = (SELECT grape_agent_cluster())));
+    USING (EXISTS (
+        SELECT 1 FROM deployments d
+        WHERE d.id = deployment_logs.deployment_id AND d.cluster_id = (SELECT grape_agent_cluster())));
 -- Lines only into a deployment of this cluster that is running, or whose state
 -- this transaction just changed (updated_at is set to now(), the transaction
 -- start, by the deployments_touch trigger): the rescuer's and the canceller's
@@ -386,7 +391,7 @@ BEGIN
         USING (cluster_id IN (SELECT c.id FROM clusters c))
         WITH CHECK (cluster_id IN (SELECT c.id FROM clusters c));
     CREATE POLICY user_read ON deployment_logs FOR SELECT TO authenticated
-        USING (deployment_id IN (SELECT d.id FROM deployments d));
+        USING (EXISTS (SELECT 1 FROM deployments d WHERE d.id = deployment_logs.deployment_id));
     CREATE POLICY user_read ON drift_reports FOR SELECT TO authenticated
         USING (cluster_id IN (SELECT c.id FROM clusters c));
 END $$;
