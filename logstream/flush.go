@@ -13,7 +13,6 @@ import (
 	"github.com/grapehq/grape/store"
 )
 
-
 // run is the flusher: it takes batches in seq order and writes each until it
 // is committed, then the next. It ends when Close has been called and
 // everything is written, or when ctx is cancelled (Close gave up).
