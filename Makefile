@@ -17,6 +17,17 @@ help: ## list the targets
 build: ## build a static bin/grape (CGO_ENABLED=0, version from git)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/grape ./cmd/grape
 
+IMAGE ?= grape:$(VERSION)
+
+.PHONY: docker
+docker: ## build the agent image from deploy/Dockerfile (needs a Docker engine with BuildKit)
+	@if ! docker info >/dev/null 2>&1; then \
+		echo "make docker needs a running Docker engine (docker info failed), and this machine has none."; \
+		echo "On a machine with Docker: docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) ."; \
+		exit 1; \
+	fi
+	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
 # Offline machines keep the AWS provider in a filesystem mirror; use it when present.
 MIRROR ?= $(wildcard /opt/tf-plugins)
 DEMO_DIR ?= $(CURDIR)/.grape/dev

@@ -45,6 +45,7 @@ type env struct {
 	bin     string
 	// agentEnv is added to every agent process's environment.
 	agentEnv map[string]string
+	agents   []*agent
 }
 
 type envOptions struct {
@@ -112,6 +113,8 @@ type agent struct {
 	log     *bytes.Buffer
 	mu      *sync.Mutex
 	done    chan error
+	exited  bool
+	killed  bool // stopped on purpose (kill, stop): not a failure
 }
 
 // startAgent starts `grape agent` for the test's cluster, talking to moto and
@@ -122,7 +125,7 @@ func (e *env) startAgent(id string, args ...string) *agent {
 	base := []string{"agent", "--cluster", e.cluster, "--agent-id", id, "--data-dir", dataDir,
 		"--workspace-url", e.repo, "--provider-mirror", testsupport.ProviderMirror,
 		"--poll-interval", "200ms", "--lease", "10s", "--heartbeat-interval", "1s",
-		"--drift-schedule", "off", "--log-format", "json", "--log-level", "debug"}
+		"--drift-schedule", "off", "--log-format", "json", "--log-level", "debug", "--metrics-listen", ""}
 	return e.startAgentArgs(dataDir, append(base, args...)...)
 }
 
@@ -164,7 +167,14 @@ func (e *env) startAgentArgs(dataDir string, args ...string) *agent {
 			a.mu.Unlock()
 		}
 	}()
-	go func() { a.done <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		a.mu.Lock()
+		a.exited = true
+		a.mu.Unlock()
+		a.done <- err
+	}()
+	e.agents = append(e.agents, a)
 	e.t.Cleanup(func() {
 		a.stop(e.t)
 		if e.t.Failed() {
@@ -182,7 +192,11 @@ func (a *agent) output() string {
 
 // stop sends SIGTERM (drain) and waits; it kills the process group after 60s.
 func (a *agent) stop(t *testing.T) {
-	if a.cmd.ProcessState != nil {
+	a.mu.Lock()
+	gone := a.exited
+	a.killed = true
+	a.mu.Unlock()
+	if gone {
 		return
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
@@ -197,8 +211,25 @@ func (a *agent) stop(t *testing.T) {
 // kill is kill -9 of the agent process (not its terraform children, which
 // die with it through Pdeathsig, as they would when a machine dies).
 func (a *agent) kill() {
+	a.mu.Lock()
+	a.killed = true
+	a.mu.Unlock()
 	_ = a.cmd.Process.Signal(syscall.SIGKILL)
 	<-a.done
+}
+
+// requireAgentsAlive fails at once, with its output, when an agent process
+// died that the test did not stop: waiting longer would only time out.
+func (e *env) requireAgentsAlive() {
+	e.t.Helper()
+	for _, a := range e.agents {
+		a.mu.Lock()
+		died := a.exited && !a.killed
+		a.mu.Unlock()
+		if died {
+			e.t.Fatalf("agent process %s exited unexpectedly:\n%s", a.dataDir, a.output())
+		}
+	}
 }
 
 func (e *env) deploy(c store.Config, action store.Action) store.Deployment {
@@ -223,6 +254,7 @@ func (e *env) wait(id uuid.UUID, within time.Duration, want ...store.Status) sto
 		if d.Status.Final() || time.Now().After(deadline) {
 			e.t.Fatalf("deployment %s is %s (phase %s, error %q); want %v\nlog:\n%s", id, d.Status, d.PhaseName(), deref(d.Error), want, e.logText(id))
 		}
+		e.requireAgentsAlive()
 		time.Sleep(200 * time.Millisecond)
 	}
 }
@@ -240,6 +272,7 @@ func (e *env) waitPhase(id uuid.UUID, p store.Phase, within time.Duration) {
 		if d.Status.Final() || time.Now().After(deadline) {
 			e.t.Fatalf("deployment %s never reached phase %s (now %s, %s)\nlog:\n%s", id, p, d.PhaseName(), d.Status, e.logText(id))
 		}
+		e.requireAgentsAlive()
 		time.Sleep(100 * time.Millisecond)
 	}
 }

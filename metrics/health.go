@@ -56,6 +56,20 @@ func ListenerCheck(listening func() bool) Check {
 	}}
 }
 
+// DrainCheck fails once stopping is closed: after the first SIGTERM the agent
+// claims nothing new while its running deployments finish, and its listener
+// is closed, so /readyz says why instead of blaming the connection.
+func DrainCheck(stopping <-chan struct{}) Check {
+	return Check{Name: "agent", Fn: func(context.Context) error {
+		select {
+		case <-stopping:
+			return errors.New("draining: claiming nothing new, waiting for running deployments")
+		default:
+			return nil
+		}
+	}}
+}
+
 // Health serves /healthz, /readyz and /metrics.
 type Health struct {
 	metrics http.Handler

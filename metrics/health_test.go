@@ -35,6 +35,8 @@ func TestReadyz(t *testing.T) {
 	closed.Close()
 	up := func() bool { return true }
 	down := func() bool { return false }
+	stopping := make(chan struct{})
+	close(stopping)
 
 	for _, tc := range []struct {
 		name   string
@@ -46,6 +48,10 @@ func TestReadyz(t *testing.T) {
 		{"database and listener up", []metrics.Check{metrics.DatabaseCheck(pool), metrics.ListenerCheck(up)}, 200, []string{"ok\n", "database: ok", "listener: ok"}},
 		{"listener down", []metrics.Check{metrics.DatabaseCheck(pool), metrics.ListenerCheck(down)}, 503,
 			[]string{"not ready\n", "listener: LISTEN connection is down", "database: ok"}},
+		{"draining", []metrics.Check{metrics.DrainCheck(stopping), metrics.DatabaseCheck(pool), metrics.ListenerCheck(down)}, 503,
+			[]string{"agent: draining: claiming nothing new", "database: ok"}},
+		{"running", []metrics.Check{metrics.DrainCheck(make(chan struct{})), metrics.DatabaseCheck(pool), metrics.ListenerCheck(up)}, 200,
+			[]string{"agent: ok", "database: ok", "listener: ok"}},
 		{"pool closed", []metrics.Check{metrics.DatabaseCheck(closed), metrics.ListenerCheck(up)}, 503,
 			[]string{"database: ping failed: closed pool", "listener: ok"}},
 	} {

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/logstream"
@@ -302,4 +302,3 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 	require.Contains(t, g, "go_goroutines")
 	require.Contains(t, g, "process_resident_memory_bytes")
 }
-

@@ -360,12 +360,13 @@ func (a *Agent) rescueOnce(ctx context.Context) {
 	}
 }
 
-// RunDeployment claims one specific deployment — waiting while its config is
-// busy — runs it in this process with the usual lease, heartbeat and log
-// stream, and returns when it has ended (`grape drift check`).
-func (a *Agent) RunDeployment(ctx context.Context, id uuid.UUID) error {
+// RunNow queues a deployment already claimed by this agent — so no other
+// agent of the cluster can take it — waiting while its config is busy, runs
+// it in this process with the usual lease, heartbeat and log stream, and
+// returns it when it has ended (`grape drift check`).
+func (a *Agent) RunNow(ctx context.Context, p store.EnqueueParams) (store.Deployment, error) {
 	if err := a.st.RegisterAgent(ctx, store.Agent{ID: a.opts.AgentID, ClusterID: a.opts.ClusterID, Hostname: a.opts.Hostname, Version: a.opts.Version}); err != nil {
-		return err
+		return store.Deployment{}, err
 	}
 	defer func() {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -373,29 +374,23 @@ func (a *Agent) RunDeployment(ctx context.Context, id uuid.UUID) error {
 		_ = a.st.AgentStopped(stopCtx, a.opts.AgentID)
 	}()
 	for {
-		d, err := a.st.ClaimByID(ctx, id, a.opts.AgentID, a.opts.Lease)
+		d, err := a.st.EnqueueClaimed(ctx, p, a.opts.AgentID, a.opts.Lease)
 		if err == nil {
+			a.opts.Observer.Claimed(d)
 			runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
 			defer abort(nil)
 			stop := context.AfterFunc(ctx, func() { abort(ErrShutdown) })
 			defer stop()
 			a.runOne(runCtx, d)
-			return nil
+			return a.st.GetDeployment(context.WithoutCancel(ctx), d.ID)
 		}
 		if !errors.Is(err, store.ErrNotFound) {
-			return err
+			return store.Deployment{}, err
 		}
-		cur, gerr := a.st.GetDeployment(ctx, id)
-		if gerr != nil {
-			return gerr
-		}
-		if cur.Status != store.StatusQueued {
-			return fmt.Errorf("deployment %s is %s, not queued", id, cur.Status)
-		}
-		a.log.Info("waiting: the config has an older or running deployment", "deployment_id", id)
+		a.log.Info("waiting: the config has a deployment running or queued", "config_id", p.ConfigID)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return store.Deployment{}, ctx.Err()
 		case <-time.After(a.opts.PollInterval):
 		}
 	}

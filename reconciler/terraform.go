@@ -99,14 +99,14 @@ func (d *Deployer) terraform(ctx context.Context, r *Run, cfg store.Config, sha 
 		return lost(err)
 	}
 	if err := d.Runner.Init(ctx, j); err != nil {
-		return terraformFailed(err)
+		return d.terraformFailedIn(ctx, r, err)
 	}
 	if err := r.SetPhase(ctx, store.PhasePlan); err != nil {
 		return lost(err)
 	}
 	plan, err := d.Runner.Plan(ctx, j, runner.PlanOptions{Destroy: dep.Action == store.ActionDestroy, PlanFile: planFile})
 	if err != nil {
-		return terraformFailed(err)
+		return d.terraformFailedIn(ctx, r, err)
 	}
 	if err := r.Store().SetPlanSummary(ctx, dep.ID, r.AgentID(), plan.Summary); err != nil {
 		return lost(err)
@@ -148,7 +148,7 @@ func (d *Deployer) apply(ctx context.Context, r *Run, j runner.Job, plan string)
 	}
 	if err := d.Runner.Apply(ctx, j, plan); err != nil {
 		d.mark(r, MarkTerraformEnd)
-		return terraformFailed(err)
+		return d.terraformFailedIn(ctx, r, err)
 	}
 	if err := r.SetPhase(ctx, store.PhaseOutputs); err != nil {
 		return lost(err)

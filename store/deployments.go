@@ -470,3 +470,24 @@ RETURNING `+deploymentColumns, id, agentID, lease.Seconds())
 	}
 	return d, err
 }
+
+// EnqueueClaimed inserts a deployment already claimed by agentID, in one
+// transaction, so no other agent of the cluster can take it (`grape drift
+// check` runs its check in its own process). ErrNotFound means the config is
+// busy now (nothing is written); try again later.
+func (s *Store) EnqueueClaimed(ctx context.Context, p EnqueueParams, agentID string, lease time.Duration) (Deployment, error) {
+	var out Deployment
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		inner := &Store{pool: s.pool, q: tx}
+		d, err := inner.Enqueue(ctx, p)
+		if err != nil {
+			return err
+		}
+		out, err = inner.ClaimByID(ctx, d.ID, agentID, lease)
+		return err
+	})
+	if err != nil {
+		return Deployment{}, err
+	}
+	return out, nil
+}

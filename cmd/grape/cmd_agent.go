@@ -407,7 +407,7 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					return err
 				}
 				defer parts.close()
-				health.SetChecks(metrics.DatabaseCheck(pool), metrics.ListenerCheck(parts.agent.Listening))
+				health.SetChecks(metrics.DrainCheck(ctx.Done()), metrics.DatabaseCheck(pool), metrics.ListenerCheck(parts.agent.Listening))
 				stop := abortOnSecondSignal(parts.agent.Abort)
 				defer stop()
 				if !f.once && f.driftSchedule != drift.Off {

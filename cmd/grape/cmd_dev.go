@@ -145,7 +145,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 		return err
 	}
 	defer parts.close()
-	health.SetChecks(metrics.DatabaseCheck(pool), metrics.ListenerCheck(parts.agent.Listening))
+	health.SetChecks(metrics.DrainCheck(ctx.Done()), metrics.DatabaseCheck(pool), metrics.ListenerCheck(parts.agent.Listening))
 	stop := abortOnSecondSignal(parts.agent.Abort)
 	defer stop()
 

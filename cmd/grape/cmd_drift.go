@@ -161,17 +161,9 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 					return err
 				}
 				defer parts.close()
-				d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: f.cluster, ConfigID: cfg.ID, Action: store.ActionDrift,
+				d, err := parts.agent.RunNow(ctx, store.EnqueueParams{ClusterID: f.cluster, ConfigID: cfg.ID, Action: store.ActionDrift,
 					SourceCommit: commit, RequestedBy: "grape drift check", MaxAttempts: 1})
 				if err != nil {
-					return err
-				}
-				if err := parts.agent.RunDeployment(ctx, d.ID); err != nil {
-					// Interrupted while waiting for the config's slot: do not
-					// leave a check queued for the agents to run later.
-					if _, cerr := st.RequestCancel(context.WithoutCancel(ctx), d.ID, "grape drift check"); cerr != nil {
-						log.Warn("cancelling the queued drift check failed", "deployment_id", d.ID, "err", cerr)
-					}
 					return err
 				}
 				reports, err := st.LatestDriftReports(ctx, f.cluster, &cfg.ID)

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sort"
-	"text/tabwriter"
 
 	"github.com/grapehq/grape/render"
 )
@@ -81,12 +79,7 @@ func init() {
 					return err
 				}
 				fmt.Fprintf(cio.stdout, "template set %s (%s)\n\n", cat.Version, cat.Digest)
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "MODULE\tINPUTS\tDESCRIPTION")
-				for _, m := range cat.Modules() {
-					fmt.Fprintf(tw, "%s\t%d\t%s\n", m.Name, len(m.Variables), truncate(m.Description, 90))
-				}
-				return tw.Flush()
+				return cat.WriteModuleList(cio.stdout)
 			}
 		},
 	})
@@ -105,37 +98,10 @@ func init() {
 				if err != nil {
 					return err
 				}
-				m, ok := cat.Module(args[0])
-				if !ok {
+				if _, ok := cat.Module(args[0]); !ok {
 					return usagef("no module %q: the modules are %v", args[0], cat.ModuleNames())
 				}
-				fmt.Fprintf(cio.stdout, "%s: %s\n\n", m.Name, m.Description)
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "INPUT\tTYPE\tDEFAULT\tDESCRIPTION")
-				for _, v := range m.Variables {
-					def := v.DefaultString()
-					switch {
-					case v.Required:
-						def = "(required)"
-					case v.Sensitive:
-						def += " (sensitive: set agent-side)"
-					case v.Wiring != nil:
-						def += " (wired)"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.TypeExpr, truncate(def, 40), truncate(v.Description, 80))
-				}
-				if err := tw.Flush(); err != nil {
-					return err
-				}
-				if len(m.Outputs) > 0 {
-					names := make([]string, 0, len(m.Outputs))
-					for _, o := range m.Outputs {
-						names = append(names, o.Name)
-					}
-					sort.Strings(names)
-					fmt.Fprintf(cio.stdout, "\noutputs: %v\n", names)
-				}
-				return nil
+				return cat.WriteModule(cio.stdout, args[0])
 			}
 		},
 	})

@@ -69,19 +69,54 @@ func TestQueueAndRunOnce(t *testing.T) {
 	cfgID := c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", spec)
 	require.Len(t, cfgID, 36)
 
-	depID := c.ok("deploy", "--cluster", "eu-1", "--config", "prod", "--action", "plan")
-	status := c.ok("status", depID)
-	require.Contains(t, status, "queued")
+	// `deploy --follow` queues and then tails the log until the end; it is
+	// started before any agent runs.
+	type result struct {
+		out  string
+		code int
+	}
+	followed := make(chan result, 1)
+	go func() {
+		out, _, code := c.run("", "deploy", "--cluster", "eu-1", "--config", "prod", "--action", "plan", "--follow")
+		followed <- result{out, code}
+	}()
+	st := store.New(testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"]))
+	var depID string
+	require.Eventually(t, func() bool {
+		ds, err := st.ListDeployments(context.Background(), store.ListFilter{ClusterID: "eu-1"})
+		require.NoError(t, err)
+		if len(ds) == 1 {
+			depID = ds[0].ID.String()
+		}
+		return depID != ""
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Contains(t, c.ok("status", depID), "queued")
 
 	c.ok("agent", "--cluster", "eu-1", "--once", "--agent-id", "test-agent", "--data-dir", t.TempDir(),
-		"--provider-mirror", testsupport.ProviderMirror, "--log-format", "text")
-	status = c.ok("status", depID)
+		"--provider-mirror", testsupport.ProviderMirror, "--log-format", "text", "--metrics-listen", "")
+	status := c.ok("status", depID)
 	require.Regexp(t, `status:\s+succeeded`, status)
 	require.Regexp(t, `commit:\s+[0-9a-f]{40}`, status)
 	logs := c.ok("logs", depID)
 	require.Contains(t, logs, "claimed by agent test-agent")
 	require.Contains(t, logs, "Plan: 19 to add, 0 to change, 0 to destroy.")
 	require.Contains(t, logs, "[grape] succeeded")
+
+	// The follower saw every line exactly once, after the id, and exited 0.
+	select {
+	case r := <-followed:
+		require.Equal(t, 0, r.code, r.out)
+		require.Equal(t, depID+"\n"+logs+"\n", r.out)
+	case <-time.After(30 * time.Second):
+		t.Fatal("deploy --follow did not return after the deployment ended")
+	}
+
+	// A deployment that does not succeed makes --follow exit non-zero.
+	cancelled := c.ok("deploy", "--cluster", "eu-1", "--config", "prod")
+	c.ok("cancel", cancelled)
+	out, _, code := c.run("", "logs", cancelled, "--follow")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "ended cancelled")
 
 	// Flags also come from GRAPE_* variables.
 	c.env["GRAPE_CLUSTER"] = "eu-1"
@@ -113,6 +148,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown command", []string{"explode"}, 2, `unknown command "explode"`},
 		{"bad flag", []string{"deploy", "--nope"}, 2, "flag provided but not defined"},
 		{"bad env value", []string{"agent", "--cluster", "eu-1"}, 2, ""},
+		{"bad metrics address", []string{"agent", "--cluster", "eu-1", "--concurrency", "1", "--metrics-listen", "9810"}, 2, `--metrics-listen: want HOST:PORT (e.g. 127.0.0.1:9810), got "9810"`},
 	}
 	c.env["GRAPE_CONCURRENCY"] = "lots"
 	for _, tc := range cases {
