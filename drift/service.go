@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/grapehq/grape/store"
@@ -28,6 +29,23 @@ type Service struct {
 	Log    *slog.Logger
 	Now    func() time.Time
 	Queued func(store.Deployment) // observer (metrics, tests)
+
+	wakeOnce sync.Once
+	wake     chan struct{}
+}
+
+// Wake makes a waiting Run pass again now: a check just ended, so a deferred
+// one may start (the agent's recorder calls it after storing a report).
+func (s *Service) Wake() {
+	select {
+	case s.wakeCh() <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) wakeCh() chan struct{} {
+	s.wakeOnce.Do(func() { s.wake = make(chan struct{}, 1) })
+	return s.wake
 }
 
 // Run looks for due checks every Tick until ctx is done. A pass that finds
@@ -55,6 +73,7 @@ func (s *Service) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-s.wakeCh():
 		}
 	}
 }

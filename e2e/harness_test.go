@@ -31,7 +31,7 @@ const region = "eu-central-1"
 // env is one test's world: a database, moto, a git server with the audit
 // repository, and the grape binary to run agents with.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	dbURL   string
 	pool    *pgxpool.Pool
@@ -53,7 +53,7 @@ type envOptions struct {
 	ownPostgres bool
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, bin: testsupport.GrapeBinary(t), cluster: "e2e", agentEnv: map[string]string{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -191,7 +191,7 @@ func (a *agent) output() string {
 }
 
 // stop sends SIGTERM (drain) and waits; it kills the process group after 60s.
-func (a *agent) stop(t *testing.T) {
+func (a *agent) stop(t testing.TB) {
 	a.mu.Lock()
 	gone := a.exited
 	a.killed = true
@@ -305,7 +305,7 @@ func (e *env) logText(id uuid.UUID) string {
 }
 
 // requireGapless checks seq runs 1..n without a hole or a repeat.
-func requireGapless(t *testing.T, lines []store.LogLine) {
+func requireGapless(t testing.TB, lines []store.LogLine) {
 	t.Helper()
 	for i, l := range lines {
 		require.Equal(t, int64(i+1), l.Seq, "seq must be gapless")
@@ -339,10 +339,12 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func mustJSON(t *testing.T, v any) string {
+func mustJSON(t testing.TB, v any) string {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return string(b)
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o644) }
+
+func mustUUID(s string) uuid.UUID { return uuid.MustParse(s) }

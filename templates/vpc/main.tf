@@ -31,8 +31,13 @@ resource "aws_vpc" "this" {
 
 # The default security group is locked down (no rules): everything in this
 # VPC uses explicit groups, and a forgotten default group cannot leak traffic.
+# The VPC's default security group admits nothing (CIS AWS Foundations 5.4):
+# workloads use groups of their own. The empty lists make Terraform remove any
+# rule and report a rule added outside Terraform as drift.
 resource "aws_default_security_group" "this" {
-  vpc_id = aws_vpc.this.id
+  vpc_id  = aws_vpc.this.id
+  ingress = []
+  egress  = []
 
   tags = merge(var.tags, { Name = "${var.name}-default" })
 }

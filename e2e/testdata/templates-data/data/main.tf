@@ -1,0 +1,6 @@
+resource "terraform_data" "this" {
+  input = {
+    value = var.value
+    tags  = var.tags
+  }
+}
