@@ -294,6 +294,12 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 	m.SetRunning(agent.Running)
 	sched, _ := drift.ParseSchedule(f.driftSchedule)
 	svc := &drift.Service{Store: st, Cluster: f.cluster, Default: sched, Concurrency: f.driftConcurrency, Log: log}
+	// A stored report frees a drift slot: the next due check starts now,
+	// not at the next retry tick.
+	recorder.Observe = func(r store.DriftReport) {
+		m.DriftChecked(r)
+		svc.Wake()
+	}
 	return &agentParts{agent: agent, deployer: dep, drift: svc, close: func() { git.Close() }}, nil
 }
 

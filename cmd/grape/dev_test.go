@@ -110,7 +110,10 @@ func TestDev(t *testing.T) {
 
 	// Ctrl-C: everything it started stops, and it exits 0.
 	dev.interrupt(t)
-	require.False(t, alive(pgPid), "postgres (pid %d) outlived grape dev", pgPid)
+	// pg_ctl stop returns when the pid file is gone, a moment before the
+	// postmaster has exited.
+	require.Eventually(t, func() bool { return !alive(pgPid) }, 10*time.Second, 20*time.Millisecond,
+		"postgres (pid %d) outlived grape dev", pgPid)
 	require.NoFileExists(t, filepath.Join(dataDir, "postgres", "data", "postmaster.pid"), "postgres shut down cleanly")
 	require.Empty(t, processesWith(motoURL[strings.LastIndex(motoURL, ":")+1:], "moto_server"), "moto outlived grape dev")
 	require.Empty(t, processesWith(filepath.Join(dataDir, "postgres")), "a process still uses the data dir")
@@ -293,9 +296,19 @@ func postmasterPid(t *testing.T, dataDir string) int {
 	return pid
 }
 
+// alive reports whether pid runs; an exited process not yet reaped (a
+// zombie) does not count.
 func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces, so read after the last ')'.
+	rest := string(stat[bytes.LastIndexByte(stat, ')')+1:])
+	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
 }
 
 // processesWith lists the pids whose command line contains every one of subs.
