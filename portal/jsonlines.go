@@ -7,6 +7,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/grapehq/grape/render"
 )
 
 // fieldLines maps every JSON path of a document to the 1-based line where
@@ -59,7 +61,7 @@ func fieldLines(doc []byte) map[string]int {
 			k, _ := tok.(string)
 			top.key = k
 			top.wantKey = false
-			p := joinKey(top.path, k)
+			p := render.JoinPath(top.path, k)
 			if _, seen := out[p]; !seen {
 				out[p] = lineAt(start)
 			}
@@ -76,7 +78,7 @@ func fieldLines(doc []byte) map[string]int {
 			}
 			top.index++
 		default:
-			path = joinKey(top.path, top.key)
+			path = render.JoinPath(top.path, top.key)
 			top.wantKey = true
 		}
 		if d, ok := tok.(json.Delim); ok {
@@ -87,40 +89,6 @@ func fieldLines(doc []byte) map[string]int {
 			stack = append(stack, f)
 		}
 	}
-}
-
-// joinKey spells a key in a path as package render does (quoteKey).
-func joinKey(base, key string) string {
-	q := key
-	if !identifierLike(key) {
-		q = "[" + strconv.Quote(key) + "]"
-	}
-	switch {
-	case base == "":
-		return q
-	case strings.HasPrefix(q, "["):
-		return base + q
-	default:
-		return base + "." + q
-	}
-}
-
-func identifierLike(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i, r := range k {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
-		case (r >= '0' && r <= '9') || r == '-':
-			if i == 0 {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // lineForPath finds the line of path or, failing that, of its closest

@@ -60,18 +60,18 @@ func (v *validator) backend(path string, val any) (BackendSpec, bool, bool) {
 	if tv, has := o.get("type"); has {
 		s, isStr := tv.(string)
 		if !isStr || (s != "s3" && s != "local") {
-			v.p.add(joinPath(path, "type"), `must be "s3" or "local", got %s`, describe(tv))
+			v.p.add(JoinPath(path, "type"), `must be "s3" or "local", got %s`, describe(tv))
 			return BackendSpec{}, false, false
 		}
 		typ = s
 	} else {
-		v.p.add(joinPath(path, "type"), `is missing; set "s3" (state in an S3 bucket) or "local" (state on the agent's disk)`)
+		v.p.add(JoinPath(path, "type"), `is missing; set "s3" (state in an S3 bucket) or "local" (state on the agent's disk)`)
 		return BackendSpec{}, false, false
 	}
 	spec := BackendSpec{Type: typ, Encrypt: typ == "s3"}
 	valid := backendKeys[typ]
 	for _, k := range o.keys {
-		kp := joinPath(path, k)
+		kp := JoinPath(path, k)
 		if k == "type" {
 			continue
 		}
@@ -153,7 +153,7 @@ func (v *validator) backend(path string, val any) (BackendSpec, bool, bool) {
 	}
 	if typ == "s3" && spec.Bucket == "" {
 		if _, has := o.get("bucket"); !has {
-			v.p.add(joinPath(path, "bucket"), "is required for an s3 backend; name the bucket that holds the state (create it first, with versioning on)")
+			v.p.add(JoinPath(path, "bucket"), "is required for an s3 backend; name the bucket that holds the state (create it first, with versioning on)")
 		}
 	}
 	if len(v.p.list) != n {

@@ -750,7 +750,10 @@ func identifierLike(k string) bool {
 	return true
 }
 
-func joinPath(base, key string) string {
+// JoinPath extends a JSON path as validation errors spell it: "modules.vpc"
+// + "cidr" → "modules.vpc.cidr"; keys that are not identifiers are quoted,
+// ["a b"]. The portal uses it to place an error next to its field.
+func JoinPath(base, key string) string {
 	q := quoteKey(key)
 	if base == "" {
 		return q

@@ -73,7 +73,7 @@ func diffValues(lines *[]diffLine, path string, a, b any) {
 		}
 		sort.Strings(sorted)
 		for _, k := range sorted {
-			p := joinPath(path, k)
+			p := JoinPath(path, k)
 			va, inA := oa.m[k]
 			vb, inB := ob.m[k]
 			switch {
@@ -105,6 +105,6 @@ func added(lines *[]diffLine, path string, v any, sign string) {
 	keys := append([]string(nil), o.keys...)
 	sort.Strings(keys)
 	for _, k := range keys {
-		added(lines, joinPath(path, k), o.m[k], sign)
+		added(lines, JoinPath(path, k), o.m[k], sign)
 	}
 }

@@ -236,7 +236,7 @@ func (v *validator) tags(path string, val any) (map[string]string, bool) {
 	}
 	tags := map[string]string{}
 	for _, k := range o.keys {
-		kp := joinPath(path, k)
+		kp := JoinPath(path, k)
 		s, ok := o.m[k].(string)
 		if !ok {
 			v.p.add(kp, "must be a string, got %s", describe(o.m[k]))
@@ -271,7 +271,7 @@ func checkTag(p *problems, path, k, val string) {
 // module validates one entry of "modules" and returns its normalised form
 // and whether to keep it.
 func (v *validator) module(name string, val any) (any, bool) {
-	path := joinPath("modules", name)
+	path := JoinPath("modules", name)
 	m, ok := v.c.byName[name]
 	if !ok {
 		v.p.add(path, "unknown module%s; valid modules: %s", suggest(name, v.c.ModuleNames()), strings.Join(v.c.ModuleNames(), ", "))
@@ -288,7 +288,7 @@ func (v *validator) module(name string, val any) (any, bool) {
 	if ev, has := o.get(enabledKey); has {
 		b, isBool := ev.(bool)
 		if !isBool {
-			v.p.add(joinPath(path, enabledKey), "must be true or false, got %s", describe(ev))
+			v.p.add(JoinPath(path, enabledKey), "must be true or false, got %s", describe(ev))
 		} else {
 			enabled = b
 			if !b {
@@ -310,7 +310,7 @@ func (v *validator) module(name string, val any) (any, bool) {
 		if k == enabledKey {
 			continue
 		}
-		kp := joinPath(path, k)
+		kp := JoinPath(path, k)
 		iv := o.m[k]
 		vr := m.variable(k)
 		if vr == nil {
@@ -339,7 +339,7 @@ func (v *validator) module(name string, val any) (any, bool) {
 			if to, ok := iv.(*object); ok {
 				for _, tk := range to.keys {
 					if s, ok := to.m[tk].(string); ok {
-						checkTag(v.p, joinPath(kp, tk), tk, s)
+						checkTag(v.p, JoinPath(kp, tk), tk, s)
 					}
 				}
 			}
@@ -377,7 +377,7 @@ func (v *validator) dependencies() {
 		if !v.enabledBy[m.Name] {
 			continue
 		}
-		path := joinPath("modules", m.Name)
+		path := JoinPath("modules", m.Name)
 		var producers []string
 		needs := map[string][]string{}
 		for _, vr := range m.Variables {
@@ -401,13 +401,13 @@ func (v *validator) dependencies() {
 			if vr.Description != "" {
 				desc = ": " + vr.Description
 			}
-			v.p.add(joinPath(path, vr.Name), "required input is missing; set it (type %s)%s", oneLine(vr.TypeExpr), desc)
+			v.p.add(JoinPath(path, vr.Name), "required input is missing; set it (type %s)%s", oneLine(vr.TypeExpr), desc)
 		}
 		for _, from := range producers {
 			inputs := needs[from]
 			sets := make([]string, len(inputs))
 			for i, in := range inputs {
-				sets[i] = joinPath(path, in)
+				sets[i] = JoinPath(path, in)
 			}
 			what := strings.Join(inputs, " and ")
 			set := strings.Join(sets, " and ")
@@ -423,7 +423,7 @@ func (v *validator) dependencies() {
 // hasInputError reports whether an error was already recorded for the input
 // (a type error), so it is not also reported as missing or invalid.
 func (v *validator) hasInputError(module, input string) bool {
-	return v.hasErrorUnder(joinPath(joinPath("modules", module), input))
+	return v.hasErrorUnder(JoinPath(JoinPath("modules", module), input))
 }
 
 // hasErrorUnder reports whether an error was recorded at path or inside it.
@@ -506,7 +506,7 @@ func checkType(p *problems, path string, ty cty.Type, val any) {
 			return
 		}
 		for _, k := range o.keys {
-			checkType(p, joinPath(path, k), ty.ElementType(), o.m[k])
+			checkType(p, JoinPath(path, k), ty.ElementType(), o.m[k])
 		}
 	case ty.IsObjectType():
 		o, ok := val.(*object)
@@ -523,17 +523,17 @@ func checkType(p *problems, path string, ty cty.Type, val any) {
 		for _, k := range o.keys {
 			at, ok := attrs[k]
 			if !ok {
-				p.add(joinPath(path, k), "unknown attribute%s; valid attributes: %s", suggest(k, names), strings.Join(names, ", "))
+				p.add(JoinPath(path, k), "unknown attribute%s; valid attributes: %s", suggest(k, names), strings.Join(names, ", "))
 				continue
 			}
 			if o.m[k] == nil && ty.AttributeOptional(k) {
 				continue
 			}
-			checkType(p, joinPath(path, k), at, o.m[k])
+			checkType(p, JoinPath(path, k), at, o.m[k])
 		}
 		for _, n := range names {
 			if _, has := o.m[n]; !has && !ty.AttributeOptional(n) {
-				p.add(joinPath(path, n), "required attribute is missing; set it (type %s)", typeexpr.TypeString(attrs[n]))
+				p.add(JoinPath(path, n), "required attribute is missing; set it (type %s)", typeexpr.TypeString(attrs[n]))
 			}
 		}
 	}

@@ -111,7 +111,7 @@ func (d *treeDecoder) fromToken(tok json.Token, depth int, path string) (any, er
 				if !ok {
 					return nil, d.fail(fmt.Errorf("object key is not a string"))
 				}
-				kp := joinPath(path, k)
+				kp := JoinPath(path, k)
 				if err := checkString(kp, k); err != nil {
 					return nil, err
 				}

@@ -46,7 +46,7 @@ func (v *validator) staticValidations() {
 			Functions: validationFuncs,
 		}
 		for _, vr := range m.Variables {
-			path := joinPath(joinPath("modules", m.Name), vr.Name)
+			path := JoinPath(JoinPath("modules", m.Name), vr.Name)
 			for _, val := range vr.validations {
 				if !readsAny(val.refs, set) || v.hasInputError(m.Name, vr.Name) {
 					continue
