@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -244,7 +245,10 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 		row("approval required", "approved: "+approved)
 	}
 	if len(d.PlanSummary) > 0 {
-		row("plan", string(d.PlanSummary))
+		var p struct{ Add, Change, Destroy, Replace int }
+		if err := json.Unmarshal(d.PlanSummary, &p); err == nil {
+			row("plan", fmt.Sprintf("%d to add, %d to change, %d to destroy, %d to replace (grape status --json lists the resources)", p.Add, p.Change, p.Destroy, p.Replace))
+		}
 	}
 	if len(d.Cost) > 0 {
 		row("cost", string(d.Cost))
