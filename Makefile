@@ -44,6 +44,10 @@ dev: build ## like demo, but keeps running with the portal on http://127.0.0.1:8
 test: lint ## vet, gofmt, and every test with the race detector (starts its own PostgreSQL, moto, git servers)
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
+.PHONY: test-faults
+test-faults: ## only the fault-injection and bad-input suites (part of make test)
+	$(GO) test -race -timeout $(TEST_TIMEOUT) -run 'Fault|BadInput' -v ./e2e/
+
 .PHONY: lint
 lint: ## go vet and gofmt
 	$(GO) vet $(PKGS)

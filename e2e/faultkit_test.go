@@ -3,7 +3,10 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,17 +25,6 @@ import (
 // dir, reading the agents' own (JSON) logs, and finding the processes a
 // killed agent left behind.
 
-// newFaultEnv is newEnv for the fault and bad-input suites. Their tests run
-// several agents at once, so each agent serves /metrics on a port of its own
-// choosing (GRAPE_METRICS_LISTEN; a binary without --metrics-listen ignores
-// the variable) instead of the fixed default, which the second would fail to bind.
-func newFaultEnv(t *testing.T, o envOptions) *env {
-	t.Helper()
-	e := newEnv(t, o)
-	e.agentEnv["GRAPE_METRICS_LISTEN"] = "127.0.0.1:0"
-	return e
-}
-
 // startAgentAt starts `grape agent` with a fixed data dir, so a restarted
 // agent finds its workspace, run dirs and local state again, as a systemd
 // restart would.
@@ -44,7 +36,7 @@ func (e *env) startAgentAt(id, dataDir string, args ...string) *agent {
 }
 
 // waitLog waits until the agent's own log has a line containing substr.
-func (a *agent) waitLog(t *testing.T, substr string, within time.Duration) {
+func (a *agent) waitLog(t testing.TB, substr string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !strings.Contains(a.output(), substr) {
@@ -57,17 +49,13 @@ func (a *agent) waitLog(t *testing.T, substr string, within time.Duration) {
 
 // alive reports whether the agent process is still running.
 func (a *agent) alive() bool {
-	select {
-	case err := <-a.done:
-		a.done <- err // keep it for stop/kill
-		return false
-	default:
-		return true
-	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.exited
 }
 
 // records returns the agent's JSON log records whose msg is msg.
-func (a *agent) records(t *testing.T, msg string) []map[string]any {
+func (a *agent) records(t testing.TB, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(a.output()))
@@ -127,7 +115,7 @@ func procsUnder(dir string) []proc {
 }
 
 // waitProcs waits until a process whose name starts with prefix runs under dir.
-func waitProcs(t *testing.T, dir, prefix string, within time.Duration) []proc {
+func waitProcs(t testing.TB, dir, prefix string, within time.Duration) []proc {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -150,7 +138,7 @@ func waitProcs(t *testing.T, dir, prefix string, within time.Duration) []proc {
 // requireNoProcsUnder waits up to within for every process under dir to be
 // gone. Leftovers are listed, then killed (they are this test's: started by
 // its agent) so they do not outlive the test.
-func requireNoProcsUnder(t *testing.T, dir string, within time.Duration) {
+func requireNoProcsUnder(t testing.TB, dir string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -183,24 +171,11 @@ func countLines(lines []store.LogLine, substr string) int {
 // Grape-Deployment trailer is id, newest first.
 func (e *env) commitsOf(id uuid.UUID) []string {
 	e.t.Helper()
-	out, err := gitOutputAllowEmpty(e, "log", "--format=%H", "--grep", "Grape-Deployment: "+id.String(), "main")
-	require.NoError(e.t, err)
-	return strings.Fields(out)
-}
-
-// gitOutputAllowEmpty runs git on the audit repository; a missing main
-// branch (an empty repository) gives "".
-func gitOutputAllowEmpty(e *env, args ...string) (string, error) {
-	if _, err := os.Stat(filepath.Join(e.repoDir, "refs", "heads", "main")); err != nil {
-		if out := e.git("for-each-ref", "refs/heads/main"); out == "" {
-			return "", nil
-		}
-	}
-	return e.git(args...), nil
+	return strings.Fields(e.git("log", "--format=%H", "--grep", "Grape-Deployment: "+id.String(), "main"))
 }
 
 // elapsed is for the per-test timing lines the suite reports.
-func elapsed(t *testing.T, start time.Time) {
+func elapsed(t testing.TB, start time.Time) {
 	t.Logf("%s took %s", t.Name(), time.Since(start).Round(100*time.Millisecond))
 }
 
@@ -217,7 +192,7 @@ func (e *env) awsObject(bucket, key string) string {
 // requireUnlocked checks that no process holds a write lock on the file, the
 // way terraform's local backend locks its state (fcntl F_SETLK): if our own
 // lock attempt succeeds, nobody else holds one.
-func requireUnlocked(t *testing.T, path string) {
+func requireUnlocked(t testing.TB, path string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	require.NoError(t, err)
@@ -226,4 +201,146 @@ func requireUnlocked(t *testing.T, path string) {
 	require.NoError(t, syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk), "%s is still locked", path)
 	lk.Type = syscall.F_UNLCK
 	require.NoError(t, syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk))
+}
+
+// hostOf returns the host:port of a URL.
+func hostOf(t testing.TB, rawURL string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	require.NoError(t, err)
+	return u.Host
+}
+
+// mountTmpfs mounts a tmpfs of the given size (e.g. "8m") on dir until the
+// test ends (after the agents, which are stopped by cleanups registered
+// later). Mounting needs root (CAP_SYS_ADMIN), which CI and the project's
+// machines have; elsewhere the test is skipped, saying why.
+func mountTmpfs(t testing.TB, dir, size string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root to mount a %s tmpfs on %s (a full disk cannot be made otherwise without affecting the machine)", size, dir)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		t.Fatalf("mounting a %s tmpfs on %s (needs CAP_SYS_ADMIN): %v", size, dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+}
+
+// fillDisk writes a file into dir until the filesystem is full and returns
+// a func that deletes it again.
+func fillDisk(t testing.TB, dir string) (free func()) {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err = f.Write(chunk); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	// The last pages: small writes fill what a 64 KiB write could not.
+	for err == nil || errors.Is(err, syscall.ENOSPC) {
+		if _, err = f.Write(chunk[:512]); err != nil {
+			break
+		}
+	}
+	require.NoError(t, f.Close())
+	var st syscall.Statfs_t
+	require.NoError(t, syscall.Statfs(dir, &st))
+	require.Zero(t, st.Bavail, "%s still has room", dir)
+	return func() { require.NoError(t, os.Remove(path)) }
+}
+
+// waitObject waits until an S3 object exists in moto. It asks moto over
+// plain HTTP: the AWS CLI takes a second a call, too slow to catch a lock
+// that lives for a few.
+func (e *env) waitObject(bucket, key string, within time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for !e.objectExists(bucket, key) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("s3://%s/%s did not appear within %s", bucket, key, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) objectExists(bucket, key string) bool {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(e.ctx, http.MethodHead, e.moto.URL+"/"+bucket+"/"+key, nil)
+	require.NoError(e.t, err)
+	// moto refuses anonymous requests but does not check signatures; the
+	// credential scope tells it the region.
+	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=test/20260101/"+region+"/s3/aws4_request, SignedHeaders=host, Signature=0")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// survivors reports which processes of a killed agent outlive it: terraform
+// must die with it (Pdeathsig) within seconds; providers may not.
+func survivors(t testing.TB, dataDir string, before []proc) []proc {
+	t.Helper()
+	killed := time.Now()
+	var left []proc
+	for time.Since(killed) < 3*time.Second {
+		left = procsUnder(dataDir)
+		terraform := 0
+		for _, p := range left {
+			if p.comm == "terraform" {
+				terraform++
+			}
+		}
+		if terraform == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range left {
+		require.NotEqual(t, "terraform", p.comm, "terraform outlived its agent: %v", left)
+	}
+	t.Logf("kill -9 of the agent: %d of its %d terraform processes outlived it after %s: %v", len(left), len(before), time.Since(killed).Round(10*time.Millisecond), left)
+	return left
+}
+
+// requireOrphansKilled restarts a killed agent on its data dir and checks
+// that it ends the processes its dead terraform left running, before it does
+// anything else.
+func (e *env) requireOrphansKilled(dead *agent, left []proc) {
+	e.t.Helper()
+	a := e.startAgentAt(dead.id(), dead.dataDir)
+	a.waitLog(e.t, `"msg":"agent started"`, time.Minute)
+	requireNoProcsUnder(e.t, dead.dataDir, 5*time.Second)
+	n := len(a.records(e.t, "killed a process a dead agent's terraform left running"))
+	e.t.Logf("the restarted agent killed %d leftover processes (%d had been seen right after the kill)", n, len(left))
+	a.stop(e.t)
+}
+
+// id is the agent's --agent-id.
+func (a *agent) id() string {
+	for i, arg := range a.cmd.Args {
+		if arg == "--agent-id" && i+1 < len(a.cmd.Args) {
+			return a.cmd.Args[i+1]
+		}
+	}
+	return ""
+}
+
+// countAgentPrefix counts the agent lines that start with prefix.
+func countAgentPrefix(lines []store.LogLine, prefix string) int {
+	n := 0
+	for _, l := range lines {
+		if l.Stream == store.StreamAgent && strings.HasPrefix(l.Line, prefix) {
+			n++
+		}
+	}
+	return n
 }

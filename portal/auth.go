@@ -355,8 +355,13 @@ func (l *loginLimiter) fail(ip string, now time.Time) {
 }
 
 // dummyHash is compared against when the user name is unknown, so a wrong
-// name costs as long as a wrong password and names cannot be probed.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("grape-portal-no-such-user"), bcrypt.DefaultCost)
+// name costs as long as a wrong password and names cannot be probed. It is
+// made on first use: every grape process links this package, and a bcrypt
+// hash at start-up would cost each CLI call ~50 ms.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("grape-portal-no-such-user"), bcrypt.DefaultCost)
+	return h
+})
 
 // signIn checks a login form and returns the session to create, or a
 // message for the person.
@@ -372,7 +377,7 @@ func (s *Server) signIn(username, password, token string, now time.Time) (*sessi
 		}
 		hash, ok := s.auth.Users[username]
 		if !ok {
-			_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+			_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 			return nil, "Wrong user name or password."
 		}
 		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {

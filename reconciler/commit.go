@@ -46,6 +46,9 @@ func (d *Deployer) commit(ctx context.Context, r *Run, cfg store.Config, rd rend
 		},
 	})
 	if err != nil {
+		if o, full := diskFull(r, err, "committing the rendering"); full {
+			return "", o, false
+		}
 		var conflict *gitstore.ConflictError
 		if errors.As(err, &conflict) {
 			return "", failed(store.KindGit, conflict.Error()), false

@@ -68,6 +68,11 @@ func (d *Deployer) Execute(ctx context.Context, r *Run) store.Outcome {
 	}
 	cfg, spec, err := d.loadConfig(ctx, r)
 	if err != nil {
+		var nv *noVersionError
+		if errors.As(err, &nv) {
+			// A front end queued a version that never existed: bad input.
+			return failed(store.KindBadConfig, err.Error())
+		}
 		return failed(store.KindInternal, err.Error())
 	}
 
@@ -109,6 +114,9 @@ func (d *Deployer) loadConfig(ctx context.Context, r *Run) (store.Config, json.R
 	spec := cfg.Spec
 	if v := r.Deployment.ConfigVersion; v != nil && *v != cfg.Version {
 		old, err := r.Store().ConfigAtVersion(ctx, cfg.ID, *v)
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Config{}, nil, &noVersionError{cluster: cfg.ClusterID, config: cfg.Name, want: *v, current: cfg.Version}
+		}
 		if err != nil {
 			return store.Config{}, nil, fmt.Errorf("loading config %s v%d: %w", cfg.Name, *v, err)
 		}
@@ -116,6 +124,17 @@ func (d *Deployer) loadConfig(ctx context.Context, r *Run) (store.Config, json.R
 		r.Logs.Agentf("config %s is at v%d now; this deployment runs v%d, the version it was queued against", cfg.Name, cfg.Version, *v)
 	}
 	return cfg, spec, nil
+}
+
+// noVersionError is a deployment naming a config version that does not
+// exist (config_version written by a front end).
+type noVersionError struct {
+	cluster, config string
+	want, current   int
+}
+
+func (e *noVersionError) Error() string {
+	return fmt.Sprintf("config %s has no version %d (it is at v%d): queue a deployment without config_version, or with one that `grape config history --cluster %s %s` lists", e.config, e.want, e.current, e.cluster, e.config)
 }
 
 func (d *Deployer) runDir(r *Run) string {

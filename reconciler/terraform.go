@@ -87,10 +87,16 @@ func (d *Deployer) terraform(ctx context.Context, r *Run, cfg store.Config, sha 
 		return failed(store.KindInternal, fmt.Sprintf("clearing run dir: %v", err))
 	}
 	if err := d.Git.Checkout(ctx, sha, cfg.ClusterID, cfg.Name, treeDir); err != nil {
+		if o, full := diskFull(r, err, "checking out commit "+short(sha)); full {
+			return o
+		}
 		return failed(store.KindGit, fmt.Sprintf("checking out commit %s: %v", short(sha), err))
 	}
 	j, err := d.job(r, cfg, treeDir)
 	if err != nil {
+		if o, full := diskFull(r, err, "preparing the run dir"); full {
+			return o
+		}
 		return failed(store.KindInternal, err.Error())
 	}
 
@@ -104,7 +110,11 @@ func (d *Deployer) terraform(ctx context.Context, r *Run, cfg store.Config, sha 
 	if err := r.SetPhase(ctx, store.PhasePlan); err != nil {
 		return lost(err)
 	}
-	plan, err := d.Runner.Plan(ctx, j, runner.PlanOptions{Destroy: dep.Action == store.ActionDestroy, PlanFile: planFile})
+	planOpts := runner.PlanOptions{Destroy: dep.Action == store.ActionDestroy, PlanFile: planFile}
+	plan, err := d.Runner.Plan(ctx, j, planOpts)
+	if err != nil && d.releaseStaleLock(ctx, r, j, err) {
+		plan, err = d.Runner.Plan(ctx, j, planOpts)
+	}
 	if err != nil {
 		return d.terraformFailedIn(ctx, r, err)
 	}

@@ -40,8 +40,17 @@ type Error struct {
 	Phase string    // init, plan, apply, outputs: where it stopped
 	Msg   string    // one clear sentence for the deployment's error column
 	Lock  *LockInfo // set when Kind is KindStateLock
-	Err   error     // the underlying error (exit status, cancellation cause)
+	// LockLeft: terraform took the state lock but could not release it
+	// (the backend went away), so the lock may still be held. Msg then
+	// contains LockNotReleased.
+	LockLeft bool
+	Err      error // the underlying error (exit status, cancellation cause)
 }
+
+// LockNotReleased is in the message of an Error whose terraform could not
+// release the state lock it took, so a later run can tell, from the stored
+// message, which deployment left a lock behind.
+const LockNotReleased = "could not release the state lock"
 
 func (e *Error) Error() string { return e.Msg }
 
@@ -59,8 +68,12 @@ type LockInfo struct {
 }
 
 // lockSummary is the diagnostic summary terraform (and OpenTofu) use when the
-// state lock cannot be taken; it is a fixed string in their backend code.
-const lockSummary = "Error acquiring the state lock"
+// state lock cannot be taken, and unlockSummary when it cannot be released;
+// both are fixed strings in their backend code.
+const (
+	lockSummary   = "Error acquiring the state lock"
+	unlockSummary = "Error releasing the state lock"
+)
 
 var lockLine = regexp.MustCompile(`^\s*(ID|Path|Operation|Who|Version|Created|Info):[ \t]*(.*?)\s*$`)
 
@@ -110,8 +123,13 @@ func parseLockInfo(detail string) *LockInfo {
 // command failed and the context was not cancelled.
 func classify(phase string, diags []tfjson.Diagnostic, runErr error) *Error {
 	var errs []tfjson.Diagnostic
+	var release *tfjson.Diagnostic
 	for _, d := range diags {
-		if d.Severity == tfjson.DiagnosticSeverityError {
+		switch {
+		case d.Severity != tfjson.DiagnosticSeverityError:
+		case d.Summary == unlockSummary:
+			release = &d
+		default:
 			errs = append(errs, d)
 		}
 	}
@@ -120,11 +138,28 @@ func classify(phase string, diags []tfjson.Diagnostic, runErr error) *Error {
 			continue
 		}
 		li := parseLockInfo(d.Detail)
+		if li == nil {
+			// No lock info: nobody holds the lock, terraform could not
+			// reach it (the backend is unreachable, access denied).
+			return &Error{Kind: phase, Phase: phase, Msg: fmt.Sprintf("terraform %s could not acquire the state lock: %s", phase, causeSentence(d.Detail)), Err: runErr}
+		}
 		msg := "the state is locked by another terraform run"
-		if li != nil && li.Who != "" {
+		if li.Who != "" {
 			msg = fmt.Sprintf("the state is locked by %s (%s since %s, lock ID %s)", li.Who, li.Operation, li.Created, li.ID)
 		}
 		return &Error{Kind: KindStateLock, Phase: phase, Msg: msg + "; wait for that run to finish or force-unlock it", Lock: li, Err: runErr}
+	}
+	if release != nil {
+		// The lock terraform took may still be held: say so, after the
+		// error that made the command fail, if there was another one.
+		e := classify(phase, errs, runErr)
+		if len(errs) == 0 {
+			e.Msg = fmt.Sprintf("terraform %s %s: %s", phase, LockNotReleased, causeSentence(release.Detail))
+		} else {
+			e.Msg += "; terraform also " + LockNotReleased
+		}
+		e.LockLeft = true
+		return e
 	}
 	kind := phase
 	if len(errs) == 0 {
@@ -191,6 +226,21 @@ func firstSentence(detail string) string {
 		}
 	}
 	return truncate(strings.TrimSuffix(para, "."), maxMsgPart)
+}
+
+// causeSentence is firstSentence for errors from a backend's SDK, whose
+// detail is a long chain of wrapped errors: the root cause ("connect:
+// connection refused") comes last, so a long one is cut in the middle.
+func causeSentence(detail string) string {
+	para, _, _ := strings.Cut(strings.TrimSpace(detail), "\n\n")
+	para = strings.TrimSuffix(strings.Join(strings.Fields(para), " "), ".")
+	r := []rune(para)
+	if len(r) <= maxMsgPart {
+		return para
+	}
+	head := maxMsgPart / 2
+	tail := maxMsgPart - head - 1
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }
 
 func truncate(s string, n int) string {

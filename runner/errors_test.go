@@ -26,6 +26,18 @@ func TestClassify(t *testing.T) {
 			wantMsg:  "the state is locked by root@vm (OperationTypeApply since 2026-11-27 07:56:51.575270073 +0000 UTC, lock ID be986b70-4f33-7e9f-167f-285c6280a97a); wait for that run to finish or force-unlock it",
 		},
 		{
+			// No lock info: the lock could not be reached, nobody holds it.
+			name: "state lock unreachable", phase: "plan", stream: "lock_unreachable.jsonl",
+			wantKind: KindPlan,
+			wantMsg:  "terraform plan could not acquire the state lock: Error message: operation error DynamoDB: PutItem, exceeded maximum number of attempts, 5, https response error StatusCod…RequestID: , request send failed, Post \"http://127.0.0.1:46001/\": dial tcp 127.0.0.1:46001: connect: connection refused",
+		},
+		{
+			// The plan ran, but the backend went away before the unlock.
+			name: "state lock not released", phase: "plan", stream: "lock_release.jsonl",
+			wantKind: KindPlan,
+			wantMsg:  "terraform plan could not release the state lock: Error message: unable to retrieve file from S3 bucket 'state-exp' with key 'x/t.tfstate.tflock': operation error S3: Get…p://127.0.0.1:46000/state-exp/x/t.tfstate.tflock?x-id=GetObject\": dial tcp 127.0.0.1:46000: connect: connection refused",
+		},
+		{
 			name: "failing precondition", phase: "plan", stream: "precondition.jsonl",
 			wantKind: KindPlan,
 			wantMsg:  "terraform plan failed: Resource precondition failed: The ok variable must be true",
@@ -57,6 +69,7 @@ func TestClassify(t *testing.T) {
 			assert.Equal(t, tt.wantKind, e.Kind)
 			assert.Equal(t, tt.phase, e.Phase)
 			assert.Equal(t, tt.wantMsg, e.Msg)
+			assert.Equal(t, strings.Contains(tt.wantMsg, LockNotReleased), e.LockLeft)
 			assert.NotContains(t, e.Msg, "\n")
 			assert.ErrorIs(t, e, exitErr)
 		})

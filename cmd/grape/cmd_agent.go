@@ -255,6 +255,11 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 	} else {
 		log.Info("terraform found", "binary", tf.Binary(), "version", v)
 	}
+	// Providers of a terraform that died with a killed agent run on; a
+	// restarted agent ends them before it runs anything (runner.KillOrphans).
+	for _, o := range runner.KillOrphans(filepath.Join(dataDir, "runs")) {
+		log.Warn("killed a process a dead agent's terraform left running", "pid", o.PID, "name", o.Name, "dir", o.Dir)
+	}
 
 	red := secretRedactor(f, cat)
 	if skipped := red.Skipped(); len(skipped) > 0 {
