@@ -116,6 +116,12 @@ func (s *Store) Commit(ctx context.Context, c Change) (Result, error) {
 					return Result{}, fmt.Errorf("committing %s: %w", pathStr, err)
 				}
 				changed, err := s.pathChanged(ctx, base, tip, path)
+				if err == nil && changed {
+					// Other agents of the cluster commit here too (a fleet
+					// shares the workspace): only a change by anyone else is
+					// a conflict.
+					changed, err = s.changedOutsideCluster(ctx, base, tip, path, c.ClusterID)
+				}
 				if err != nil {
 					tgt.close()
 					return Result{}, fmt.Errorf("committing %s: %w", pathStr, err)
@@ -172,6 +178,10 @@ func (s *Store) Commit(ctx context.Context, c Change) (Result, error) {
 // maxOwnWalk bounds the search for an unanswered commit below a remote tip.
 const maxOwnWalk = 100
 
+// maxClusterWalk bounds the commits looked at to tell a fleet's own commits
+// from other changes: an agent rarely falls further behind its peers.
+const maxClusterWalk = 10000
+
 // ownUnanswered returns the base to compare a new remote tip against. If an
 // earlier push of this store failed without a clear answer but its commit is
 // on the remote (at or below tip), that commit is the real base: its change
@@ -219,6 +229,70 @@ func (s *Store) baseRef() plumbing.ReferenceName {
 
 // pathChanged says whether the directory at path differs between commits
 // a and b.
+// changedOutsideCluster reports whether a commit between base (exclusive)
+// and tip changed path without being a Grape commit of the same cluster —
+// one carrying its "Grape-Cluster: <id>" trailer, as every agent of the
+// cluster writes. Such a change (a person's edit of a rendering) must not be
+// overwritten. The trailer is a guard against accidents, not an access
+// control: anyone who may push may write it. A history too long or too
+// tangled to walk counts as changed.
+func (s *Store) changedOutsideCluster(ctx context.Context, base, tip plumbing.Hash, path []string, clusterID string) (bool, error) {
+	trailer := TrailerCluster + ": " + clusterID
+	changed := false
+	err := s.withObjects(ctx, func() error {
+		seen := map[plumbing.Hash]bool{base: true}
+		queue := []plumbing.Hash{tip}
+		for walked := 0; len(queue) > 0; walked++ {
+			if walked == maxClusterWalk {
+				changed = true
+				return nil
+			}
+			h := queue[0]
+			queue = queue[1:]
+			if seen[h] {
+				continue
+			}
+			seen[h] = true
+			c, err := s.commitObject(h)
+			if err != nil {
+				return err
+			}
+			sub, err := s.subtreeAt(c.TreeHash, path)
+			if err != nil {
+				return err
+			}
+			touched := len(c.ParentHashes) == 0 && !sub.IsZero()
+			for _, p := range c.ParentHashes {
+				pc, err := s.commitObject(p)
+				if err != nil {
+					return err
+				}
+				psub, err := s.subtreeAt(pc.TreeHash, path)
+				if err != nil {
+					return err
+				}
+				touched = touched || psub != sub
+				queue = append(queue, p)
+			}
+			if touched && !hasTrailerLine(c.Message, trailer) {
+				changed = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return changed, err
+}
+
+func hasTrailerLine(msg, line string) bool {
+	for _, l := range strings.Split(msg, "\n") {
+		if strings.TrimSpace(l) == line {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Store) pathChanged(ctx context.Context, a, b plumbing.Hash, path []string) (bool, error) {
 	var changed bool
 	err := s.withObjects(ctx, func() error {

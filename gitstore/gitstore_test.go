@@ -1214,3 +1214,31 @@ func TestLocalWorkspaceSurvivesGitGC(t *testing.T) {
 	assert.Equal(t, rendering(1, "vpc"), got)
 	r.fsck()
 }
+
+// TestFleetOfAgentsSharesTheWorkspace: several agents of one cluster commit
+// to the same config's path in turn (each from its own clone). Their commits
+// carry the cluster's trailer, so none is a conflict for the others; a
+// person's edit of that path still is.
+func TestFleetOfAgentsSharesTheWorkspace(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := testsupport.StartGitServer(t)
+	srv.CreateRepo(t, "fleet.git")
+	open := func() *gitstore.Store {
+		return openStore(t, gitstore.Options{URL: srv.GitURL("fleet.git"), Dir: filepath.Join(t.TempDir(), "clone")})
+	}
+	a, b := open(), open()
+	for i, s := range []*gitstore.Store{a, b, a, a, b} {
+		_, err := s.Commit(ctx, change("eu-1", "prod", i+1, rendering(i+1, "vpc"), "vpc"))
+		require.NoError(t, err, "commit %d", i+1)
+	}
+	r := reviewer{t, srv.RepoPath("fleet.git")}
+	assert.Equal(t, 5, r.count("main"), "every agent's commit is kept")
+	r.fsck()
+
+	// Another cluster's trailer does not make a commit ours.
+	srv.CloneAsColleague(t, "fleet.git").CommitAndPush("edit\n\nGrape-Cluster: eu-2", map[string][]byte{"clusters/eu-1/prod/main.tf": []byte("# hand edit\n")})
+	_, err := a.Commit(ctx, change("eu-1", "prod", 6, rendering(6, "vpc"), "vpc"))
+	var conflict *gitstore.ConflictError
+	require.ErrorAs(t, err, &conflict, "a change by anyone but the cluster's agents is a conflict")
+}

@@ -364,5 +364,5 @@ karpenter  11      8        The AWS side of Karpenter for an EKS cluster, after 
 	assert.Contains(t, out, "allocated_storage           number        20")
 	assert.Contains(t, out, "OUTPUT                  DESCRIPTION")
 
-	assert.EqualError(t, c.WriteModule(&b, "redis"), `no module "redis" in template set 1.0.0; modules: vpc, eks, rds, karpenter`)
+	assert.EqualError(t, c.WriteModule(&b, "redis"), `no module "redis" in template set `+c.Version+`; modules: vpc, eks, rds, karpenter`)
 }
