@@ -89,7 +89,6 @@ const (
 	codeUniqueViolation     = "23505"
 	codeForeignKeyViolation = "23503"
 	codeCheckViolation      = "23514"
-	codeInvalidText         = "22P02"
 )
 
 func notFound(err error, what string) error {
