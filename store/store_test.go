@@ -245,3 +245,26 @@ func TestMigrationsTwiceAndConcurrently(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, again)
 }
+
+// TestSupabaseRealtimePublication: on a Supabase database (the
+// supabase_realtime publication exists) the migrations publish deployments
+// and their log lines; on plain PostgreSQL they skip that (every other test).
+func TestSupabaseRealtimePublication(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.Pool(t, testsupport.EmptyDatabaseURL(t))
+	_, err := pool.Exec(ctx, `CREATE PUBLICATION supabase_realtime`)
+	require.NoError(t, err)
+	_, err = store.Migrate(ctx, pool)
+	require.NoError(t, err)
+	rows, err := pool.Query(ctx, `SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' ORDER BY 1`)
+	require.NoError(t, err)
+	var tables []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		tables = append(tables, s)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"deployment_logs", "deployments"}, tables)
+}
