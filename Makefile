@@ -67,7 +67,7 @@ generate: ## regenerate supabase/migrations and docs from the code
 # the queue, log and overhead benchmarks measure whole runs inside one
 # iteration; git and init ones repeat a single operation.
 .PHONY: bench
-bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~15 minutes
+bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~20 minutes
 	@set -o pipefail; { \
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./reconciler ./logstream ./e2e ./drift && \
 	  $(GO) test -run '^$$' -bench . -benchtime 100x -timeout 30m ./gitstore ./redact && \
