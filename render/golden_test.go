@@ -40,12 +40,27 @@ func renderSpec(t *testing.T, c *Catalog, spec []byte) *Tree {
 	return tree
 }
 
+// sharedFiles do not depend on the intent: an intent reaches only the
+// tfvars, intent.json, providers.tf and grape.json, so a config change shows
+// in the values, never in the module wiring. One golden copy of them, in
+// testdata/golden/_shared/, serves every intent — which TestGolden checks.
+var sharedFiles = []string{FileMain, FileVariables, FileOutputs}
+
 // TestGolden renders every intent under testdata/intents and compares the
-// tree with testdata/golden/<name>/. The modules/ copies are not kept as
-// golden files (they would repeat the templates once per intent); they are
-// compared with the embedded templates instead. Refresh with -update.
+// tree with testdata/golden/<name>/ (and the intent-independent files with
+// testdata/golden/_shared/). The modules/ copies are not kept as golden files
+// (they would repeat the templates once per intent); they are compared with
+// the embedded templates instead. Refresh with -update.
 func TestGolden(t *testing.T) {
 	c := catalog(t)
+	shared := filepath.Join("testdata", "golden", "_shared")
+	if *update {
+		tree := renderSpec(t, c, intentFiles(t)["all-modules"])
+		require.NoError(t, os.MkdirAll(shared, 0o755))
+		for _, f := range sharedFiles {
+			require.NoError(t, os.WriteFile(filepath.Join(shared, f), tree.Files[f], 0o644))
+		}
+	}
 	for name, spec := range intentFiles(t) {
 		t.Run(name, func(t *testing.T) {
 			tree := renderSpec(t, c, spec)
@@ -59,6 +74,12 @@ func TestGolden(t *testing.T) {
 					continue
 				}
 				own[p] = b
+			}
+			for _, f := range sharedFiles {
+				want, err := os.ReadFile(filepath.Join(shared, f))
+				require.NoError(t, err)
+				assert.Equal(t, string(want), string(own[f]), "%s differs from %s: it must not depend on the intent (run with -update to accept)", f, filepath.Join(shared, f))
+				delete(own, f)
 			}
 			if *update {
 				require.NoError(t, os.RemoveAll(dir))
