@@ -189,7 +189,7 @@ func TestCSRFProtection(t *testing.T) {
 		resp, _ := c.do(http.MethodPost, p, url.Values{}, nil)
 		require.Equal(t, http.StatusForbidden, resp.StatusCode, p)
 	}
-	ds, err := e.srv.listDeployments(e.ctx, store.ListFilter{})
+	ds, err := e.srv.st.ListDeployments(e.ctx, store.ListFilter{})
 	require.NoError(t, err)
 	require.Empty(t, ds, "a refused request queued something")
 
@@ -320,7 +320,7 @@ func TestQueueButtons(t *testing.T) {
 		resp, _ := c.post("/clusters/eu-1/configs/prod/deployments", url.Values{"action": {bad}})
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, bad)
 	}
-	ds, err := e.srv.listDeployments(e.ctx, store.ListFilter{})
+	ds, err := e.srv.st.ListDeployments(e.ctx, store.ListFilter{})
 	require.NoError(t, err)
 	require.Len(t, ds, 3)
 }

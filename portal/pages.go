@@ -94,18 +94,6 @@ func (s *Server) deploymentRows(ctx context.Context, ds []store.Deployment) ([]d
 	return out, nil
 }
 
-// allStatuses spells out "any status": store.ListDeployments treats an empty
-// Statuses list as cardinality(NULL), which matches nothing.
-var allStatuses = []store.Status{store.StatusQueued, store.StatusInProgress, store.StatusAwaitingApproval,
-	store.StatusSucceeded, store.StatusFailed, store.StatusCancelled}
-
-func (s *Server) listDeployments(ctx context.Context, f store.ListFilter) ([]store.Deployment, error) {
-	if len(f.Statuses) == 0 {
-		f.Statuses = allStatuses
-	}
-	return s.st.ListDeployments(ctx, f)
-}
-
 func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now, err := s.dbNow(ctx)
@@ -136,7 +124,7 @@ func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) {
 		}
 		views = append(views, clusterView{Cluster: c, Agents: s.agentViews(agents, now), Configs: perCluster[c.ID]})
 	}
-	recent, err := s.listDeployments(ctx, store.ListFilter{Limit: 15})
+	recent, err := s.st.ListDeployments(ctx, store.ListFilter{Limit: 15})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -195,7 +183,7 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ds, err := s.listDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
+	ds, err := s.st.ListDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -258,7 +246,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 	for _, v := range hist {
 		versions = append(versions, versionView{ConfigVersion: v, Pretty: prettyJSON(v.Spec)})
 	}
-	ds, err := s.listDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
+	ds, err := s.st.ListDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -486,7 +474,7 @@ func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) {
 	if st := q.Get("status"); st != "" {
 		f.Statuses = []store.Status{store.Status(st)}
 	}
-	ds, err := s.listDeployments(ctx, f)
+	ds, err := s.st.ListDeployments(ctx, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
