@@ -36,6 +36,26 @@ func StartMoto(ctx context.Context, logPath string) (*Moto, error) {
 	if err != nil {
 		return nil, errors.New("moto_server not found on PATH: install it (pip install 'moto[server]') to run against the local AWS emulator")
 	}
+	// A port picked by probing can be taken before moto binds it (parallel
+	// test packages start their own emulators); moto then exits at once, and
+	// we try another port.
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		m, err := startMotoOnce(ctx, bin, logPath)
+		if err == nil {
+			return m, nil
+		}
+		lastErr = err
+		if !errors.Is(err, errMotoExited) {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+var errMotoExited = errors.New("moto_server exited during start-up (see its log)")
+
+func startMotoOnce(ctx context.Context, bin, logPath string) (*Moto, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -70,11 +90,15 @@ func (m *Moto) waitReady(ctx context.Context) error {
 		resp, err := client.Get(m.URL + "/moto-api/")
 		if err == nil {
 			resp.Body.Close()
+			if !m.Running() {
+				// Someone else answered on the port our moto failed to bind.
+				return errMotoExited
+			}
 			return nil
 		}
 		select {
 		case <-m.done:
-			return errors.New("moto_server exited during start-up (see its log)")
+			return errMotoExited
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):

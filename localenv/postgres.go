@@ -140,7 +140,23 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		}
 		p.Port = port
 	}
-	if err := p.Start(ctx); err != nil {
+	err = p.Start(ctx)
+	// A port picked by probing can be taken by another process before the
+	// postmaster binds it (parallel test packages start their own clusters).
+	// When we chose the port, choose again; a port the caller asked for is
+	// theirs to fix.
+	for try := 0; err != nil && opts.Port == 0 && !portFree(p.Port) && try < 3; try++ {
+		port, perr := FreePort()
+		if perr != nil {
+			return nil, perr
+		}
+		if werr := p.writeAutoConf(opts, port); werr != nil {
+			return nil, werr
+		}
+		p.Port = port
+		err = p.Start(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return p, nil

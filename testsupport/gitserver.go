@@ -354,14 +354,28 @@ func waitForPort(port int, exited <-chan error) error {
 }
 
 // FreeLoopbackAddr returns a loopback address nobody listens on, for tests of
-// an unreachable server.
+// an unreachable server. The port stays reserved until the test ends: a socket
+// is bound to it but never listens, so connecting is refused (RST) and no
+// other listener in a parallel test can be handed the same port. Closing a
+// probe listener instead left the port free for reuse, and a test that meant
+// "server down" once dialled another test's silent server and timed out.
 func FreeLoopbackAddr(t testing.TB) string {
 	t.Helper()
-	port, err := freeLoopbackPort()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+		t.Fatalf("reserving a loopback port: socket: %v", err)
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	// No SO_REUSEADDR: a listener that sets it (git daemon --reuseaddr, Go's
+	// net.Listen) cannot share the port with a socket that does not.
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("reserving a loopback port: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("reserving a loopback port: getsockname: %v", err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 func freeLoopbackPort() (int, error) {
