@@ -277,6 +277,28 @@ func (e *env) waitPhase(id uuid.UUID, p store.Phase, within time.Duration) {
 	}
 }
 
+// waitLogLine waits until a line of the deployment's log contains substr,
+// for tests that must act while terraform is doing something (not merely in
+// a phase, which may have just begun or be about to end).
+func (e *env) waitLogLine(id uuid.UUID, substr string, within time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		for _, l := range e.logs(id) {
+			if strings.Contains(l.Line, substr) {
+				return
+			}
+		}
+		d, err := e.st.GetDeployment(e.ctx, id)
+		require.NoError(e.t, err)
+		if d.Status.Final() || time.Now().After(deadline) {
+			e.t.Fatalf("deployment %s (%s) never logged %q\nlog:\n%s", id, d.Status, substr, e.logText(id))
+		}
+		e.requireAgentsAlive()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (e *env) logs(id uuid.UUID) []store.LogLine {
 	e.t.Helper()
 	var out []store.LogLine

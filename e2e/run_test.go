@@ -90,8 +90,8 @@ func TestCancelDuringApply(t *testing.T) {
 	cfg := e.config("cancel", `{"region": "eu-central-1", "modules": {"vpc": {"nat_gateway": "single", "az_count": 3}}}`)
 	e.startAgent("agent-1", "--cancel-grace", "20s")
 	d := e.deploy(cfg, store.ActionApply)
-	e.waitPhase(d.ID, store.PhaseApply, 3*time.Minute)
-	time.Sleep(2 * time.Second)
+	// Cancel while terraform is creating resources.
+	e.waitLogLine(d.ID, ": Creating...", 3*time.Minute)
 	t0 := time.Now()
 	e.grape("cancel", d.ID.String())
 	got := e.wait(d.ID, 2*time.Minute, store.StatusCancelled)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ type Moto struct {
 	Port int
 	URL  string
 	cmd  *exec.Cmd
+	port *PortReservation // held until Stop, so the port cannot change hands
 	done chan struct{}
 }
 
@@ -36,45 +36,27 @@ func StartMoto(ctx context.Context, logPath string) (*Moto, error) {
 	if err != nil {
 		return nil, errors.New("moto_server not found on PATH: install it (pip install 'moto[server]') to run against the local AWS emulator")
 	}
-	// A port picked by probing can be taken before moto binds it (parallel
-	// test packages start their own emulators); moto then exits at once, and
-	// we try another port.
-	var lastErr error
-	for try := 0; try < 3; try++ {
-		m, err := startMotoOnce(ctx, bin, logPath)
-		if err == nil {
-			return m, nil
-		}
-		lastErr = err
-		if !errors.Is(err, errMotoExited) {
-			break
-		}
-	}
-	return nil, lastErr
-}
-
-var errMotoExited = errors.New("moto_server exited during start-up (see its log)")
-
-func startMotoOnce(ctx context.Context, bin, logPath string) (*Moto, error) {
-	port, err := FreePort()
+	port, err := ReservePort()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port.Port))
 	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES=true")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if logPath != "" {
 		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
+			port.Close()
 			return nil, fmt.Errorf("opening moto log: %w", err)
 		}
 		defer f.Close() // the child keeps its own descriptor
 		cmd.Stdout, cmd.Stderr = f, f
 	}
 	if err := cmd.Start(); err != nil {
+		port.Close()
 		return nil, fmt.Errorf("starting moto_server: %w", err)
 	}
-	m := &Moto{Port: port, URL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, done: make(chan struct{})}
+	m := &Moto{Port: port.Port, URL: "http://" + port.Addr(), cmd: cmd, port: port, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(m.done) }()
 	if err := m.waitReady(ctx); err != nil {
 		m.Stop()
@@ -90,15 +72,11 @@ func (m *Moto) waitReady(ctx context.Context) error {
 		resp, err := client.Get(m.URL + "/moto-api/")
 		if err == nil {
 			resp.Body.Close()
-			if !m.Running() {
-				// Someone else answered on the port our moto failed to bind.
-				return errMotoExited
-			}
 			return nil
 		}
 		select {
 		case <-m.done:
-			return errMotoExited
+			return errors.New("moto_server exited during start-up (see its log)")
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -126,6 +104,7 @@ func (m *Moto) Stop() {
 		_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
 	}
 	<-m.done
+	_ = m.port.Close()
 }
 
 // Running reports whether the process is still alive.

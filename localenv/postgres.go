@@ -46,6 +46,8 @@ type Postgres struct {
 	Password string
 	bindir   string
 	owner    *syscall.Credential // nil unless we are root and must drop to "postgres"
+	// reservation holds Port between runs of the server (see Close).
+	reservation *PortReservation
 }
 
 // SuperuserURL is a connection URL for the cluster's superuser to database db.
@@ -112,6 +114,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	}
 	if !fileExists(filepath.Join(p.DataDir, "PG_VERSION")) {
 		if err := p.initdb(ctx, opts); err != nil {
+			p.Close()
 			return nil, err
 		}
 	} else {
@@ -124,42 +127,35 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		if err != nil {
 			return nil, err
 		}
-		if !portFree(port) {
-			// A stale cluster of ours may still run (e.g. after a crash of
-			// `grape dev`); stop it before trying to start.
+		if p.reservation, err = reservePort(port); err != nil {
+			// Someone listens there: a stale cluster of ours may still run
+			// (e.g. after a crash of `grape dev`); stop it and look again.
 			_ = p.pgctl(ctx, "stop", "-m", "fast", "-w", "-t", "30")
+			p.reservation, err = reservePort(port)
 		}
-		if !portFree(port) {
-			port, err = FreePort()
-			if err != nil {
+		if err != nil {
+			if p.reservation, err = ReservePort(); err != nil {
 				return nil, err
 			}
-			if err := p.writeAutoConf(opts, port); err != nil {
+			if err := p.writeAutoConf(opts, p.reservation.Port); err != nil {
+				p.Close()
 				return nil, err
 			}
 		}
-		p.Port = port
+		p.Port = p.reservation.Port
 	}
-	err = p.Start(ctx)
-	// A port picked by probing can be taken by another process before the
-	// postmaster binds it (parallel test packages start their own clusters).
-	// When we chose the port, choose again; a port the caller asked for is
-	// theirs to fix.
-	for try := 0; err != nil && opts.Port == 0 && !portFree(p.Port) && try < 3; try++ {
-		port, perr := FreePort()
-		if perr != nil {
-			return nil, perr
-		}
-		if werr := p.writeAutoConf(opts, port); werr != nil {
-			return nil, werr
-		}
-		p.Port = port
-		err = p.Start(ctx)
-	}
-	if err != nil {
+	if err := p.Start(ctx); err != nil {
+		p.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// Close gives back the port the cluster was started on, which stays reserved
+// while the cluster is stopped and started again (see PortReservation). Call
+// it after Stop, once this process will not start the cluster again.
+func (p *Postgres) Close() {
+	_ = p.reservation.Close()
 }
 
 // Start starts a stopped cluster and waits until it accepts connections.
@@ -216,9 +212,14 @@ func (p *Postgres) initdb(ctx context.Context, opts PostgresOptions) error {
 	port := opts.Port
 	if port == 0 {
 		var err error
-		if port, err = FreePort(); err != nil {
+		if p.reservation, err = ReservePort(); err != nil {
 			return err
 		}
+		port = p.reservation.Port
+	} else {
+		// A port the caller chose is reserved when it is free; when it is
+		// not, the server's own error says so at start.
+		p.reservation, _ = reservePort(port)
 	}
 	p.Port = port
 	// The log file lives beside PGDATA and must be writable by the server.
@@ -369,25 +370,6 @@ func lookupCredential(name string) (*syscall.Credential, error) {
 		return nil, fmt.Errorf("parsing gid of %q: %w", name, err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// FreePort asks the kernel for an unused loopback TCP port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
 }
 
 func randomHex(n int) string {

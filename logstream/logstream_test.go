@@ -412,7 +412,9 @@ func TestDatabaseDownSpillsAndCatchesUp(t *testing.T) {
 	require.LessOrEqual(t, st.InMemory, 500+100, "memory bound: MemoryLines plus one batch")
 	// A writer may wait up to 100 ms for room before it learns the database
 	// is down; never for the database itself.
-	require.Less(t, time.Duration(tw.longest.Load()), 250*time.Millisecond, "a writer waited on the database")
+	// The bound is loose for a loaded machine under -race; a writer that
+	// did wait on the database would stall for the whole outage.
+	require.Less(t, time.Duration(tw.longest.Load()), time.Second, "a writer waited on the database")
 	spilled, err := os.ReadFile(logstream.SpillPath(dir, id))
 	require.NoError(t, err)
 	require.NotEmpty(t, spilled)
@@ -478,7 +480,10 @@ func TestNoSpillDirWritersWait(t *testing.T) {
 	ctx := context.Background()
 	fp := newFlakyPool(t, testsupport.DatabaseURL(t))
 	id := uuid.New()
-	s, err := logstream.Open(ctx, fp.Pool, id, logstream.Options{MemoryLines: 20, BatchLines: 5, Logger: slog.New(slog.DiscardHandler)})
+	s, err := logstream.Open(ctx, fp.Pool, id, logstream.Options{MemoryLines: 20, BatchLines: 5,
+		// Only full batches: a timed flush of a partial one would change
+		// how many lines fit before the writer waits.
+		FlushInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	fp.setDown(true)
 	w := s.Writer(store.StreamStdout)

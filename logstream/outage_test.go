@@ -75,7 +75,9 @@ func TestPostgresRestartAndOutage(t *testing.T) {
 	t.Logf("stats: %+v; longest write %v", st, time.Duration(stdout.longest.Load()))
 	require.Positive(t, st.Retries)
 	require.Positive(t, st.Spilled)
-	require.Less(t, time.Duration(stdout.longest.Load()), 250*time.Millisecond, "the child's pipe stalled")
+	// Loose for a loaded machine under -race: a pipe that waited on the
+	// database would stall for the whole 20 s outage.
+	require.Less(t, time.Duration(stdout.longest.Load()), time.Second, "the child's pipe stalled")
 
 	finish(t, ctx, pool, d.ID, store.StatusSucceeded)
 	requireFollowed(t, <-follower, got, 0, store.StatusSucceeded)

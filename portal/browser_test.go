@@ -216,7 +216,7 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	// follows the end.
 	waitFor(t, bctx, "running status", `document.querySelector('[data-field="status"]').textContent === 'in_progress'`, 20*time.Second)
 	waitFor(t, bctx, "40 live lines", `document.querySelectorAll('#terminal .line').length >= 40`, 20*time.Second)
-	waitFor(t, bctx, "the terminal following the end", `(function (t) { return t.scrollHeight > t.clientHeight && t.scrollHeight - t.scrollTop - t.clientHeight < 8; })(document.getElementById('terminal'))`, 5*time.Second)
+	waitFor(t, bctx, "the terminal following the end", `(function (t) { return t.scrollHeight > t.clientHeight && t.scrollHeight - t.scrollTop - t.clientHeight < 8; })(document.getElementById('terminal'))`, 15*time.Second)
 	require.Equal(t, "plan", eval[string](t, bctx, `document.querySelector('[data-field="phase"]').textContent`))
 
 	// Reload in the middle of phase A: the page renders what is stored and
@@ -227,7 +227,7 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	// The person scrolls up to read; new lines must not pull the view down.
 	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")
 	eval[bool](t, bctx, `(function (t) { t.scrollTop = 0; return true; })(document.getElementById('terminal'))`)
-	waitFor(t, bctx, "the follow button", visible("#term-follow"), 5*time.Second)
+	waitFor(t, bctx, "the follow button", visible("#term-follow"), 15*time.Second)
 	close(gate)
 
 	waitFor(t, bctx, "the final status", `document.querySelector('[data-field="status"]').textContent === 'succeeded'`, 30*time.Second)

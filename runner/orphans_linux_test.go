@@ -4,6 +4,7 @@ package runner
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,11 @@ func TestKillOrphans(t *testing.T) {
 	provider, err := strconv.Atoi(strings.TrimSpace(line))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = syscall.Kill(provider, syscall.SIGKILL) })
+	// The shell prints the child's pid before the child has exec'd sleep.
+	require.Eventually(t, func() bool {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", provider))
+		return err == nil && strings.TrimSpace(string(comm)) == "sleep"
+	}, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, leader.Process.Kill())
 	_ = leader.Wait()
 

@@ -32,11 +32,14 @@ type FaultProxy struct {
 // the test ends.
 func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The port stays ours while the proxy is down, or a parallel test's
+	// server could be handed it and answer in the real server's place.
+	port := ReservePort(t)
+	ln, err := net.Listen("tcp", port.Addr())
 	if err != nil {
 		t.Fatalf("fault proxy: listening: %v", err)
 	}
-	p := &FaultProxy{Addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{}, t: t}
+	p := &FaultProxy{Addr: port.Addr(), target: target, conns: map[net.Conn]struct{}{}, t: t}
 	p.serve(ln)
 	t.Cleanup(func() {
 		p.Down()

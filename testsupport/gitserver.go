@@ -26,6 +26,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/grapehq/grape/localenv"
 )
 
 // GitServer serves the bare repositories under Root the ways a customer's git
@@ -282,56 +284,50 @@ func gitExecPath(t testing.TB) string {
 	return execPath
 }
 
-// startGitDaemon runs git daemon on a free loopback port and returns the
-// port once it accepts connections, with a func that stops it. The daemon and
-// the children it forks per connection share a process group, which stop
+// startGitDaemon runs git daemon on a reserved loopback port and returns the
+// port once it accepts connections, with a func that stops it. The port stays
+// reserved until the test ends, so a test that stops the daemon sees
+// "connection refused", never another test's server. The daemon and the
+// children it forks per connection share a process group, which stop
 // terminates.
 func startGitDaemon(t testing.TB, root, logPath string) (int, func()) {
 	t.Helper()
+	port := ReservePort(t).Port
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatalf("creating git daemon log: %v", err)
 	}
-	var lastErr error
-	// A port picked by listening on :0 can be taken by someone else before
-	// git daemon binds it; try a few.
-	for try := 0; try < 5; try++ {
-		port, err := freeLoopbackPort()
-		if err != nil {
-			t.Fatalf("finding a free port for git daemon: %v", err)
-		}
-		cmd := exec.Command("git", "daemon",
-			"--export-all", "--enable=receive-pack", "--informative-errors", "--reuseaddr",
-			"--base-path="+root, "--listen=127.0.0.1", "--port="+strconv.Itoa(port), root)
-		cmd.Env = append(os.Environ(), gitCLIEnv()...)
-		cmd.Stdout = logFile
-		cmd.Stderr = logFile
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting git daemon (part of the git CLI): %v", err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		if lastErr = waitForPort(port, exited); lastErr == nil {
-			stop := func() {
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-				select {
-				case <-exited:
-				case <-time.After(5 * time.Second):
-					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-					<-exited
-				}
-				logFile.Close()
-			}
-			return port, stop
-		}
+	// --reuseaddr lets the daemon listen on the reserved port.
+	cmd := exec.Command("git", "daemon",
+		"--export-all", "--enable=receive-pack", "--informative-errors", "--reuseaddr",
+		"--base-path="+root, "--listen=127.0.0.1", "--port="+strconv.Itoa(port), root)
+	cmd.Env = append(os.Environ(), gitCLIEnv()...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting git daemon (part of the git CLI): %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := waitForPort(port, exited); err != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
+		logFile.Close()
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("git daemon did not start: %v\n%s", err, log)
 	}
-	logFile.Close()
-	log, _ := os.ReadFile(logPath)
-	t.Fatalf("git daemon did not start: %v\n%s", lastErr, log)
-	return 0, nil
+	stop := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		logFile.Close()
+	}
+	return port, stop
 }
 
 func waitForPort(port int, exited <-chan error) error {
@@ -354,11 +350,9 @@ func waitForPort(port int, exited <-chan error) error {
 }
 
 // FreeLoopbackAddr returns a loopback address nobody listens on, for tests of
-// an unreachable server. The port stays reserved until the test ends: a socket
-// is bound to it but never listens, so connecting is refused (RST) and no
-// other listener in a parallel test can be handed the same port. Closing a
-// probe listener instead left the port free for reuse, and a test that meant
-// "server down" once dialled another test's silent server and timed out.
+// an unreachable server. The port stays reserved until the test ends, and
+// unlike ReservePort's no server can take it: a socket is bound to it
+// without SO_REUSEADDR and never listens, so connecting is refused.
 func FreeLoopbackAddr(t testing.TB) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
@@ -366,8 +360,6 @@ func FreeLoopbackAddr(t testing.TB) string {
 		t.Fatalf("reserving a loopback port: socket: %v", err)
 	}
 	t.Cleanup(func() { _ = syscall.Close(fd) })
-	// No SO_REUSEADDR: a listener that sets it (git daemon --reuseaddr, Go's
-	// net.Listen) cannot share the port with a socket that does not.
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatalf("reserving a loopback port: bind: %v", err)
 	}
@@ -378,13 +370,17 @@ func FreeLoopbackAddr(t testing.TB) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// ReservePort reserves a loopback port for a server the test starts, stops
+// and starts again, until the test ends (see localenv.PortReservation): no
+// parallel test can be handed it while the server is down.
+func ReservePort(t testing.TB) *localenv.PortReservation {
+	t.Helper()
+	r, err := localenv.ReservePort()
 	if err != nil {
-		return 0, err
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	t.Cleanup(func() { _ = r.Close() })
+	return r
 }
 
 // SSHServer serves a GitServer's repositories over SSH, the way GitHub deploy

@@ -65,6 +65,7 @@ func StartPostgres(t testing.TB) *localenv.Postgres {
 		if err := pg.Stop(context.Background()); err != nil {
 			t.Logf("stopping test PostgreSQL: %v", err)
 		}
+		pg.Close()
 	})
 	return pg
 }
@@ -97,6 +98,7 @@ func adminURL(t testing.TB) string {
 		sharedServer = pg
 		cleanups = append(cleanups, func() {
 			_ = pg.Stop(context.Background())
+			pg.Close()
 			os.RemoveAll(dir)
 		})
 		admin = pg.SuperuserURL("postgres")
@@ -269,6 +271,6 @@ func StartDurablePostgres(t testing.TB) *localenv.Postgres {
 	if err != nil {
 		t.Fatalf("starting PostgreSQL (needs initdb and pg_ctl): %v", err)
 	}
-	t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+	t.Cleanup(func() { _ = pg.Stop(context.Background()); pg.Close() })
 	return pg
 }

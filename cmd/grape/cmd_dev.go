@@ -102,6 +102,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 			if err := pg.Stop(context.WithoutCancel(ctx)); err != nil {
 				fmt.Fprintf(cio.stderr, "stopping PostgreSQL: %v\n", err)
 			}
+			pg.Close()
 		}()
 		f.db = pg.SuperuserURL("postgres")
 	}
