@@ -151,7 +151,9 @@ func (s *Stream) write(ctx context.Context, batch []entry) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return err
+			// Say why the stream stopped (e.g. "closing gave up: context
+			// deadline exceeded"), not only what the interrupted write saw.
+			return fmt.Errorf("%w (last error: %w)", context.Cause(ctx), err)
 		}
 		if store.Forbidden(err) {
 			// The database refuses this writer for good (the deployment is no

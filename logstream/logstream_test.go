@@ -633,6 +633,34 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// A Close that gives up while a batch is being written (the database hangs,
+// here on a lock that blocks inserts but not reads) says why it stopped: the caller's deadline, not
+// only the interrupted write's "context canceled".
+func TestCloseGivesUpOnAHungWrite(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testsupport.DatabaseURL(t)
+	pool := testsupport.Pool(t, url)
+	locker, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = locker.Rollback(ctx) }()
+	_, err = locker.Exec(ctx, "LOCK TABLE deployment_logs IN SHARE MODE")
+	require.NoError(t, err)
+
+	s, err := logstream.Open(ctx, pool, uuid.New(), logstream.Options{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	_, err = io.WriteString(s.Writer(store.StreamStdout), "one\ntwo\n")
+	require.NoError(t, err)
+	// Whether the batch is already in flight or Close starts it, it waits on
+	// the lock until Close's deadline.
+	closeCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err = s.Close(closeCtx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "closing gave up")
+	require.ErrorContains(t, err, "2 lines after seq 0 not stored")
+}
+
 // Close must not hang on a writer or a partial line waiting for room that
 // never comes (no SpillDir, database down): it gives up with its context and
 // the waiting writer gets ErrClosed.
