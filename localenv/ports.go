@@ -28,18 +28,28 @@ type PortReservation struct {
 }
 
 // ReservePort reserves a free loopback port chosen by the kernel.
-func ReservePort() (*PortReservation, error) { return reservePort(0) }
+func ReservePort() (*PortReservation, error) { return reserve(0, true) }
 
-// reservePort reserves the given port (0: any free one). It fails if a
-// server already listens there.
-func reservePort(port int) (*PortReservation, error) {
+// ReserveClosedPort reserves a free loopback port that no server can take,
+// for tests of an unreachable server: without SO_REUSEADDR on the
+// reservation no listener can share it, so every connection is refused for
+// as long as it is held.
+func ReserveClosedPort() (*PortReservation, error) { return reserve(0, false) }
+
+// reservePort reserves the given port (0: any free one) for a server. It
+// fails if a server already listens there.
+func reservePort(port int) (*PortReservation, error) { return reserve(port, true) }
+
+func reserve(port int, shared bool) (*PortReservation, error) {
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reserving a loopback port: socket: %w", err)
 	}
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		_ = syscall.Close(fd)
-		return nil, fmt.Errorf("reserving a loopback port: SO_REUSEADDR: %w", err)
+	if shared {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+			_ = syscall.Close(fd)
+			return nil, fmt.Errorf("reserving a loopback port: SO_REUSEADDR: %w", err)
+		}
 	}
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		_ = syscall.Close(fd)

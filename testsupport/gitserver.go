@@ -350,24 +350,16 @@ func waitForPort(port int, exited <-chan error) error {
 }
 
 // FreeLoopbackAddr returns a loopback address nobody listens on, for tests of
-// an unreachable server. The port stays reserved until the test ends, and
-// unlike ReservePort's no server can take it: a socket is bound to it
-// without SO_REUSEADDR and never listens, so connecting is refused.
+// an unreachable server. Unlike ReservePort's, no server can take it (see
+// localenv.ReserveClosedPort), and it stays reserved until the test ends.
 func FreeLoopbackAddr(t testing.TB) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	r, err := localenv.ReserveClosedPort()
 	if err != nil {
-		t.Fatalf("reserving a loopback port: socket: %v", err)
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatalf("reserving a loopback port: bind: %v", err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatalf("reserving a loopback port: getsockname: %v", err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	t.Cleanup(func() { _ = r.Close() })
+	return r.Addr()
 }
 
 // ReservePort reserves a loopback port for a server the test starts, stops
