@@ -283,19 +283,30 @@ func (e *env) waitPhase(id uuid.UUID, p store.Phase, within time.Duration) {
 func (e *env) waitLogLine(id uuid.UUID, substr string, within time.Duration) {
 	e.t.Helper()
 	deadline := time.Now().Add(within)
-	for {
-		for _, l := range e.logs(id) {
+	var after int64 // read each line once, not the whole log every poll
+	for lastLook := false; ; {
+		lines, err := e.st.ReadLogs(e.ctx, id, after, 5000)
+		require.NoError(e.t, err)
+		for _, l := range lines {
 			if strings.Contains(l.Line, substr) {
 				return
 			}
+			after = l.Seq
+		}
+		if len(lines) == 5000 {
+			continue
+		}
+		if lastLook {
+			e.t.Fatalf("deployment %s ended or timed out and never logged %q\nlog:\n%s", id, substr, e.logText(id))
 		}
 		d, err := e.st.GetDeployment(e.ctx, id)
 		require.NoError(e.t, err)
-		if d.Status.Final() || time.Now().After(deadline) {
-			e.t.Fatalf("deployment %s (%s) never logged %q\nlog:\n%s", id, d.Status, substr, e.logText(id))
+		// Every line is stored before the final status, but possibly
+		// after the read above: read once more before giving up.
+		if lastLook = d.Status.Final() || time.Now().After(deadline); !lastLook {
+			e.requireAgentsAlive()
+			time.Sleep(100 * time.Millisecond)
 		}
-		e.requireAgentsAlive()
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

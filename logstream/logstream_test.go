@@ -634,8 +634,8 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 }
 
 // A Close that gives up while a batch is being written (the database hangs,
-// here on a lock that blocks inserts but not reads) says why it stopped: the caller's deadline, not
-// only the interrupted write's "context canceled".
+// here on a lock that blocks inserts but not reads) says why it stopped:
+// the caller's deadline, not only the interrupted write's "context canceled".
 func TestCloseGivesUpOnAHungWrite(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
