@@ -75,7 +75,12 @@ type deploymentRow struct {
 	ConfigName string
 }
 
-func (s *Server) deploymentRows(ctx context.Context, ds []store.Deployment) ([]deploymentRow, error) {
+// deploymentRows lists the deployments f selects, each with its config's name.
+func (s *Server) deploymentRows(ctx context.Context, f store.ListFilter) ([]deploymentRow, error) {
+	ds, err := s.st.ListDeployments(ctx, f)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]deploymentRow, 0, len(ds))
 	if len(ds) == 0 {
 		return out, nil
@@ -124,12 +129,7 @@ func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) {
 		}
 		views = append(views, clusterView{Cluster: c, Agents: s.agentViews(agents, now), Configs: perCluster[c.ID]})
 	}
-	recent, err := s.st.ListDeployments(ctx, store.ListFilter{Limit: 15})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	rows, err := s.deploymentRows(ctx, recent)
+	rows, err := s.deploymentRows(ctx, store.ListFilter{Limit: 15})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -183,12 +183,7 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ds, err := s.st.ListDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	rows, err := s.deploymentRows(ctx, ds)
+	rows, err := s.deploymentRows(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -246,12 +241,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 	for _, v := range hist {
 		versions = append(versions, versionView{ConfigVersion: v, Pretty: prettyJSON(v.Spec)})
 	}
-	ds, err := s.st.ListDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	rows, err := s.deploymentRows(ctx, ds)
+	rows, err := s.deploymentRows(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -474,12 +464,7 @@ func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) {
 	if st := q.Get("status"); st != "" {
 		f.Statuses = []store.Status{store.Status(st)}
 	}
-	ds, err := s.st.ListDeployments(ctx, f)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	rows, err := s.deploymentRows(ctx, ds)
+	rows, err := s.deploymentRows(ctx, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
