@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 // BenchmarkDriftPass: one drift pass over 50 idle configs of a small module

@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/drift"
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 const driftIntent = `{"region": "eu-central-1", "modules": {"vpc": {"nat_gateway": "none", "name": "drifty"}},

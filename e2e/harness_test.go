@@ -19,9 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/localenv"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 func TestMain(m *testing.M) { testsupport.Main(m) }

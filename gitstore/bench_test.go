@@ -17,7 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 
 	"github.com/grapehq/grape/gitstore"
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // The benchmark workspace: 20 clusters × 3 configs, each a 4-module

@@ -36,7 +36,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/grapehq/grape/gitstore"
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")

@@ -20,11 +20,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/localenv"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 // BenchmarkLogPipeline measures the log pipeline against a fresh PostgreSQL

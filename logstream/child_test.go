@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 // The synthetic child process is this test binary started again with

@@ -23,10 +23,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 type bundle struct {

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/metrics"
-	"github.com/grapehq/grape/testsupport"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {

@@ -12,12 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 // timeline collects when each deployment passed the marks that bound

@@ -23,8 +23,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/templates"
-	"github.com/grapehq/grape/testsupport"
 )
 
 func TestDefaultCatalog(t *testing.T) {

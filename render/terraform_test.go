@@ -23,8 +23,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/localenv"
-	"github.com/grapehq/grape/testsupport"
 )
 
 const testRegion = "eu-central-1"

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // BenchmarkInit measures `terraform init` of a fresh run directory with the

@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // recorder is a job's log sink: every line terraform and the runner print.

@@ -13,9 +13,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/localenv"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 // BenchmarkLogInsertUnderRLS measures what row-level security costs the log

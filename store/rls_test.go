@@ -20,9 +20,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")

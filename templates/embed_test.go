@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // TestLayout checks the embedded set has a version and, per module, the

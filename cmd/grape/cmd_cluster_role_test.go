@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
-	"github.com/grapehq/grape/testsupport"
 )
 
 var agentURLLine = regexp.MustCompile(`GRAPE_DATABASE_URL='([^']+)'`)

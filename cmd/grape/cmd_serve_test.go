@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // lockedBuffer is a bytes.Buffer safe to read while the command writes it.

@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // TestDev runs `grape dev` the way a person does — the built binary, long

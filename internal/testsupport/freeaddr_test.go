@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/grapehq/grape/testsupport"
+	"github.com/grapehq/grape/internal/testsupport"
 )
 
 // A "server down" address must refuse connections for the whole test, even
