@@ -53,9 +53,9 @@ const (
 )
 
 // Notifier multiplexes subscriptions over one LISTEN connection. The
-// connection is opened with the first subscription and closed when the last
-// one is, so a Notifier needs no Run or Close of its own. It is safe for
-// concurrent use.
+// connection is opened with the first subscription (or Hold) and closed when
+// the last one is closed (or released), so a Notifier needs no Run or Close
+// of its own. It is safe for concurrent use.
 type Notifier struct {
 	cfg  *pgx.ConnConfig
 	opts Options
@@ -68,6 +68,7 @@ type Notifier struct {
 	alive     bool                           // connected and LISTENing on every wanted channel
 	live      map[string]bool                // channels LISTENed on the current connection
 	gen       int                            // which connection loop owns alive
+	holds     int                            // Hold calls not yet released
 	stop      context.CancelFunc             // ends the connection loop (nil: none runs)
 	done      chan struct{}                  // closed when that loop has ended
 }
@@ -184,12 +185,63 @@ func (n *Notifier) add(e *entry) {
 	if n.live[e.channel] {
 		signal(e.resync) // already LISTENed: the subscription is live now
 	}
-	if n.stop == nil {
-		ctx, stop := context.WithCancel(context.Background())
-		n.gen++
-		n.stop, n.done = stop, make(chan struct{})
-		go n.run(ctx, n.gen, n.done)
+	n.startLocked()
+}
+
+// startLocked starts the connection loop unless it runs.
+func (n *Notifier) startLocked() {
+	if n.stop != nil {
+		return
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	n.gen++
+	n.stop, n.done = stop, make(chan struct{})
+	go n.run(ctx, n.gen, n.done)
+}
+
+// stopIfIdleLocked ends the connection loop when nothing needs it and
+// returns what to wait on (outside the lock), or nil.
+func (n *Notifier) stopIfIdleLocked() chan struct{} {
+	if len(n.subs) > 0 || n.holds > 0 || n.stop == nil {
+		return nil
+	}
+	n.stop()
+	done := n.done
+	n.stop, n.done, n.alive, n.live = nil, nil, false, nil
+	return done
+}
+
+// Hold keeps the connection up while no one is subscribed, until release is
+// called: a server whose subscribers come and go (the portal's live
+// terminals) then does not reconnect for each.
+func (n *Notifier) Hold() (release func()) {
+	n.mu.Lock()
+	n.holds++
+	n.startLocked()
+	n.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.mu.Lock()
+			n.holds--
+			done := n.stopIfIdleLocked()
+			n.mu.Unlock()
+			if done != nil {
+				<-done
+			}
+		})
+	}
+}
+
+// Subscribers counts open subscriptions (for tests and metrics).
+func (n *Notifier) Subscribers() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	count := 0
+	for _, set := range n.subs {
+		count += len(set)
+	}
+	return count
 }
 
 func (n *Notifier) remove(e *entry) {
@@ -203,12 +255,7 @@ func (n *Notifier) remove(e *entry) {
 			n.interrupt()
 		}
 	}
-	var done chan struct{}
-	if len(n.subs) == 0 && n.stop != nil {
-		n.stop()
-		done = n.done
-		n.stop, n.done, n.alive, n.live = nil, nil, false, nil
-	}
+	done := n.stopIfIdleLocked()
 	n.mu.Unlock()
 	if done != nil {
 		<-done

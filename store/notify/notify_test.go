@@ -373,3 +373,20 @@ WHERE application_name = 'grape-notify-test' AND datname = current_database()`).
 	require.Equal(t, first, pid(), "the same connection")
 	none(t, sub.Resync, "resync without a reconnect")
 }
+
+// Hold keeps the connection without subscribers; release closes it.
+func TestHoldKeepsTheConnection(t *testing.T) {
+	b := setup(t)
+	release := b.n.Hold()
+	require.Eventually(t, b.n.Alive, wait, 10*time.Millisecond)
+	sub := listening(t, b.n, notify.Logs, 4)
+	require.Equal(t, 1, b.n.Subscribers())
+	sub.Close()
+	require.Zero(t, b.n.Subscribers())
+	require.True(t, b.n.Alive(), "held: still connected without subscribers")
+	require.Equal(t, 1, b.backends(t))
+	release()
+	release() // twice is harmless
+	require.False(t, b.n.Alive())
+	require.Eventually(t, func() bool { return b.backends(t) == 0 }, wait, 10*time.Millisecond)
+}
