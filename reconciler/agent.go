@@ -15,7 +15,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 // Causes a run's context is cancelled with; Work and the agent read them with
@@ -50,6 +52,9 @@ type Options struct {
 	PollInterval time.Duration
 	// PollOnly skips LISTEN, for transaction-mode poolers that cannot hold one.
 	PollOnly bool
+	// Notifier is the process's LISTEN connection; nil: the agent opens one
+	// of its own on the connection string given to New.
+	Notifier *notify.Notifier
 	// Lease is how long a claim stays valid without a heartbeat (default 30s).
 	Lease time.Duration
 	// HeartbeatInterval renews leases and picks up cancel requests (default 2s).
@@ -106,13 +111,12 @@ func (o *Options) defaults() error {
 
 // Agent is one agent process serving one cluster.
 type Agent struct {
-	st         *store.Store
-	connString string
-	opts       Options
-	work       Work
-	log        *slog.Logger
-	listening  atomic.Bool
-	claiming   atomic.Bool // false once draining, and always under --once
+	st       *store.Store
+	opts     Options
+	work     Work
+	log      *slog.Logger
+	notifier *notify.Notifier // nil: poll only
+	claiming atomic.Bool      // false once draining, and always under --once
 
 	mu    sync.Mutex
 	runs  map[uuid.UUID]*Run
@@ -120,27 +124,33 @@ type Agent struct {
 	wg    sync.WaitGroup
 }
 
-// New builds an agent. connString is used for the dedicated LISTEN connection.
+// New builds an agent. connString is used for the dedicated LISTEN
+// connection, unless opts.Notifier is the process's.
 func New(st *store.Store, connString string, work Work, opts Options) (*Agent, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
+	log := opts.Logger.With("cluster_id", opts.ClusterID, "agent_id", opts.AgentID)
+	n, err := notifierFor(connString, opts, log)
+	if err != nil {
+		return nil, err
+	}
 	return &Agent{
-		st:         st,
-		connString: connString,
-		opts:       opts,
-		work:       work,
-		log:        opts.Logger.With("cluster_id", opts.ClusterID, "agent_id", opts.AgentID),
-		runs:       map[uuid.UUID]*Run{},
+		st:       st,
+		opts:     opts,
+		work:     work,
+		log:      log,
+		notifier: n,
+		runs:     map[uuid.UUID]*Run{},
 	}, nil
 }
 
 // Listening reports whether the LISTEN connection is up (for /readyz).
 func (a *Agent) Listening() bool {
-	if a.opts.PollOnly {
+	if a.notifier == nil {
 		return true
 	}
-	return a.listening.Load()
+	return a.notifier.Alive()
 }
 
 // Abort cancels every running deployment at once (the second shutdown
@@ -176,20 +186,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopClaiming()
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
-	wake := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
-	events := make(chan event, 64)
+	events, resync, unlisten := a.listen()
+	defer unlisten()
 	var bg sync.WaitGroup
-	if !a.opts.PollOnly {
-		l := &listener{connString: a.connString, channel: Channel(a.opts.ClusterID), log: a.log, events: events, reconnect: poke, alive: &a.listening}
-		bg.Add(1)
-		go func() { defer bg.Done(); l.run(loopCtx) }()
-	}
 	bg.Add(1)
 	go func() { defer bg.Done(); a.maintain(loopCtx) }()
 
@@ -198,7 +197,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	poll := time.NewTicker(a.opts.PollInterval)
 	defer poll.Stop()
 	claimed := 0
-	var claimBackoff time.Duration
+	claimBackoff := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5})
 	var retry <-chan time.Time // set while backing off from database errors
 
 	for ctx.Err() == nil && !(a.opts.Once && claimed > 0) {
@@ -207,11 +206,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			claimed += n
 			switch {
 			case err != nil && ctx.Err() == nil:
-				claimBackoff = min(max(2*claimBackoff, 100*time.Millisecond), 5*time.Second)
-				a.log.Warn("claiming failed; retrying", "err", err, "retry_in", claimBackoff.String())
-				retry = time.After(claimBackoff)
+				wait := claimBackoff.Next()
+				a.log.Warn("claiming failed; retrying", "err", err, "retry_in", wait.String())
+				retry = time.After(wait)
 			case err == nil:
-				claimBackoff = 0
+				claimBackoff.Reset()
 			}
 			if a.opts.Once && err == nil {
 				break // --once: one deployment started, or nothing queued
@@ -219,19 +218,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-		case <-wake:
+		case <-resync: // (re)connected: events may have been missed
 		case <-poll.C:
 		case <-freed:
 		case <-retry:
 			retry = nil
 		case ev := <-events:
-			if ev.kind == "cancel" {
-				a.cancelRequested(ctx, ev.id)
+			if ev.Kind == notify.Cancel {
+				a.cancelRequested(ctx, ev.DeploymentID)
 			}
 		}
 	}
 	a.claiming.Store(false)
 	stopLoop()
+	unlisten() // as before: during the drain, cancels arrive with the heartbeat
 
 	a.drain()
 	bg.Wait()

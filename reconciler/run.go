@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/store"
 )
 
@@ -260,7 +261,7 @@ func (a *Agent) finish(ctx context.Context, r *Run, o store.Outcome) (*store.Dep
 		return nil, a.st.Finish(ctx, r.Deployment.ID, a.opts.AgentID, o)
 	}
 	// If the database stays away past the lease, a rescuer decides instead.
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5})
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -269,9 +270,11 @@ func (a *Agent) finish(ctx context.Context, r *Run, o store.Outcome) (*store.Dep
 		if err == nil || errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrInvalid) || time.Now().After(deadline) {
 			return next, err
 		}
-		r.Log.Warn("writing outcome failed; retrying", "err", err, "retry_in", backoff.String())
-		time.Sleep(backoff)
-		backoff = min(2*backoff, 5*time.Second)
+		wait := retry.Next()
+		r.Log.Warn("writing outcome failed; retrying", "err", err, "retry_in", wait.String())
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return nil, err
+		}
 	}
 }
 

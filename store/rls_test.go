@@ -23,6 +23,7 @@ import (
 	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -143,7 +144,7 @@ func (tn *tenancy) snapshot(t *testing.T, cluster string) map[string]string {
 
 // agent creates the cluster's agent role and connects as it, with the
 // password, over TCP as a real agent would. The role is dropped at the end.
-func (tn *tenancy) agent(t *testing.T, cluster string) (*store.Store, string) {
+func (tn *tenancy) agent(t *testing.T, cluster string) (*store.Store, *pgxpool.Pool, string) {
 	t.Helper()
 	role, err := tn.admin.CreateAgentRole(tn.ctx, cluster, store.AgentRoleOptions{})
 	require.NoError(t, err)
@@ -160,7 +161,7 @@ func (tn *tenancy) agent(t *testing.T, cluster string) (*store.Store, string) {
 	var who string
 	require.NoError(t, pool.QueryRow(tn.ctx, `SELECT current_user`).Scan(&who))
 	require.Equal(t, role.Name, who)
-	return store.New(pool), url
+	return store.New(pool), pool, url
 }
 
 func sqlState(err error) string {
@@ -226,9 +227,8 @@ func TestAgentCannotReachAnotherCluster(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, supabase)
 	a, b := tn.seed(t, "a"), tn.seed(t, "b")
-	asA, _ := tn.agent(t, a.cluster)
+	asA, pool, _ := tn.agent(t, a.cluster)
 	ctx := tn.ctx
-	pool := asA.Pool()
 	// B's running deployment has an expired lease: a rescuer of B would act.
 	_, err := tn.pool.Exec(ctx, `UPDATE deployments SET lease_expires_at = now() - interval '1 minute' WHERE id = $1`, b.running.ID)
 	require.NoError(t, err)
@@ -428,8 +428,8 @@ func TestAgentCannotChangeConfigsOrSchema(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, plainPostgres)
 	a, b := tn.seed(t, "a"), tn.seed(t, "b")
-	asA, agentURL := tn.agent(t, a.cluster)
-	ctx, pool := tn.ctx, asA.Pool()
+	asA, pool, agentURL := tn.agent(t, a.cluster)
+	ctx := tn.ctx
 	before := tn.snapshot(t, a.cluster)
 
 	_, err := asA.UpsertConfig(ctx, a.cluster, "prod", json.RawMessage(`{"modules":{}}`), store.ConfigSettings{})
@@ -511,8 +511,8 @@ func TestAgentFullCycleAsItsRole(t *testing.T) {
 	tn := newTenancy(t, supabase)
 	a := tn.seed(t, "a")
 	tn.seed(t, "b") // a neighbour whose rows must not disturb A's cycle
-	asA, _ := tn.agent(t, a.cluster)
-	ctx, pool := tn.ctx, asA.Pool()
+	asA, pool, _ := tn.agent(t, a.cluster)
+	ctx := tn.ctx
 	const me = "agent-a-1"
 	lease := time.Minute
 
@@ -639,7 +639,7 @@ func TestReconcilerRunsAsAgentRole(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, plainPostgres)
 	a := tn.seed(t, "a")
-	asA, url := tn.agent(t, a.cluster)
+	asA, _, url := tn.agent(t, a.cluster)
 	// Free the seeded config slot so the queued deployment is the only work.
 	require.NoError(t, tn.admin.Finish(tn.ctx, a.running.ID, a.agentID, store.Outcome{Status: store.StatusSucceeded}))
 
@@ -972,7 +972,7 @@ func TestMigrationOnPlainPostgres(t *testing.T) {
 
 	tn := &tenancy{ctx: ctx, adminURL: url, pool: pool, admin: store.New(pool)}
 	a, b := tn.seed(t, "a"), tn.seed(t, "b")
-	asA, _ := tn.agent(t, a.cluster)
+	asA, _, _ := tn.agent(t, a.cluster)
 	_, err = asA.Claim(ctx, b.cluster, "thief", time.Minute)
 	require.ErrorIs(t, err, store.ErrNotFound)
 	cs, err := asA.ListClusters(ctx)
@@ -1119,8 +1119,8 @@ func TestForgedNotifyCannotCancelAnotherClustersRun(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, plainPostgres)
 	a, b := tn.seed(t, "a"), tn.seed(t, "b")
-	asA, _ := tn.agent(t, a.cluster)
-	asB, urlB := tn.agent(t, b.cluster)
+	_, poolA, _ := tn.agent(t, a.cluster)
+	asB, _, urlB := tn.agent(t, b.cluster)
 	require.NoError(t, tn.admin.Finish(tn.ctx, b.running.ID, b.agentID, store.Outcome{Status: store.StatusSucceeded}))
 
 	started := make(chan uuid.UUID, 1)
@@ -1145,7 +1145,8 @@ func TestForgedNotifyCannotCancelAnotherClustersRun(t *testing.T) {
 	id := <-started
 	require.Eventually(t, agent.Listening, 10*time.Second, 10*time.Millisecond)
 
-	_, err = asA.Pool().Exec(tn.ctx, `SELECT pg_notify($1, 'cancel:' || $2::text)`, reconciler.Channel(b.cluster), id)
+	forged := notify.ClusterEvent{Kind: notify.Cancel, DeploymentID: id}
+	_, err = poolA.Exec(tn.ctx, `SELECT pg_notify($1, $2)`, notify.ClusterEvents(b.cluster).Channel(), forged.Payload())
 	require.NoError(t, err, "PostgreSQL lets any role notify any channel")
 	var d store.Deployment
 	require.Eventually(t, func() bool {
@@ -1162,11 +1163,12 @@ func TestNotificationsAreNotIsolated(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, plainPostgres)
 	a, b := tn.seed(t, "a"), tn.seed(t, "b")
-	_, urlA := tn.agent(t, a.cluster)
+	_, _, urlA := tn.agent(t, a.cluster)
 	conn, err := pgx.Connect(tn.ctx, urlA)
 	require.NoError(t, err)
 	defer conn.Close(tn.ctx)
-	_, err = conn.Exec(tn.ctx, `LISTEN `+pgx.Identifier{reconciler.Channel(b.cluster)}.Sanitize()+`; LISTEN grape_logs`)
+	bChannel := notify.ClusterEvents(b.cluster).Channel()
+	_, err = conn.Exec(tn.ctx, `LISTEN `+pgx.Identifier{bChannel}.Sanitize()+`; LISTEN `+notify.LogsChannel)
 	require.NoError(t, err)
 
 	d, err := tn.admin.Enqueue(tn.ctx, store.EnqueueParams{ClusterID: b.cluster, ConfigID: b.prod.ID})
@@ -1181,6 +1183,6 @@ func TestNotificationsAreNotIsolated(t *testing.T) {
 		require.NoError(t, err)
 		got[n.Channel] = n.Payload
 	}
-	require.Equal(t, "queued:"+d.ID.String(), got[reconciler.Channel(b.cluster)])
-	require.Equal(t, b.running.ID.String()+":4", got["grape_logs"])
+	require.Equal(t, notify.ClusterEvent{Kind: notify.Queued, DeploymentID: d.ID}.Payload(), got[bChannel])
+	require.Equal(t, notify.LogBatch{DeploymentID: b.running.ID, LastSeq: 4}.Payload(), got[notify.LogsChannel])
 }
