@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 // deploymentState is what a deployment page shows that changes while it
@@ -278,9 +279,10 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) {
 	after := resumePoint(r)
 
 	// Subscribe before the first read: a batch committed between the read
-	// and the subscription would otherwise wait for the next poll.
-	woken, unsubscribe := s.hub.subscribe(id)
-	defer unsubscribe()
+	// and the subscription would otherwise wait for the next poll. Only
+	// "there is more" matters, so one pending wake-up is enough.
+	sub := notify.Subscribe(s.notifier, notify.LogsOf(id), 1)
+	defer sub.Close()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -350,13 +352,16 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-woken:
+		case <-sub.C:
+			needLines = true
+			refresh()
+		case <-sub.Resync: // (re)connected: a batch may have gone unannounced
 			needLines = true
 			refresh()
 		case <-poll.C:
 			// Lines are announced by NOTIFY; without the LISTEN connection
 			// the poll reads them too.
-			needLines = !s.hub.connected.Load()
+			needLines = !s.notifier.Alive()
 			refresh()
 		case <-keepalive.C:
 			needLines = false

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
 )
 
@@ -566,16 +567,25 @@ func TestLiveTerminalStream(t *testing.T) {
 	got, _, ended = s.collect(100000, 10*time.Second)
 	require.True(t, ended)
 	require.Equal(t, int(seq)-700, len(got))
-	require.Eventually(t, func() bool { return e.srv.hub.subscribers() == 0 }, 5*time.Second, 10*time.Millisecond, "subscriptions leak")
+	require.Eventually(t, func() bool { return e.srv.notifier.Subscribers() == 0 }, 5*time.Second, 10*time.Millisecond, "subscriptions leak")
 }
 
 // TestLiveTerminalWithoutListen: with the LISTEN connection down the status
 // poll still delivers lines and the end.
 func TestLiveTerminalWithoutListen(t *testing.T) {
-	e := setup(t, func(o *Options) { o.StatusPoll = 50 * time.Millisecond })
+	var proxy *testsupport.FaultProxy
+	e := setup(t, func(o *Options) {
+		o.StatusPoll = 50 * time.Millisecond
+		// The LISTEN connection goes through a proxy the test cuts.
+		u, err := url.Parse(o.ConnString)
+		require.NoError(t, err)
+		proxy = testsupport.StartFaultProxy(t, u.Host)
+		o.ConnString = proxy.URL(o.ConnString)
+	})
 	c := e.signedIn()
 	d := e.running(e.cfg, store.EnqueueParams{})
-	e.srv.hub.connected.Store(false) // as while reconnecting: notifications may be lost
+	proxy.Down() // as while reconnecting: notifications are lost
+	require.Eventually(t, func() bool { return !e.srv.notifier.Alive() }, 10*time.Second, 10*time.Millisecond)
 	s := c.events("/deployments/"+d.ID.String()+"/events", "")
 	_, err := e.pool.Exec(e.ctx, `ALTER TABLE deployment_logs DISABLE TRIGGER deployment_logs_notify`)
 	require.NoError(t, err)

@@ -97,7 +97,7 @@ func setupTB(t testing.TB, mods ...func(*Options)) *env {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(runCtx) }()
 	t.Cleanup(func() { stop(); <-done })
-	require.Eventually(t, srv.hub.connected.Load, 30*time.Second, 10*time.Millisecond, "LISTEN connection did not come up")
+	require.Eventually(t, srv.notifier.Alive, 30*time.Second, 10*time.Millisecond, "LISTEN connection did not come up")
 
 	_, err = st.CreateCluster(ctx, "eu-1", "production in Frankfurt")
 	require.NoError(t, err)

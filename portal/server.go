@@ -18,6 +18,7 @@ import (
 
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 //go:embed templates/*.html
@@ -29,7 +30,10 @@ var staticFiles embed.FS
 // Options configure a Server.
 type Options struct {
 	Store *store.Store
-	// ConnString is the database URL for the dedicated LISTEN connection.
+	// Notifier is the process's LISTEN connection; nil: the portal opens
+	// one of its own on ConnString.
+	Notifier *notify.Notifier
+	// ConnString is the database URL for the portal's own LISTEN connection.
 	ConnString string
 	// Catalog validates intents in the config editor; nil: render.Default().
 	Catalog *render.Catalog
@@ -54,20 +58,20 @@ type Options struct {
 	Logger     *slog.Logger
 }
 
-// Server is the portal: an http.Handler plus the LISTEN fan-out that feeds
-// its live terminals (Run).
+// Server is the portal: an http.Handler whose live terminals are fed by
+// the process's one LISTEN connection (Run keeps it up).
 type Server struct {
-	opts    Options
-	st      *store.Store
-	catalog *render.Catalog
-	auth    Auth
-	key     []byte
-	log     *slog.Logger
-	hub     *hub
-	limiter loginLimiter
-	pages   map[string]*template.Template
-	static  map[string]staticFile
-	mux     *http.ServeMux
+	opts     Options
+	st       *store.Store
+	catalog  *render.Catalog
+	auth     Auth
+	key      []byte
+	log      *slog.Logger
+	notifier *notify.Notifier
+	limiter  loginLimiter
+	pages    map[string]*template.Template
+	static   map[string]staticFile
+	mux      *http.ServeMux
 }
 
 type staticFile struct {
@@ -81,7 +85,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("portal: a store is required")
 	}
-	if opts.ConnString == "" {
+	if opts.Notifier == nil && opts.ConnString == "" {
 		return nil, errors.New("portal: a database URL for LISTEN is required")
 	}
 	if !opts.Auth.configured() {
@@ -115,7 +119,14 @@ func New(opts Options) (*Server, error) {
 	} else {
 		s.key = []byte(randomString(32))
 	}
-	s.hub = newHub(opts.ConnString, opts.Logger)
+	s.notifier = opts.Notifier
+	if s.notifier == nil {
+		n, err := notify.New(opts.ConnString, notify.Options{Name: "grape-portal-listener", Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("portal: %w", err)
+		}
+		s.notifier = n
+	}
 	if err := s.loadAssets(); err != nil {
 		return nil, err
 	}
@@ -138,9 +149,12 @@ func checkCommitURL(t string) error {
 	return nil
 }
 
-// Run keeps the LISTEN connection that feeds live terminals until ctx ends.
+// Run keeps the LISTEN connection that feeds live terminals up until ctx
+// ends, so opening a terminal does not wait for a connection.
 func (s *Server) Run(ctx context.Context) error {
-	s.hub.run(ctx)
+	release := s.notifier.Hold()
+	defer release()
+	<-ctx.Done()
 	return nil
 }
 
