@@ -4,12 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/store"
 )
 
@@ -125,7 +125,8 @@ func (s *Stream) compactLocked() {
 // write stores one batch, retrying with capped exponential backoff until it
 // is committed or ctx ends.
 func (s *Stream) write(ctx context.Context, batch []entry) error {
-	backoff := minBackoff
+	// Half jitter keeps agents from hammering a recovering server in step.
+	retry := backoff.New(backoff.Policy{Initial: minBackoff, Max: maxBackoff, Jitter: 0.5})
 	var failingSince, lastReport time.Time
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(ctx, batch, attempt)
@@ -178,19 +179,14 @@ func (s *Stream) write(ctx context.Context, batch []entry) error {
 			lastReport = now
 			s.log.Warn("storing log lines still failing", "error", err, "down_for", now.Sub(failingSince).Round(time.Second), "buffered", s.Stats().Buffered)
 		}
-		// Full jitter keeps agents from hammering a recovering server in step.
-		sleep := backoff/2 + rand.N(backoff/2+1)
-		select {
-		case <-time.After(sleep):
-		case <-ctx.Done():
+		if retry.Wait(ctx) != nil {
 			return fmt.Errorf("%w (last error: %w)", context.Cause(ctx), err)
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
-// writeOnce makes one attempt at storing batch.
-// writeOnce stores a batch through grape_append_logs (migration 0003): one
+// writeOnce makes one attempt at storing batch, through store.AppendLogs
+// (grape_append_logs, migration 0003): one
 // statement that checks once per batch that the caller may write this
 // deployment's log — an agent role may only append to its own cluster's
 // running deployments, and PostgreSQL refuses COPY into a table with
@@ -201,16 +197,15 @@ func (s *Stream) writeOnce(ctx context.Context, batch []entry, attempt int) erro
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
 	seqs := make([]int64, len(batch))
-	streams := make([]string, len(batch))
+	streams := make([]store.Stream, len(batch))
 	lines := make([]string, len(batch))
 	created := make([]time.Time, len(batch))
 	for i, e := range batch {
-		seqs[i], streams[i], lines[i], created[i] = e.seq, string(streamNames[e.stream]), e.line, time.Unix(0, e.at)
+		seqs[i], streams[i], lines[i], created[i] = e.seq, streamNames[e.stream], e.line, time.Unix(0, e.at)
 	}
-	var stored int64
-	err := s.pool.QueryRow(ctx, store.AppendLogsSQL, s.id, seqs, streams, lines, created).Scan(&stored)
+	stored, err := s.st.AppendLogs(ctx, s.id, seqs, streams, lines, created)
 	if err != nil {
-		return fmt.Errorf("storing log lines %d-%d: %w", batch[0].seq, batch[len(batch)-1].seq, err)
+		return err
 	}
 	if skipped := int64(len(batch)) - stored; attempt == 1 && skipped > 0 {
 		// On a first attempt nothing of ours can be there: another writer

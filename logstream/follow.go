@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 const (
@@ -23,7 +22,7 @@ const (
 	followPoll = 250 * time.Millisecond
 	// followPage is how many lines one read returns.
 	followPage = 1000
-	// followMaxBackoff caps the wait between reconnects.
+	// followMaxBackoff caps the wait between reads while the database is away.
 	followMaxBackoff = 3 * time.Second
 )
 
@@ -35,117 +34,94 @@ func (e emitError) Unwrap() error { return e.err }
 
 // Follow calls emit for every line of deployment id after afterSeq, once and
 // in seq order, live, until the deployment has a final status and every line
-// is read; it returns that status. It LISTENs on grape_logs, re-reads the
-// status every 250 ms (status changes are not notified), and survives a
-// database restart by reconnecting and re-reading from the last line it
-// emitted. Errors before the first successful read (a wrong URL, an unknown
+// is read; it returns that status. It wakes on the deployment's grape_logs
+// notifications (through n, the process's notifier), re-reads the status
+// every 250 ms (status changes are not notified), and survives a database
+// restart: reads are retried, and the notifier reconnects and says so.
+// Errors before the first successful read (a wrong URL, an unknown
 // deployment: store.ErrNotFound) and errors from emit are returned at once;
 // later ones are retried until ctx ends.
 //
 // Every line is there once the status is final because the agent closes its
 // log stream (all lines committed) before it writes the final status.
-func Follow(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID, afterSeq int64, emit func(store.LogLine) error) (store.Status, error) {
-	f := &follower{st: store.New(pool), pool: pool, id: id, last: afterSeq, emit: emit}
-	backoff := 100 * time.Millisecond
+func Follow(ctx context.Context, st *store.Store, n *notify.Notifier, id uuid.UUID, afterSeq int64, emit func(store.LogLine) error) (store.Status, error) {
+	// Subscribe before the first read, so no batch committed after it goes
+	// unannounced. Only "there is more" matters: one pending wake-up will do.
+	sub := notify.Subscribe(n, notify.LogsOf(id), 1)
+	defer sub.Close()
+	f := &follower{st: st, id: id, last: afterSeq, emit: emit}
+	retry := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: followMaxBackoff, Jitter: 0.5})
 	for {
-		status, err := f.session(ctx)
-		if err == nil {
-			return status, nil
-		}
+		status, err := f.step(ctx)
 		var ee emitError
 		switch {
+		case err == nil && status.Final():
+			return status, nil
+		case err == nil:
+			retry.Reset()
+			if err := f.wait(ctx, sub); err != nil {
+				return "", fmt.Errorf("following logs of deployment %s: %w", id, err)
+			}
 		case errors.As(err, &ee):
 			return "", ee.err
 		case ctx.Err() != nil:
 			return "", fmt.Errorf("following logs of deployment %s: %w", id, context.Cause(ctx))
 		case errors.Is(err, store.ErrNotFound), !f.readOnce:
 			return "", fmt.Errorf("following logs of deployment %s: %w", id, err)
+		default:
+			// The database is away: try again; the notifier reconnects on its own.
+			if err := retry.Wait(ctx); err != nil {
+				return "", fmt.Errorf("following logs of deployment %s: %w", id, err)
+			}
 		}
-		if f.progressed {
-			backoff = 100 * time.Millisecond
-		}
-		f.progressed = false
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return "", fmt.Errorf("following logs of deployment %s: %w", id, context.Cause(ctx))
-		}
-		backoff = min(2*backoff, followMaxBackoff)
 	}
 }
 
 type follower struct {
-	st         *store.Store
-	pool       *pgxpool.Pool
-	id         uuid.UUID
-	last       int64
-	emit       func(store.LogLine) error
-	readOnce   bool // a read succeeded: later errors are outages, not misconfiguration
-	progressed bool // this session read something: reset the reconnect backoff
+	st       *store.Store
+	id       uuid.UUID
+	last     int64
+	emit     func(store.LogLine) error
+	readOnce bool // a read succeeded: later errors are outages, not misconfiguration
 }
 
-// session holds one LISTEN connection: it listens first and reads second,
-// so no line committed in between is missed, then reads after each wake-up.
-func (f *follower) session(ctx context.Context) (store.Status, error) {
-	conn, err := f.pool.Acquire(ctx)
+// step emits the lines stored since the last step and returns the status.
+func (f *follower) step(ctx context.Context) (store.Status, error) {
+	if err := f.readLines(ctx); err != nil {
+		return "", err
+	}
+	d, err := f.st.GetDeployment(ctx, f.id)
 	if err != nil {
-		return "", fmt.Errorf("acquiring a connection to listen on: %w", err)
+		return "", err
 	}
-	// A LISTENing connection must not go back to the pool: close it.
-	defer func() {
-		pc := conn.Hijack()
-		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = pc.Close(closeCtx)
-	}()
-	for _, ch := range []string{"grape_logs"} {
-		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
-			return "", fmt.Errorf("listening on %s: %w", ch, err)
-		}
-	}
-	idPrefix := f.id.String() + ":"
-	for {
+	f.readOnce = true
+	if d.Status.Final() {
+		// The agent commits every line before the final status: one more
+		// read after seeing it gets them all.
 		if err := f.readLines(ctx); err != nil {
 			return "", err
 		}
-		d, err := f.st.GetDeployment(ctx, f.id)
-		if err != nil {
-			return "", err
-		}
-		f.readOnce = true
-		if d.Status.Final() {
-			// The agent commits every line before the final status: one more
-			// read after seeing it gets them all.
-			if err := f.readLines(ctx); err != nil {
-				return "", err
-			}
-			return d.Status, nil
-		}
-		// Wait for news about this deployment, or the poll interval.
-		waitCtx, cancel := context.WithTimeout(ctx, followPoll)
-		for {
-			n, err := conn.Conn().WaitForNotification(waitCtx)
-			if err != nil {
-				cancel()
-				if ctx.Err() != nil {
-					return "", ctx.Err()
-				}
-				if waitCtx.Err() != nil && !conn.Conn().IsClosed() {
-					break // poll
-				}
-				return "", fmt.Errorf("waiting for log notifications: %w", err)
-			}
-			payload, ok := strings.CutPrefix(n.Payload, idPrefix)
-			if !ok {
-				continue // another deployment
-			}
-			if n.Channel == "grape_logs" {
-				if seq, err := strconv.ParseInt(payload, 10, 64); err == nil && seq <= f.last {
-					continue // lines we already have
-				}
-			}
-			cancel()
-			break
+	}
+	return d.Status, nil
+}
+
+// wait returns when there may be news: lines we do not have yet were
+// announced, notifications may have been missed, or the poll interval passed.
+func (f *follower) wait(ctx context.Context, sub *notify.Subscription[notify.LogBatch]) error {
+	poll := time.NewTimer(followPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case b := <-sub.C:
+			if b.LastSeq > f.last {
+				return nil
+			} // else: lines we already have
+		case <-sub.Resync:
+			return nil
+		case <-poll.C:
+			return nil
 		}
 	}
 }
@@ -162,7 +138,6 @@ func (f *follower) readLines(ctx context.Context) error {
 				return emitError{err}
 			}
 			f.last = l.Seq
-			f.progressed = true
 		}
 		if len(lines) < followPage {
 			return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 type followResult struct {
@@ -22,12 +23,23 @@ type followResult struct {
 	err    error
 }
 
+// notifierOn is a notifier on pool's database, as a `grape logs --follow`
+// process has one.
+func notifierOn(t *testing.T, pool *pgxpool.Pool) *notify.Notifier {
+	t.Helper()
+	n, err := notify.New(pool.Config().ConnString(), notify.Options{Name: "grape-follow-test"})
+	require.NoError(t, err)
+	return n
+}
+
 // startFollow runs Follow in the background and delivers what it emitted.
-func startFollow(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID, after int64) <-chan followResult {
+func startFollow(t *testing.T, ctx context.Context, pool *pgxpool.Pool, id uuid.UUID, after int64) <-chan followResult {
+	t.Helper()
+	st, n := store.New(pool), notifierOn(t, pool)
 	ch := make(chan followResult, 1)
 	go func() {
 		var got []store.LogLine
-		status, err := logstream.Follow(ctx, pool, id, after, func(l store.LogLine) error {
+		status, err := logstream.Follow(ctx, st, n, id, after, func(l store.LogLine) error {
 			got = append(got, l)
 			return nil
 		})
@@ -52,7 +64,7 @@ func TestFollowBeforeAndDuringTheRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 
-	before := startFollow(ctx, b.pool, d.ID, 0)
+	before := startFollow(t, ctx, b.pool, d.ID, 0)
 	s, err := logstream.Open(ctx, b.pool, d.ID, logstream.Options{BatchLines: 100})
 	require.NoError(t, err)
 	s.Agentf("phase: init")
@@ -61,8 +73,8 @@ func TestFollowBeforeAndDuringTheRun(t *testing.T) {
 	go func() { childDone <- runChild(ctx, s, "interleaved", childEnvFor(n, 6000)...) }()
 
 	require.Eventually(t, func() bool { return s.Stats().Durable >= 1500 }, 30*time.Second, 5*time.Millisecond)
-	midRun := startFollow(ctx, b.pool, d.ID, 0)
-	midRunAfter := startFollow(ctx, b.pool, d.ID, 1000)
+	midRun := startFollow(t, ctx, b.pool, d.ID, 0)
+	midRunAfter := startFollow(t, ctx, b.pool, d.ID, 1000)
 
 	require.NoError(t, <-childDone)
 	s.Agentf("phase: done")
@@ -94,15 +106,15 @@ func TestFollowFinishedDeployment(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
-	requireFollowed(t, <-startFollow(ctx, b.pool, d.ID, 0), stored, 0, store.StatusSucceeded)
-	requireFollowed(t, <-startFollow(ctx, b.pool, d.ID, 2), stored, 2, store.StatusSucceeded)
+	requireFollowed(t, <-startFollow(t, ctx, b.pool, d.ID, 0), stored, 0, store.StatusSucceeded)
+	requireFollowed(t, <-startFollow(t, ctx, b.pool, d.ID, 2), stored, 2, store.StatusSucceeded)
 
-	_, err = logstream.Follow(ctx, b.pool, uuid.New(), 0, func(store.LogLine) error { return nil })
+	_, err = logstream.Follow(ctx, b.st, notifierOn(t, b.pool), uuid.New(), 0, func(store.LogLine) error { return nil })
 	require.ErrorIs(t, err, store.ErrNotFound)
 
 	stop := errors.New("stdout closed")
 	calls := 0
-	_, err = logstream.Follow(ctx, b.pool, d.ID, 0, func(store.LogLine) error {
+	_, err = logstream.Follow(ctx, b.st, notifierOn(t, b.pool), d.ID, 0, func(store.LogLine) error {
 		calls++
 		return stop
 	})
@@ -117,7 +129,7 @@ func TestFollowEndsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(b.ctx, 1500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := logstream.Follow(ctx, b.pool, d.ID, 0, func(store.LogLine) error { return nil })
+	_, err := logstream.Follow(ctx, b.st, notifierOn(t, b.pool), d.ID, 0, func(store.LogLine) error { return nil })
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.GreaterOrEqual(t, time.Since(start), 1400*time.Millisecond)
 }
@@ -130,7 +142,7 @@ func TestNoGoroutineOutlivesCloseAndFollow(t *testing.T) {
 	ctx := context.Background()
 	pool := testsupport.DB(t)
 	d := queueDeployment(t, ctx, store.New(pool))
-	follower := startFollow(ctx, pool, d.ID, 0)
+	follower := startFollow(t, ctx, pool, d.ID, 0)
 	s, err := logstream.Open(ctx, pool, d.ID, logstream.Options{SpillDir: t.TempDir()})
 	require.NoError(t, err)
 	require.NoError(t, runChild(ctx, s, "interleaved", childEnvFor(1000, 0)...))

@@ -33,7 +33,7 @@ func TestPostgresRestartAndOutage(t *testing.T) {
 	pool := testsupport.Pool(t, url)
 	d := queueDeployment(t, ctx, store.New(pool))
 
-	follower := startFollow(ctx, testsupport.Pool(t, url), d.ID, 0)
+	follower := startFollow(t, ctx, testsupport.Pool(t, url), d.ID, 0)
 	dir := t.TempDir()
 	s, err := logstream.Open(ctx, pool, d.ID, logstream.Options{SpillDir: dir, MemoryLines: 2000, Redactor: redact.New(0, canarySecret)})
 	require.NoError(t, err)

@@ -124,7 +124,7 @@ func streamIndex(s store.Stream) uint8 {
 
 // Stream is the log pipeline of one deployment run.
 type Stream struct {
-	pool *pgxpool.Pool
+	st   *store.Store
 	id   uuid.UUID
 	opts Options
 	log  *slog.Logger
@@ -156,13 +156,14 @@ type Stream struct {
 // ctx, which only bounds Open itself.
 func Open(ctx context.Context, pool *pgxpool.Pool, deploymentID uuid.UUID, opts Options) (*Stream, error) {
 	opts.setDefaults()
-	last, err := store.New(pool).LastSeq(ctx, deploymentID)
+	st := store.New(pool)
+	last, err := st.LastSeq(ctx, deploymentID)
 	if err != nil {
 		return nil, fmt.Errorf("opening log stream: %w", err)
 	}
 	runCtx, cancel := context.WithCancelCause(context.Background())
 	s := &Stream{
-		pool:    pool,
+		st:      st,
 		id:      deploymentID,
 		opts:    opts,
 		log:     opts.Logger.With("deployment_id", deploymentID),

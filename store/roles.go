@@ -252,24 +252,31 @@ func (s *Store) GetClusterOwnership(ctx context.Context, clusterID string) (Clus
 	return o, nil
 }
 
-// AppendLogsSQL stores one batch of a deployment's log lines through
+// appendLogsSQL stores one batch of a deployment's log lines through
 // grape_append_logs: $1 deployment id, $2 seqs (bigint[]), $3 streams
 // (text[]), $4 lines (text[]), $5 created (timestamptz[]). It returns how many
 // rows were new (lines already stored are skipped). Agent roles must use it:
 // PostgreSQL refuses COPY FROM into deployment_logs for them (row-level
 // security), and it checks their right to the deployment once per batch
 // instead of once per line. It works for the table owner too.
-const AppendLogsSQL = `SELECT grape_append_logs($1, $2, $3, $4, $5)`
+const appendLogsSQL = `SELECT grape_append_logs($1, $2, $3, $4, $5)`
 
-// AppendLogs runs AppendLogsSQL on the store's pool.
+// AppendLogs stores one batch of a deployment's log lines (the i-th line is
+// seqs[i], streams[i], lines[i], created[i]) and returns how many were new:
+// a line whose seq is already stored is skipped, so a batch retried after an
+// unknown outcome never duplicates one. This is how the log pipeline writes,
+// as an agent role too (see appendLogsSQL).
 func (s *Store) AppendLogs(ctx context.Context, id uuid.UUID, seqs []int64, streams []Stream, lines []string, created []time.Time) (int64, error) {
+	if len(seqs) == 0 {
+		return 0, nil
+	}
 	names := make([]string, len(streams))
 	for i, st := range streams {
 		names[i] = string(st)
 	}
 	var n int64
-	if err := s.db().QueryRow(ctx, AppendLogsSQL, id, seqs, names, lines, created).Scan(&n); err != nil {
-		return 0, fmt.Errorf("appending %d log lines to deployment %s: %w", len(seqs), id, err)
+	if err := s.db().QueryRow(ctx, appendLogsSQL, id, seqs, names, lines, created).Scan(&n); err != nil {
+		return 0, fmt.Errorf("storing log lines %d-%d of deployment %s: %w", seqs[0], seqs[len(seqs)-1], id, err)
 	}
 	return n, nil
 }

@@ -68,7 +68,7 @@ log live and exit 0 only if it succeeded.`,
 				if !follow {
 					return nil
 				}
-				return followLogs(ctx, pool, d.ID, cio.stdout)
+				return followLogs(ctx, st, db, d.ID, cio.stdout)
 			}
 		},
 	})
@@ -190,7 +190,7 @@ log live and exit 0 only if it succeeded.`,
 					return err
 				}
 				if follow {
-					return followLogs(ctx, pool, id, cio.stdout)
+					return followLogs(ctx, st, db, id, cio.stdout)
 				}
 				var after int64
 				for {

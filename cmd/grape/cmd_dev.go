@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 
 	"github.com/grapehq/grape/localenv"
-	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/metrics"
 	"github.com/grapehq/grape/portal"
 	"github.com/grapehq/grape/redact"
@@ -183,7 +182,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	}
 	fmt.Fprintf(out, "\nqueued %s of the sample config: deployment %s\n\n", action, d.ID)
 	go func() { agentDone <- parts.agent.Run(runCtx) }()
-	status, err := logstream.Follow(ctx, pool, d.ID, 0, func(l store.LogLine) error {
+	status, err := followDeployment(ctx, st, f.db, d.ID, func(l store.LogLine) error {
 		printLine(out, l)
 		return nil
 	})
