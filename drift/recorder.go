@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/store"
 )
@@ -111,15 +112,14 @@ func (r *Recorder) notify(ctx context.Context, ev Event) {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
 	// A few quick tries: the report is stored either way.
-	for attempt, wait := 1, 500*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
+	retry := backoff.New(backoff.Policy{Initial: 500 * time.Millisecond, Max: 2 * time.Second})
+	for attempt := 1; ; attempt++ {
 		err = r.post(ctx, client, body)
 		if err == nil || attempt == 3 {
 			break
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Wait(ctx) != nil {
 			return
-		case <-time.After(wait):
 		}
 	}
 	if err != nil {

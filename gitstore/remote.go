@@ -24,6 +24,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/redact"
 )
 
@@ -292,7 +293,7 @@ const connectTimeout = 10 * time.Second
 // retry runs op with a timeout per try until it succeeds, fails for a
 // reason retrying cannot fix, or the next backoff would end past deadline.
 func (s *Store) retry(ctx context.Context, deadline time.Time, timeout time.Duration, op string, f func(ctx context.Context) error) error {
-	backoff := 200 * time.Millisecond
+	retry := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: 2 * time.Second})
 	start := time.Now()
 	for try := 1; ; try++ {
 		opCtx, cancel := context.WithTimeout(ctx, timeout)
@@ -301,20 +302,18 @@ func (s *Store) retry(ctx context.Context, deadline time.Time, timeout time.Dura
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !transient(err) || time.Now().Add(backoff).After(deadline) {
+		if ctx.Err() != nil || !transient(err) || time.Now().Add(retry.Peek()).After(deadline) {
 			if try > 1 {
 				return fmt.Errorf("%w (gave up after %d tries in %v)", err, try, time.Since(start).Round(time.Millisecond))
 			}
 			return err
 		}
+		wait := retry.Next()
 		s.log.Warn("git remote unavailable; retrying", "op", op, "url", s.remote.url.display,
-			"try", try, "backoff", backoff, "error", redact.Text(err.Error()))
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+			"try", try, "backoff", wait, "error", redact.Text(err.Error()))
+		if backoff.Sleep(ctx, wait) != nil {
 			return err
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 

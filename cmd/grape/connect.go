@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/grapehq/grape/internal/backoff"
 	"github.com/grapehq/grape/store"
 )
 
@@ -19,7 +20,7 @@ import (
 // database does. Mistakes that waiting cannot fix (a wrong password, an
 // unknown database, a bad URL, a schema not migrated) fail at once.
 func openStoreRetrying(ctx context.Context, url string, log *slog.Logger) (*store.Store, *pgxpool.Pool, error) {
-	backoff := time.Second
+	retry := backoff.New(backoff.Policy{Initial: time.Second, Max: 30 * time.Second, Jitter: 0.5})
 	for {
 		st, pool, err := openStore(ctx, url)
 		if err == nil {
@@ -32,13 +33,11 @@ func openStoreRetrying(ctx context.Context, url string, log *slog.Logger) (*stor
 		if !retryableConnectError(err) || ctx.Err() != nil {
 			return nil, nil, err
 		}
-		log.Warn("database unreachable; retrying", "err", err, "retry_in", backoff.String())
-		select {
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		case <-time.After(backoff):
+		wait := retry.Next()
+		log.Warn("database unreachable; retrying", "err", err, "retry_in", wait.String())
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return nil, nil, err
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
