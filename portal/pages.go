@@ -2,7 +2,6 @@ package portal
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
@@ -29,16 +26,6 @@ type clusterView struct {
 	store.Cluster
 	Agents  []agentView
 	Configs int
-}
-
-// dbNow is the database's clock: heartbeats are stamped with it, so online
-// or offline is decided on the same clock whatever this host's says.
-func (s *Server) dbNow(ctx context.Context) (time.Time, error) {
-	var now time.Time
-	if err := s.st.Pool().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-		return time.Time{}, fmt.Errorf("reading database time: %w", err)
-	}
-	return now, nil
 }
 
 func (s *Server) agentViews(agents []store.Agent, now time.Time) []agentView {
@@ -69,74 +56,30 @@ func ago(d time.Duration) string {
 	}
 }
 
-// deploymentRow is a deployment in a list, with its config's name.
-type deploymentRow struct {
-	store.Deployment
-	ConfigName string
-}
-
-// deploymentRows lists the deployments f selects, each with its config's name.
-func (s *Server) deploymentRows(ctx context.Context, f store.ListFilter) ([]deploymentRow, error) {
-	ds, err := s.st.ListDeployments(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]deploymentRow, 0, len(ds))
-	if len(ds) == 0 {
-		return out, nil
-	}
-	cfgs, err := s.st.ListConfigs(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[uuid.UUID]string, len(cfgs))
-	for _, c := range cfgs {
-		names[c.ID] = c.Name
-	}
-	for _, d := range ds {
-		out = append(out, deploymentRow{Deployment: d, ConfigName: names[d.ConfigID]})
-	}
-	return out, nil
-}
-
 func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	now, err := s.dbNow(ctx)
+	now, err := s.st.Now(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	clusters, err := s.st.ListClusters(ctx)
+	clusters, err := s.st.ListClusterOverviews(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	configs, err := s.st.ListConfigs(ctx, "")
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	perCluster := map[string]int{}
-	for _, c := range configs {
-		perCluster[c.ClusterID]++
-	}
-	var views []clusterView
+	views := make([]clusterView, 0, len(clusters))
 	for _, c := range clusters {
-		agents, err := s.st.ListAgents(ctx, c.ID)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		views = append(views, clusterView{Cluster: c, Agents: s.agentViews(agents, now), Configs: perCluster[c.ID]})
+		views = append(views, clusterView{Cluster: c.Cluster, Agents: s.agentViews(c.Agents, now), Configs: c.Configs})
 	}
-	rows, err := s.deploymentRows(ctx, store.ListFilter{Limit: 15})
+	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{Limit: 15})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.render(w, r, http.StatusOK, "clusters", view{Title: "Clusters", Nav: "clusters", Data: struct {
 		Clusters    []clusterView
-		Deployments []deploymentRow
+		Deployments []store.NamedDeployment
 	}{views, rows}})
 }
 
@@ -168,7 +111,7 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	now, err := s.dbNow(ctx)
+	now, err := s.st.Now(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -183,7 +126,7 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	rows, err := s.deploymentRows(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
+	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -192,7 +135,7 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
 		Cluster     store.Cluster
 		Agents      []agentView
 		Configs     []ConfigDrift
-		Deployments []deploymentRow
+		Deployments []store.NamedDeployment
 	}{c, s.agentViews(agents, now), drift, rows}})
 }
 
@@ -241,7 +184,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 	for _, v := range hist {
 		versions = append(versions, versionView{ConfigVersion: v, Pretty: prettyJSON(v.Spec)})
 	}
-	rows, err := s.deploymentRows(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
+	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -257,7 +200,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 		Spec        string
 		Intent      intentSummary
 		Versions    []versionView
-		Deployments []deploymentRow
+		Deployments []store.NamedDeployment
 		Drift       *DriftView
 		Saved       int
 	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved}})
@@ -464,13 +407,13 @@ func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) {
 	if st := q.Get("status"); st != "" {
 		f.Statuses = []store.Status{store.Status(st)}
 	}
-	rows, err := s.deploymentRows(ctx, f)
+	rows, err := s.st.ListNamedDeployments(ctx, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.render(w, r, http.StatusOK, "deployments", view{Title: "Deployments", Nav: "deployments", Data: struct {
-		Deployments []deploymentRow
+		Deployments []store.NamedDeployment
 		Cluster     string
 		Status      string
 	}{rows, f.ClusterID, q.Get("status")}})
