@@ -83,21 +83,6 @@ func (r *Recorder) Record(ctx context.Context, cfg store.Config, rep store.Drift
 	return stored, nil
 }
 
-// Remediate queues an apply of the report's commit — the last applied one —
-// through the approval gate when the config requires approval.
-func Remediate(ctx context.Context, st *store.Store, rep store.DriftReport, who string) (store.Deployment, error) {
-	if rep.Status != store.DriftDrifted {
-		return store.Deployment{}, fmt.Errorf("drift report %s is %s: only a drifted report can be remediated", rep.ID, rep.Status)
-	}
-	if rep.CommitSHA == nil {
-		return store.Deployment{}, fmt.Errorf("drift report %s has no commit", rep.ID)
-	}
-	return st.Enqueue(ctx, store.EnqueueParams{
-		ClusterID: rep.ClusterID, ConfigID: rep.ConfigID, Action: store.ActionApply,
-		SourceCommit: rep.CommitSHA, RequestedBy: fmt.Sprintf("%s (drift report %s)", who, rep.ID),
-	})
-}
-
 func (r *Recorder) notify(ctx context.Context, ev Event) {
 	if r.NotifyURL == "" {
 		return

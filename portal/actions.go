@@ -153,7 +153,8 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request, what string, op
 }
 
 // remediate queues an apply of the commit a drift report checked, bringing
-// the infrastructure back to what was last applied.
+// the infrastructure back to what was last applied — if drift's rule allows
+// it (the same rule the CLI and auto-remediation apply).
 func (s *Server) remediate(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, err := uuid.Parse(r.PathValue("report"))
@@ -166,27 +167,12 @@ func (s *Server) remediate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	rep := DriftView{DriftReport: report}
-	if !rep.Remediable() {
-		s.errorPage(w, r, http.StatusConflict, "This drift report found no drift to remediate (or names no commit).")
-		return
-	}
-	why, err := s.remediationBlocker(ctx, report)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if why != "" {
-		s.errorPage(w, r, http.StatusConflict, "Not remediated: "+why+".")
-		return
-	}
-	// The same remediation the drift service's auto-remediate queues.
 	d, err := drift.Remediate(ctx, s.st, report, s.user(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("drift remediation queued", "deployment_id", d.ID, "config_id", rep.ConfigID, "report_id", rep.ID, "commit", *rep.CommitSHA, "user", s.user(r))
+	s.log.Info("drift remediation queued", "deployment_id", d.ID, "config_id", report.ConfigID, "report_id", report.ID, "commit", *report.CommitSHA, "user", s.user(r))
 	http.Redirect(w, r, "/deployments/"+d.ID.String(), http.StatusSeeOther)
 }
 

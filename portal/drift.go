@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/google/uuid"
 
@@ -55,23 +54,15 @@ type ConfigDrift struct {
 // latestDrift lists the configs of a cluster ("" for all) with their newest
 // drift report.
 func (s *Server) latestDrift(ctx context.Context, clusterID string) ([]ConfigDrift, error) {
-	cfgs, err := s.st.ListConfigs(ctx, clusterID)
+	cds, err := s.st.ListConfigDrift(ctx, clusterID)
 	if err != nil {
 		return nil, err
 	}
-	reports, err := s.st.LatestDriftReports(ctx, clusterID, nil)
-	if err != nil {
-		return nil, err
-	}
-	byConfig := make(map[uuid.UUID]store.DriftReport, len(reports))
-	for _, r := range reports {
-		byConfig[r.ConfigID] = r
-	}
-	out := make([]ConfigDrift, 0, len(cfgs))
-	for _, c := range cfgs {
-		cd := ConfigDrift{ConfigID: c.ID, ClusterID: c.ClusterID, ConfigName: c.Name}
-		if r, ok := byConfig[c.ID]; ok {
-			cd.Latest = &DriftView{DriftReport: r, ConfigName: c.Name}
+	out := make([]ConfigDrift, 0, len(cds))
+	for _, c := range cds {
+		cd := ConfigDrift{ConfigID: c.ConfigID, ClusterID: c.ClusterID, ConfigName: c.ConfigName}
+		if c.Latest != nil {
+			cd.Latest = &DriftView{DriftReport: *c.Latest, ConfigName: c.ConfigName}
 		}
 		out = append(out, cd)
 	}
@@ -85,25 +76,4 @@ func (s *Server) latestDriftFor(ctx context.Context, c store.Config) (*DriftView
 		return nil, err
 	}
 	return &DriftView{DriftReport: reports[0], ConfigName: c.Name}, nil
-}
-
-// remediationBlockerQuery (a portal rule, so its SQL lives here) explains why re-applying a report's commit would be
-// wrong now, or returns "": a newer report supersedes it, or the config was
-// deployed after the check (the report's commit may be older than what is
-// applied, and applying it would roll that deployment back).
-const remediationBlockerQuery = `
-SELECT CASE
-    WHEN EXISTS (SELECT 1 FROM drift_reports n WHERE n.config_id = $1 AND (n.checked_at, n.id) > ($2, $3))
-        THEN 'a newer drift check of this config exists: remediate from its report'
-    WHEN EXISTS (SELECT 1 FROM deployments d WHERE d.config_id = $1 AND d.action IN ('apply', 'destroy')
-                 AND d.status = 'succeeded' AND d.finished_at > $2)
-        THEN 'the config was deployed after this drift check: run a new drift check first'
-    ELSE '' END`
-
-func (s *Server) remediationBlocker(ctx context.Context, r store.DriftReport) (string, error) {
-	var why string
-	if err := s.st.Pool().QueryRow(ctx, remediationBlockerQuery, r.ConfigID, r.CheckedAt, r.ID).Scan(&why); err != nil {
-		return "", fmt.Errorf("checking drift report %s: %w", r.ID, err)
-	}
-	return why, nil
 }

@@ -624,8 +624,9 @@ VALUES ($1, 'eu-1', now() - interval '1 hour', 'drifted', $2, 11000, $3) RETURNI
 	require.Contains(t, page, `<span class="status s-drifted">drifted</span>`)
 
 	for _, id := range []uuid.UUID{oldID, cleanID} {
-		resp, _ := c.post("/drift/"+id.String()+"/remediate", nil)
+		resp, body := c.post("/drift/"+id.String()+"/remediate", nil)
 		require.Equal(t, http.StatusConflict, resp.StatusCode)
+		require.Contains(t, body, "Not remediated: it is in_sync: only a report that found drift can be remediated.")
 	}
 	resp, body := c.post("/drift/"+latestID.String()+"/remediate", nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)

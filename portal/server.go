@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
@@ -410,9 +411,12 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, m
 // the current state does not allow are 409, everything else is logged and
 // shown as 500 without its details.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var notRemediable *drift.NotRemediableError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		s.errorPage(w, r, http.StatusNotFound, "Nothing was found with that name or id.")
+	case errors.As(err, &notRemediable):
+		s.errorPage(w, r, http.StatusConflict, "Not remediated: "+notRemediable.Reason+".")
 	case errors.Is(err, store.ErrWrongState), errors.Is(err, store.ErrApprovalRefused):
 		s.errorPage(w, r, http.StatusConflict, firstSentence(err))
 	case errors.Is(err, store.ErrInvalid):

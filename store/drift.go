@@ -162,3 +162,29 @@ AND status IN ('queued', 'in_progress', 'awaiting_approval')`, clusterID, action
 	}
 	return n, nil
 }
+
+// RemediationFacts is what the database says about re-applying a drift
+// report's commit now (see drift.DecideRemediation).
+type RemediationFacts struct {
+	// NewerReport is a later drift check of the same config, if any.
+	NewerReport *uuid.UUID
+	// DeployedAfter is a succeeded apply or destroy of the config that
+	// finished after the check, if any: what is applied may be newer than
+	// the report's commit.
+	DeployedAfter *uuid.UUID
+}
+
+// RemediationFacts reads the facts about remediating report r.
+func (s *Store) RemediationFacts(ctx context.Context, r DriftReport) (RemediationFacts, error) {
+	var f RemediationFacts
+	err := s.db().QueryRow(ctx, `SELECT
+  (SELECT n.id FROM drift_reports n WHERE n.config_id = $1 AND (n.checked_at, n.id) > ($2, $3)
+     ORDER BY n.checked_at DESC, n.id DESC LIMIT 1),
+  (SELECT d.id FROM deployments d WHERE d.config_id = $1 AND d.action IN ('apply', 'destroy')
+     AND d.status = 'succeeded' AND d.finished_at > $2 ORDER BY d.finished_at DESC LIMIT 1)`,
+		r.ConfigID, r.CheckedAt, r.ID).Scan(&f.NewerReport, &f.DeployedAfter)
+	if err != nil {
+		return RemediationFacts{}, fmt.Errorf("checking drift report %s: %w", r.ID, err)
+	}
+	return f, nil
+}
