@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/drift"
@@ -18,9 +19,10 @@ func TestMain(m *testing.M) { testsupport.Main(m) }
 
 // finishAs runs a deployment through the queue to the given outcome, as an
 // agent would, and backdates it so a check is due.
-func finishAs(t *testing.T, st *store.Store, c store.Config, action store.Action, status store.Status, commit string, ago time.Duration) store.Deployment {
+func finishAs(t *testing.T, pool *pgxpool.Pool, c store.Config, action store.Action, status store.Status, commit string, ago time.Duration) store.Deployment {
 	t.Helper()
 	ctx := context.Background()
+	st := store.New(pool)
 	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action})
 	require.NoError(t, err)
 	got, err := st.ClaimByID(ctx, d.ID, "agent", time.Minute)
@@ -31,7 +33,7 @@ func finishAs(t *testing.T, st *store.Store, c store.Config, action store.Action
 		o.Kind, o.Error = store.KindApply, "boom"
 	}
 	require.NoError(t, st.Finish(ctx, got.ID, "agent", o))
-	_, err = st.Pool().Exec(ctx, `UPDATE deployments SET finished_at = now() - make_interval(secs => $2) WHERE id = $1`, d.ID, ago.Seconds())
+	_, err = pool.Exec(ctx, `UPDATE deployments SET finished_at = now() - make_interval(secs => $2) WHERE id = $1`, d.ID, ago.Seconds())
 	require.NoError(t, err)
 	return d
 }
@@ -39,7 +41,8 @@ func finishAs(t *testing.T, st *store.Store, c store.Config, action store.Action
 func TestPassQueuesOnlyIdleDueConfigsWithinConcurrency(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := store.New(testsupport.DB(t))
+	pool := testsupport.DB(t)
+	st := store.New(pool)
 	_, err := st.CreateCluster(ctx, "eu-1", "")
 	require.NoError(t, err)
 	cfg := func(name string) store.Config {
@@ -51,15 +54,15 @@ func TestPassQueuesOnlyIdleDueConfigsWithinConcurrency(t *testing.T) {
 
 	idle := []store.Config{cfg("idle-a"), cfg("idle-b"), cfg("idle-c")}
 	for i, c := range idle {
-		finishAs(t, st, c, store.ActionApply, store.StatusSucceeded, commit(i), 7*time.Hour)
+		finishAs(t, pool, c, store.ActionApply, store.StatusSucceeded, commit(i), 7*time.Hour)
 	}
 	failed := cfg("failed")
-	finishAs(t, st, failed, store.ActionApply, store.StatusSucceeded, commit(10), 9*time.Hour)
-	finishAs(t, st, failed, store.ActionApply, store.StatusFailed, commit(11), 7*time.Hour)
+	finishAs(t, pool, failed, store.ActionApply, store.StatusSucceeded, commit(10), 9*time.Hour)
+	finishAs(t, pool, failed, store.ActionApply, store.StatusFailed, commit(11), 7*time.Hour)
 	fresh := cfg("fresh")
-	finishAs(t, st, fresh, store.ActionApply, store.StatusSucceeded, commit(20), time.Minute)
+	finishAs(t, pool, fresh, store.ActionApply, store.StatusSucceeded, commit(20), time.Minute)
 	busy := cfg("busy")
-	finishAs(t, st, busy, store.ActionApply, store.StatusSucceeded, commit(30), 7*time.Hour)
+	finishAs(t, pool, busy, store.ActionApply, store.StatusSucceeded, commit(30), 7*time.Hour)
 	_, err = st.Enqueue(ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: busy.ID, Action: store.ActionApply})
 	require.NoError(t, err)
 	cfg("never")
@@ -114,28 +117,36 @@ func TestPassQueuesOnlyIdleDueConfigsWithinConcurrency(t *testing.T) {
 func TestOnlyOneAgentRunsAPass(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := store.New(testsupport.DB(t))
+	pool := testsupport.DB(t)
+	st := store.New(pool)
 	_, err := st.CreateCluster(ctx, "eu-1", "")
 	require.NoError(t, err)
 	for i := 0; i < 5; i++ {
 		c, err := st.UpsertConfig(ctx, "eu-1", fmt.Sprintf("c%d", i), json.RawMessage(`{}`), store.ConfigSettings{})
 		require.NoError(t, err)
-		finishAs(t, st, c, store.ActionApply, store.StatusSucceeded, fmt.Sprintf("%040x", i), 7*time.Hour)
+		finishAs(t, pool, c, store.ActionApply, store.StatusSucceeded, fmt.Sprintf("%040x", i), 7*time.Hour)
 	}
 	def, err := drift.ParseSchedule("@every 6h")
 	require.NoError(t, err)
-	results := make(chan int, 4)
+	// The passes report back to the test goroutine, which alone may fail
+	// the test: a require in a pass's goroutine would hang the suite.
+	type result struct {
+		queued int
+		err    error
+	}
+	results := make(chan result, 4)
 	for i := 0; i < 4; i++ {
 		go func() {
 			svc := &drift.Service{Store: st, Cluster: "eu-1", Default: def, Concurrency: 10}
 			q, err := svc.Pass(ctx)
-			require.NoError(t, err)
-			results <- len(q)
+			results <- result{len(q), err}
 		}()
 	}
 	total := 0
 	for i := 0; i < 4; i++ {
-		total += <-results
+		r := <-results
+		require.NoError(t, r.err)
+		total += r.queued
 	}
 	require.Equal(t, 5, total, "four agents racing a pass queue each check once")
 }

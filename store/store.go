@@ -49,10 +49,6 @@ func (s *Store) db() dbtx {
 // New returns a Store on pool. The pool's lifetime is the caller's.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Pool exposes the pool for the few components (log pipeline, listeners)
-// that need connections of their own.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 // Open connects a pool to url and checks the server is reachable.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)

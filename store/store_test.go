@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/internal/testsupport"
@@ -18,14 +19,16 @@ import (
 func TestMain(m *testing.M) { testsupport.Main(m) }
 
 type bundle struct {
-	st  *store.Store
-	ctx context.Context
+	st   *store.Store
+	pool *pgxpool.Pool // for what a front end would do directly
+	ctx  context.Context
 }
 
 func setup(t *testing.T) bundle {
 	t.Helper()
 	t.Parallel()
-	return bundle{st: store.New(testsupport.DB(t)), ctx: context.Background()}
+	pool := testsupport.DB(t)
+	return bundle{st: store.New(pool), pool: pool, ctx: context.Background()}
 }
 
 func (b bundle) config(t *testing.T, cluster, name string) store.Config {
@@ -76,7 +79,7 @@ func TestEnqueueRejectsBadRows(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrInvalid)
 
 	// A front end inserting directly gets the database's refusal too.
-	_, err = b.st.Pool().Exec(b.ctx, `INSERT INTO deployments (config_id, cluster_id, status) VALUES ($1, 'a', 'succeeded')`, a.ID)
+	_, err = b.pool.Exec(b.ctx, `INSERT INTO deployments (config_id, cluster_id, status) VALUES ($1, 'a', 'succeeded')`, a.ID)
 	require.ErrorContains(t, err, "a new deployment must be queued")
 }
 
