@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/internal/backoff"
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/store"
 )
@@ -58,7 +59,7 @@ func (r *Recorder) Record(ctx context.Context, cfg store.Config, rep store.Drift
 		r.Observe(stored)
 	}
 	ev := Event{Cluster: cfg.ClusterID, Config: cfg.Name, ConfigID: cfg.ID, ReportID: stored.ID, Status: stored.Status,
-		CheckedAt: stored.CheckedAt, Error: deref(stored.Error), Commit: deref(stored.CommitSHA)}
+		CheckedAt: stored.CheckedAt, Error: ptr.Deref(stored.Error), Commit: ptr.Deref(stored.CommitSHA)}
 	switch stored.Status {
 	case store.DriftDrifted:
 		ev.Event, ev.Details = "drift.detected", stored.Details
@@ -135,12 +136,4 @@ func (r *Recorder) log() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return r.Log
-}
-
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
 }

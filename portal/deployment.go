@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
 )
@@ -136,15 +137,15 @@ func (s *Server) state(d store.Deployment) deploymentState {
 		Status:          string(d.Status),
 		Phase:           string(d.PhaseName()),
 		Final:           d.Status.Final(),
-		Error:           derefString(d.Error),
-		ErrorKind:       derefString(d.ErrorKind),
-		CommitSHA:       derefString(d.CommitSHA),
+		Error:           ptr.Deref(d.Error),
+		ErrorKind:       string(ptr.Deref(d.ErrorKind)),
+		CommitSHA:       ptr.Deref(d.CommitSHA),
 		Plan:            decodePlan(d.PlanSummary),
 		Cost:            decodeCost(d.Cost),
 		CanApprove:      d.Status == store.StatusAwaitingApproval && d.ApprovedAt == nil,
 		CanCancel:       d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval || (d.Status == store.StatusInProgress && d.CancelRequestedAt == nil),
 		CancelRequested: d.CancelRequestedAt != nil && !d.Status.Final(),
-		ApprovedBy:      derefString(d.ApprovedBy),
+		ApprovedBy:      ptr.Deref(d.ApprovedBy),
 	}
 	st.CommitURL = s.commitURL(st.CommitSHA)
 	return st

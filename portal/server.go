@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/grapehq/grape/drift"
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
@@ -258,22 +259,15 @@ func formatTimePtr(t *time.Time) string {
 	return formatTime(*t)
 }
 
-func derefString[T ~string](p *T) string {
-	if p == nil {
-		return ""
-	}
-	return string(*p)
-}
-
-// derefAny is deref for templates, which cannot call generic functions.
+// derefAny is ptr.Deref for templates, which cannot call generic functions.
 func derefAny(p any) string {
 	switch v := p.(type) {
 	case *string:
-		return derefString(v)
+		return ptr.Deref(v)
 	case *store.Phase:
-		return derefString(v)
+		return string(ptr.Deref(v))
 	case *store.ErrorKind:
-		return derefString(v)
+		return string(ptr.Deref(v))
 	case string:
 		return v
 	}

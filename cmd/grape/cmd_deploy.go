@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/store"
 )
 
@@ -119,7 +120,7 @@ log live and exit 0 only if it succeeded.`,
 				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tCLUSTER\tACTION\tSTATUS\tPHASE\tCREATED\tERROR")
 				for _, d := range ds {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(deref(d.Error), 60))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(ptr.Deref(d.Error), 60))
 				}
 				return tw.Flush()
 			}
@@ -224,7 +225,7 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
 	row("id", d.ID)
 	row("cluster", d.ClusterID)
-	row("config", fmt.Sprintf("%s (v%d)", d.ConfigID, deref(d.ConfigVersion)))
+	row("config", fmt.Sprintf("%s (v%d)", d.ConfigID, ptr.Deref(d.ConfigVersion)))
 	row("action", d.Action)
 	row("status", d.Status)
 	if d.Phase != nil {
@@ -240,7 +241,7 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 	if d.RequireApproval {
 		approved := "no"
 		if d.ApprovedAt != nil {
-			approved = fmt.Sprintf("by %s at %s", deref(d.ApprovedBy), d.ApprovedAt.Format(time.RFC3339))
+			approved = fmt.Sprintf("by %s at %s", ptr.Deref(d.ApprovedBy), d.ApprovedAt.Format(time.RFC3339))
 		}
 		row("approval required", "approved: "+approved)
 	}

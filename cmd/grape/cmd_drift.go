@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/drift"
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/store"
 )
 
@@ -172,7 +173,7 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 				}
 				if len(reports) == 0 || reports[0].DeploymentID == nil || *reports[0].DeploymentID != d.ID {
 					final, _ := st.GetDeployment(ctx, d.ID)
-					return fmt.Errorf("drift check %s ended %s without a report: %s", d.ID, final.Status, deref(final.Error))
+					return fmt.Errorf("drift check %s ended %s without a report: %s", d.ID, final.Status, ptr.Deref(final.Error))
 				}
 				rep := reports[0]
 				if asJSON {
@@ -180,7 +181,7 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 						return err
 					}
 				} else {
-					fmt.Fprintf(cio.stdout, "%s/%s: %s at commit %s (%s, %d ms)\n", cfg.ClusterID, cfg.Name, rep.Status, deref(rep.CommitSHA), rep.ID, deref(rep.DurationMS))
+					fmt.Fprintf(cio.stdout, "%s/%s: %s at commit %s (%s, %d ms)\n", cfg.ClusterID, cfg.Name, rep.Status, ptr.Deref(rep.CommitSHA), rep.ID, ptr.Deref(rep.DurationMS))
 					if rep.Error != nil {
 						fmt.Fprintf(cio.stdout, "error: %s\n", *rep.Error)
 					}
@@ -204,7 +205,7 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 func driftChanges(r store.DriftReport) string {
 	switch r.Status {
 	case store.DriftError:
-		return truncate(deref(r.Error), 60)
+		return truncate(ptr.Deref(r.Error), 60)
 	case store.DriftInSync:
 		return "-"
 	}

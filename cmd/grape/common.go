@@ -96,16 +96,6 @@ func readSpec(path string, stdin io.Reader) ([]byte, error) {
 
 const maxSpecBytes = 1 << 20
 
-func ptr[T any](v T) *T { return &v }
-
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
-}
-
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
 func shortID(id uuid.UUID) string { return strings.SplitN(id.String(), "-", 2)[0] }
