@@ -92,30 +92,27 @@ a Supabase admin to run instead and changes nothing.`,
 			var db string
 			dbFlag(fs, &db)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				clusters, err := st.ListClusters(ctx)
-				if err != nil {
-					return err
-				}
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "CLUSTER\tAGENT\tVERSION\tLAST SEEN\tSTATE")
-				for _, c := range clusters {
-					agents, err := st.ListAgents(ctx, c.ID)
+				return withStore(ctx, db, func(st *store.Store) error {
+					clusters, err := st.ListClusters(ctx)
 					if err != nil {
 						return err
 					}
-					if len(agents) == 0 {
-						fmt.Fprintf(tw, "%s\t-\t-\t-\tno agent\n", c.ID)
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "CLUSTER\tAGENT\tVERSION\tLAST SEEN\tSTATE")
+					for _, c := range clusters {
+						agents, err := st.ListAgents(ctx, c.ID)
+						if err != nil {
+							return err
+						}
+						if len(agents) == 0 {
+							fmt.Fprintf(tw, "%s\t-\t-\t-\tno agent\n", c.ID)
+						}
+						for _, a := range agents {
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.ID, a.ID, a.Version, a.LastHeartbeatAt.Format(time.RFC3339), agentState(a))
+						}
 					}
-					for _, a := range agents {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.ID, a.ID, a.Version, a.LastHeartbeatAt.Format(time.RFC3339), agentState(a))
-					}
-				}
-				return tw.Flush()
+					return tw.Flush()
+				})
 			}
 		},
 	})

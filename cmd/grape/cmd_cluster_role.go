@@ -35,20 +35,17 @@ func createClusterWithAgentRole(ctx context.Context, cio *cmdIO, db, id, descrip
 	if f.printSQL {
 		return printAgentRoleSQL(cio, db, id, description, true, !f.noAgentRole)
 	}
-	st, pool, err := openStore(ctx, db)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	c, err := st.CreateCluster(ctx, id, description)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(cio.stdout, c.ID)
-	if f.noAgentRole {
-		return nil
-	}
-	return provisionAgentRole(ctx, cio, st, db, c.ID, f.rotate)
+	return withStore(ctx, db, func(st *store.Store) error {
+		c, err := st.CreateCluster(ctx, id, description)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cio.stdout, c.ID)
+		if f.noAgentRole {
+			return nil
+		}
+		return provisionAgentRole(ctx, cio, st, db, c.ID, f.rotate)
+	})
 }
 
 // provisionAgentRole creates (or keeps, or rotates) the cluster's agent role
@@ -146,19 +143,16 @@ a SCRAM-SHA-256 hash. Re-running keeps it unless --rotate-password.
 				if f.printSQL {
 					return printAgentRoleSQL(cio, db, args[0], "", false, true)
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				if revoke {
-					if err := st.DropAgentRole(ctx, args[0]); err != nil {
-						return err
+				return withStore(ctx, db, func(st *store.Store) error {
+					if revoke {
+						if err := st.DropAgentRole(ctx, args[0]); err != nil {
+							return err
+						}
+						fmt.Fprintf(cio.stdout, "agent role %s revoked\n", store.AgentRoleName(args[0]))
+						return nil
 					}
-					fmt.Fprintf(cio.stdout, "agent role %s revoked\n", store.AgentRoleName(args[0]))
-					return nil
-				}
-				return provisionAgentRole(ctx, cio, st, db, args[0], f.rotate)
+					return provisionAgentRole(ctx, cio, st, db, args[0], f.rotate)
+				})
 			}
 		},
 	})
@@ -190,19 +184,16 @@ out clear that part: with neither, no browser user sees the cluster.`,
 				if org != "" {
 					o.OrgID = &org
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				if err := st.SetClusterOwnership(ctx, args[0], o); err != nil {
-					if errors.Is(err, store.ErrInvalid) {
-						return usagef("%v", err)
+				return withStore(ctx, db, func(st *store.Store) error {
+					if err := st.SetClusterOwnership(ctx, args[0], o); err != nil {
+						if errors.Is(err, store.ErrInvalid) {
+							return usagef("%v", err)
+						}
+						return err
 					}
-					return err
-				}
-				fmt.Fprintf(cio.stdout, "cluster %s: owner %s, organisation %s\n", args[0], orNone(user), orNone(org))
-				return nil
+					fmt.Fprintf(cio.stdout, "cluster %s: owner %s, organisation %s\n", args[0], orNone(user), orNone(org))
+					return nil
+				})
 			}
 		},
 	})

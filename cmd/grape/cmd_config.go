@@ -57,24 +57,21 @@ nothing is stored when it is invalid. The config's version increases when anythi
 					}
 					set.DriftSchedule = &schedule
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				if _, err := st.GetCluster(ctx, cluster); err != nil {
-					if isNotFound(err) {
-						return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
+				return withStore(ctx, db, func(st *store.Store) error {
+					if _, err := st.GetCluster(ctx, cluster); err != nil {
+						if isNotFound(err) {
+							return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
+						}
+						return err
 					}
-					return err
-				}
-				c, err := st.UpsertConfig(ctx, cluster, name, normalized, set)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cio.stdout, c.ID)
-				fmt.Fprintf(cio.stderr, "config %s/%s is at version %d\n", cluster, name, c.Version)
-				return nil
+					c, err := st.UpsertConfig(ctx, cluster, name, normalized, set)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cio.stdout, c.ID)
+					fmt.Fprintf(cio.stderr, "config %s/%s is at version %d\n", cluster, name, c.Version)
+					return nil
+				})
 			}
 		},
 	})
@@ -91,16 +88,13 @@ nothing is stored when it is invalid. The config's version increases when anythi
 				if len(args) != 1 {
 					return usagef("want one config name or id")
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				c, err := st.GetConfig(ctx, cluster, args[0])
-				if err != nil {
-					return err
-				}
-				return writeJSON(cio.stdout, c)
+				return withStore(ctx, db, func(st *store.Store) error {
+					c, err := st.GetConfig(ctx, cluster, args[0])
+					if err != nil {
+						return err
+					}
+					return writeJSON(cio.stdout, c)
+				})
 			}
 		},
 	})
@@ -113,21 +107,18 @@ nothing is stored when it is invalid. The config's version increases when anythi
 			dbFlag(fs, &db)
 			fs.StringVar(&cluster, "cluster", "", "only this cluster")
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				cfgs, err := st.ListConfigs(ctx, cluster)
-				if err != nil {
-					return err
-				}
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "CLUSTER\tNAME\tID\tVERSION\tAPPROVAL\tUPDATED")
-				for _, c := range cfgs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\t%s\n", c.ClusterID, c.Name, c.ID, c.Version, c.RequireApproval, c.UpdatedAt.Format("2006-01-02 15:04"))
-				}
-				return tw.Flush()
+				return withStore(ctx, db, func(st *store.Store) error {
+					cfgs, err := st.ListConfigs(ctx, cluster)
+					if err != nil {
+						return err
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "CLUSTER\tNAME\tID\tVERSION\tAPPROVAL\tUPDATED")
+					for _, c := range cfgs {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\t%s\n", c.ClusterID, c.Name, c.ID, c.Version, c.RequireApproval, c.UpdatedAt.Format("2006-01-02 15:04"))
+					}
+					return tw.Flush()
+				})
 			}
 		},
 	})
@@ -144,26 +135,23 @@ nothing is stored when it is invalid. The config's version increases when anythi
 				if len(args) != 1 {
 					return usagef("want one config name or id")
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				c, err := st.GetConfig(ctx, cluster, args[0])
-				if err != nil {
-					return err
-				}
-				hist, err := st.ConfigHistory(ctx, c.ID)
-				if err != nil {
-					return err
-				}
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "VERSION\tCREATED\tINTENT")
-				for _, v := range hist {
-					compact, _ := json.Marshal(v.Spec)
-					fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, v.CreatedAt.Format("2006-01-02 15:04:05"), compact)
-				}
-				return tw.Flush()
+				return withStore(ctx, db, func(st *store.Store) error {
+					c, err := st.GetConfig(ctx, cluster, args[0])
+					if err != nil {
+						return err
+					}
+					hist, err := st.ConfigHistory(ctx, c.ID)
+					if err != nil {
+						return err
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "VERSION\tCREATED\tINTENT")
+					for _, v := range hist {
+						compact, _ := json.Marshal(v.Spec)
+						fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, v.CreatedAt.Format("2006-01-02 15:04:05"), compact)
+					}
+					return tw.Flush()
+				})
 			}
 		},
 	})

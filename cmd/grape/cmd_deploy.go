@@ -43,33 +43,30 @@ log live and exit 0 only if it succeeded.`,
 				if err != nil {
 					return usagef("--action: %v", err)
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				if _, err := st.GetCluster(ctx, cluster); err != nil {
-					if isNotFound(err) {
-						return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
+				return withStore(ctx, db, func(st *store.Store) error {
+					if _, err := st.GetCluster(ctx, cluster); err != nil {
+						if isNotFound(err) {
+							return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
+						}
+						return err
 					}
-					return err
-				}
-				c, err := st.GetConfig(ctx, cluster, cfgRef)
-				if err != nil {
-					if isNotFound(err) {
-						return fmt.Errorf("config %q does not exist in cluster %s: see `grape config list --cluster %s`", cfgRef, cluster, cluster)
+					c, err := st.GetConfig(ctx, cluster, cfgRef)
+					if err != nil {
+						if isNotFound(err) {
+							return fmt.Errorf("config %q does not exist in cluster %s: see `grape config list --cluster %s`", cfgRef, cluster, cluster)
+						}
+						return err
 					}
-					return err
-				}
-				d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: cluster, ConfigID: c.ID, Action: act, RequireApproval: approval, RequestedBy: who})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cio.stdout, d.ID)
-				if !follow {
-					return nil
-				}
-				return followLogs(ctx, st, db, d.ID, cio.stdout)
+					d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: cluster, ConfigID: c.ID, Action: act, RequireApproval: approval, RequestedBy: who})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cio.stdout, d.ID)
+					if !follow {
+						return nil
+					}
+					return followLogs(ctx, st, db, d.ID, cio.stdout)
+				})
 			}
 		},
 	})
@@ -95,34 +92,31 @@ log live and exit 0 only if it succeeded.`,
 						return err
 					}
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				if len(args) == 1 {
-					d, err := st.GetDeployment(ctx, id)
+				return withStore(ctx, db, func(st *store.Store) error {
+					if len(args) == 1 {
+						d, err := st.GetDeployment(ctx, id)
+						if err != nil {
+							return err
+						}
+						if asJSON {
+							return writeJSON(cio.stdout, d)
+						}
+						return printDeployment(cio.stdout, d)
+					}
+					ds, err := st.ListDeployments(ctx, store.ListFilter{ClusterID: cluster, Limit: 30})
 					if err != nil {
 						return err
 					}
 					if asJSON {
-						return writeJSON(cio.stdout, d)
+						return writeJSON(cio.stdout, ds)
 					}
-					return printDeployment(cio.stdout, d)
-				}
-				ds, err := st.ListDeployments(ctx, store.ListFilter{ClusterID: cluster, Limit: 30})
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSON(cio.stdout, ds)
-				}
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tCLUSTER\tACTION\tSTATUS\tPHASE\tCREATED\tERROR")
-				for _, d := range ds {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(ptr.Deref(d.Error), 60))
-				}
-				return tw.Flush()
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ID\tCLUSTER\tACTION\tSTATUS\tPHASE\tCREATED\tERROR")
+					for _, d := range ds {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(ptr.Deref(d.Error), 60))
+					}
+					return tw.Flush()
+				})
 			}
 		},
 	})
@@ -148,21 +142,18 @@ log live and exit 0 only if it succeeded.`,
 					if err != nil {
 						return err
 					}
-					st, pool, err := openStore(ctx, db)
-					if err != nil {
-						return err
-					}
-					defer pool.Close()
-					d, err := verb.do(st, ctx, id, who)
-					if err != nil {
-						return err
-					}
-					if verb.name == "cancel" && d.Status == store.StatusInProgress {
-						fmt.Fprintf(cio.stdout, "cancel requested; the agent stops deployment %s shortly\n", d.ID)
+					return withStore(ctx, db, func(st *store.Store) error {
+						d, err := verb.do(st, ctx, id, who)
+						if err != nil {
+							return err
+						}
+						if verb.name == "cancel" && d.Status == store.StatusInProgress {
+							fmt.Fprintf(cio.stdout, "cancel requested; the agent stops deployment %s shortly\n", d.ID)
+							return nil
+						}
+						fmt.Fprintf(cio.stdout, "deployment %s is %s\n", d.ID, d.Status)
 						return nil
-					}
-					fmt.Fprintf(cio.stdout, "deployment %s is %s\n", d.ID, d.Status)
-					return nil
+					})
 				}
 			},
 		})
@@ -182,31 +173,28 @@ log live and exit 0 only if it succeeded.`,
 				if err != nil {
 					return err
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				if _, err := st.GetDeployment(ctx, id); err != nil {
-					return err
-				}
-				if follow {
-					return followLogs(ctx, st, db, id, cio.stdout)
-				}
-				var after int64
-				for {
-					lines, err := st.ReadLogs(ctx, id, after, 5000)
-					if err != nil {
+				return withStore(ctx, db, func(st *store.Store) error {
+					if _, err := st.GetDeployment(ctx, id); err != nil {
 						return err
 					}
-					for _, l := range lines {
-						printLine(cio.stdout, l)
-						after = l.Seq
+					if follow {
+						return followLogs(ctx, st, db, id, cio.stdout)
 					}
-					if len(lines) < 5000 {
-						return nil
+					var after int64
+					for {
+						lines, err := st.ReadLogs(ctx, id, after, 5000)
+						if err != nil {
+							return err
+						}
+						for _, l := range lines {
+							printLine(cio.stdout, l)
+							after = l.Seq
+						}
+						if len(lines) < 5000 {
+							return nil
+						}
 					}
-				}
+				})
 			}
 		},
 	})

@@ -32,40 +32,37 @@ func init() {
 				if len(args) > 0 {
 					return usagef("unknown drift subcommand %q: use check or remediate", args[0])
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				var cfgID *uuid.UUID
-				if config != "" {
-					c, err := st.GetConfig(ctx, cluster, config)
+				return withStore(ctx, db, func(st *store.Store) error {
+					var cfgID *uuid.UUID
+					if config != "" {
+						c, err := st.GetConfig(ctx, cluster, config)
+						if err != nil {
+							return err
+						}
+						cfgID = &c.ID
+					}
+					reports, err := st.LatestDriftReports(ctx, cluster, cfgID)
 					if err != nil {
 						return err
 					}
-					cfgID = &c.ID
-				}
-				reports, err := st.LatestDriftReports(ctx, cluster, cfgID)
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSON(cio.stdout, reports)
-				}
-				names := map[uuid.UUID]string{}
-				cfgs, err := st.ListConfigs(ctx, cluster)
-				if err != nil {
-					return err
-				}
-				for _, c := range cfgs {
-					names[c.ID] = c.ClusterID + "/" + c.Name
-				}
-				tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "CONFIG\tOUTCOME\tCHECKED AT\tCHANGES\tREPORT")
-				for _, r := range reports {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", names[r.ConfigID], r.Status, r.CheckedAt.Format(time.RFC3339), driftChanges(r), r.ID)
-				}
-				return tw.Flush()
+					if asJSON {
+						return writeJSON(cio.stdout, reports)
+					}
+					names := map[uuid.UUID]string{}
+					cfgs, err := st.ListConfigs(ctx, cluster)
+					if err != nil {
+						return err
+					}
+					for _, c := range cfgs {
+						names[c.ID] = c.ClusterID + "/" + c.Name
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "CONFIG\tOUTCOME\tCHECKED AT\tCHANGES\tREPORT")
+					for _, r := range reports {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", names[r.ConfigID], r.Status, r.CheckedAt.Format(time.RFC3339), driftChanges(r), r.ID)
+					}
+					return tw.Flush()
+				})
 			}
 		},
 	})
@@ -86,21 +83,18 @@ func init() {
 				if err != nil {
 					return usagef("drift report id %q is not a UUID", args[0])
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				rep, err := st.GetDriftReport(ctx, id)
-				if err != nil {
-					return err
-				}
-				d, err := drift.Remediate(ctx, st, rep, who)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cio.stdout, d.ID)
-				return nil
+				return withStore(ctx, db, func(st *store.Store) error {
+					rep, err := st.GetDriftReport(ctx, id)
+					if err != nil {
+						return err
+					}
+					d, err := drift.Remediate(ctx, st, rep, who)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cio.stdout, d.ID)
+					return nil
+				})
 			}
 		},
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grapehq/grape/portal"
+	"github.com/grapehq/grape/store"
 )
 
 func init() {
@@ -85,30 +86,27 @@ the command line, where other users of the host can read them.`,
 				if err != nil {
 					return err
 				}
-				st, pool, err := openStore(ctx, db)
-				if err != nil {
-					return err
-				}
-				defer pool.Close()
-				srv, err := portal.New(portal.Options{
-					Store: st, ConnString: db, Catalog: catalog, Auth: auth, CommitURL: commitURL,
-					SecureCookies: secureCookies, SessionSecret: []byte(sessionSecret), SessionTTL: sessionTTL,
-					AgentOfflineAfter: agentOffline, StatusPoll: statusPoll, Logger: log,
+				return withStore(ctx, db, func(st *store.Store) error {
+					srv, err := portal.New(portal.Options{
+						Store: st, ConnString: db, Catalog: catalog, Auth: auth, CommitURL: commitURL,
+						SecureCookies: secureCookies, SessionSecret: []byte(sessionSecret), SessionTTL: sessionTTL,
+						AgentOfflineAfter: agentOffline, StatusPoll: statusPoll, Logger: log,
+					})
+					if err != nil {
+						return usagef("%v", err)
+					}
+					if sessionSecret == "" {
+						log.Info("no --session-secret: sessions end when the portal restarts")
+					}
+					ln, err := net.Listen("tcp", listen)
+					if err != nil {
+						return fmt.Errorf("listening on %s: %w", listen, err)
+					}
+					if !isLoopback(ln.Addr()) && tlsCert == "" && !secureCookies {
+						log.Warn("serving a non-loopback address over plain HTTP: sign-ins and session cookies cross the network in clear; use --tls-cert/--tls-key, or a TLS proxy and --secure-cookies")
+					}
+					return servePortal(ctx, cio, log, srv, ln, tlsCert, tlsKey)
 				})
-				if err != nil {
-					return usagef("%v", err)
-				}
-				if sessionSecret == "" {
-					log.Info("no --session-secret: sessions end when the portal restarts")
-				}
-				ln, err := net.Listen("tcp", listen)
-				if err != nil {
-					return fmt.Errorf("listening on %s: %w", listen, err)
-				}
-				if !isLoopback(ln.Addr()) && tlsCert == "" && !secureCookies {
-					log.Warn("serving a non-loopback address over plain HTTP: sign-ins and session cookies cross the network in clear; use --tls-cert/--tls-key, or a TLS proxy and --secure-cookies")
-				}
-				return servePortal(ctx, cio, log, srv, ln, tlsCert, tlsKey)
 			}
 		},
 	})

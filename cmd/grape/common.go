@@ -34,6 +34,17 @@ func openStore(ctx context.Context, url string) (*store.Store, *pgxpool.Pool, er
 	return store.New(pool), pool, nil
 }
 
+// withStore connects to the control plane, runs f, and disconnects: what
+// every command that reads or changes the control plane does.
+func withStore(ctx context.Context, url string, f func(st *store.Store) error) error {
+	st, pool, err := openStore(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return f(st)
+}
+
 // whoFlag registers --as: who a person-initiated change is recorded as.
 func whoFlag(fs *flag.FlagSet, who *string) {
 	fs.StringVar(who, "as", defaultWho(), "who this request is recorded as")
