@@ -100,80 +100,74 @@ func (s *Server) user(r *http.Request) string {
 }
 
 // queueDeployment is the deploy / plan / destroy buttons of a config.
-func (s *Server) queueDeployment(w http.ResponseWriter, r *http.Request) {
+func (s *Server) queueDeployment(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c, err := s.config(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	action, err := store.ParseAction(r.PostFormValue("action"))
 	if err != nil || r.PostFormValue("action") == "" {
-		s.errorPage(w, r, http.StatusBadRequest, "Choose plan, apply or destroy.")
-		return
+		return pageError{http.StatusBadRequest, "Choose plan, apply or destroy."}
 	}
 	if action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
-		s.errorPage(w, r, http.StatusBadRequest, fmt.Sprintf("Destroy deletes everything config %s manages: type its name to confirm.", c.Name))
-		return
+		return pageError{http.StatusBadRequest, fmt.Sprintf("Destroy deletes everything config %s manages: type its name to confirm.", c.Name)}
 	}
 	d, err := s.st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, RequestedBy: s.user(r)})
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.log.Info("deployment queued", "deployment_id", d.ID, "config_id", c.ID, "cluster_id", c.ClusterID, "action", action, "user", s.user(r))
 	http.Redirect(w, r, "/deployments/"+d.ID.String(), http.StatusSeeOther)
+	return nil
 }
 
-func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
-	s.control(w, r, "approved", s.st.Approve)
+func (s *Server) approve(w http.ResponseWriter, r *http.Request) error {
+	return s.control(w, r, "approved", s.st.Approve)
 }
 
-func (s *Server) reject(w http.ResponseWriter, r *http.Request) {
-	s.control(w, r, "rejected", s.st.Reject)
+func (s *Server) reject(w http.ResponseWriter, r *http.Request) error {
+	return s.control(w, r, "rejected", s.st.Reject)
 }
 
-func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
-	s.control(w, r, "cancel requested", s.st.RequestCancel)
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) error {
+	return s.control(w, r, "cancel requested", s.st.RequestCancel)
 }
 
 // control runs approve, reject or cancel and goes back to the deployment.
-func (s *Server) control(w http.ResponseWriter, r *http.Request, what string, op func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error)) {
+func (s *Server) control(w http.ResponseWriter, r *http.Request, what string, op func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error)) error {
 	id, err := s.deploymentID(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	if _, err := op(r.Context(), id, s.user(r)); err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.log.Info("deployment "+what, "deployment_id", id, "user", s.user(r))
 	http.Redirect(w, r, "/deployments/"+id.String(), http.StatusSeeOther)
+	return nil
 }
 
 // remediate queues an apply of the commit a drift report checked, bringing
 // the infrastructure back to what was last applied — if drift's rule allows
 // it (the same rule the CLI and auto-remediation apply).
-func (s *Server) remediate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) remediate(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	id, err := uuid.Parse(r.PathValue("report"))
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("drift report %q: %w", r.PathValue("report"), store.ErrNotFound))
-		return
+		return fmt.Errorf("drift report %q: %w", r.PathValue("report"), store.ErrNotFound)
 	}
 	report, err := s.st.GetDriftReport(ctx, id)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	d, err := drift.Remediate(ctx, s.st, report, s.user(r))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.log.Info("drift remediation queued", "deployment_id", d.ID, "config_id", report.ConfigID, "report_id", report.ID, "commit", *report.CommitSHA, "user", s.user(r))
 	http.Redirect(w, r, "/deployments/"+d.ID.String(), http.StatusSeeOther)
+	return nil
 }
 
 // validateSchedule checks a drift schedule as the agent reads it.

@@ -163,22 +163,19 @@ func (s *Server) deploymentID(r *http.Request) (uuid.UUID, error) {
 	return id, nil
 }
 
-func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	id, err := s.deploymentID(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	d, err := s.st.GetDeployment(ctx, id)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	cfg, err := s.st.GetConfigByID(ctx, d.ConfigID)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	var lines []store.LogLine
 	var after int64
@@ -186,8 +183,7 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) {
 	for {
 		batch, err := s.st.ReadLogs(ctx, id, after, 5000)
 		if err != nil {
-			s.fail(w, r, err)
-			return
+			return err
 		}
 		lines = append(lines, batch...)
 		if len(batch) < 5000 {
@@ -206,22 +202,21 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) {
 		Lines     []store.LogLine
 		Truncated bool
 	}{d, cfg, s.state(d), lines, truncated}})
+	return nil
 }
 
 func shortID(id uuid.UUID) string { return strings.SplitN(id.String(), "-", 2)[0] }
 
 // deploymentLogText serves the whole log as plain text (for download, and
 // for logs longer than a page holds).
-func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	id, err := s.deploymentID(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	if _, err := s.st.GetDeployment(ctx, id); err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Disposition", `inline; filename="deployment-`+id.String()+`.log"`)
@@ -230,7 +225,7 @@ func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) {
 		batch, err := s.st.ReadLogs(ctx, id, after, 5000)
 		if err != nil {
 			s.log.Error("reading log for download failed", "deployment_id", id, "err", err)
-			return // the status line is sent; a short body is all that can tell
+			return nil // the status line is sent; a short body is all that can tell
 		}
 		var buf bytes.Buffer
 		for _, l := range batch {
@@ -238,10 +233,10 @@ func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) {
 			buf.WriteByte('\n')
 		}
 		if _, err := w.Write(buf.Bytes()); err != nil {
-			return
+			return nil // the client left
 		}
 		if len(batch) < 5000 {
-			return
+			return nil
 		}
 		after = batch[len(batch)-1].Seq
 	}
@@ -265,17 +260,15 @@ const (
 // reconnecting EventSource sends it back as Last-Event-ID, so it resumes with
 // no gap and no duplicate), a "status" event whenever deploymentState
 // changes, and "end" once the status is final and every line was sent.
-func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	id, err := s.deploymentID(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	d, err := s.st.GetDeployment(ctx, id)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	after := resumePoint(r)
 
@@ -345,14 +338,16 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		es.flush()
 		if es.err != nil || d.Status.Final() {
+			// The stream has begun: an error can only end it, not turn
+			// into an error page.
 			if es.err != nil && ctx.Err() == nil {
 				s.log.Warn("live terminal stream ended", "deployment_id", id, "err", es.err)
 			}
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-sub.C:
 			needLines = true
 			refresh()

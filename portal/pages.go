@@ -56,17 +56,15 @@ func ago(d time.Duration) string {
 	}
 }
 
-func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now, err := s.st.Now(ctx)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	clusters, err := s.st.ListClusterOverviews(ctx)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	views := make([]clusterView, 0, len(clusters))
 	for _, c := range clusters {
@@ -74,13 +72,13 @@ func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) {
 	}
 	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{Limit: 15})
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.render(w, r, http.StatusOK, "clusters", view{Title: "Clusters", Nav: "clusters", Data: struct {
 		Clusters    []clusterView
 		Deployments []store.NamedDeployment
 	}{views, rows}})
+	return nil
 }
 
 // cluster reads the {cluster} of the URL; a malformed id is simply not found.
@@ -104,32 +102,27 @@ func (s *Server) config(r *http.Request) (store.Config, error) {
 	return s.st.GetConfig(r.Context(), c.ID, name)
 }
 
-func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c, err := s.cluster(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	now, err := s.st.Now(ctx)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	agents, err := s.st.ListAgents(ctx, c.ID)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	drift, err := s.latestDrift(ctx, c.ID)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.render(w, r, http.StatusOK, "cluster", view{Title: "Cluster " + c.ID, Nav: "clusters", Data: struct {
 		Cluster     store.Cluster
@@ -137,6 +130,7 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) {
 		Configs     []ConfigDrift
 		Deployments []store.NamedDeployment
 	}{c, s.agentViews(agents, now), drift, rows}})
+	return nil
 }
 
 // intentSummary is what the config page says about a stored intent.
@@ -168,17 +162,15 @@ type versionView struct {
 	Pretty string
 }
 
-func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) configPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c, err := s.config(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	hist, err := s.st.ConfigHistory(ctx, c.ID)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	versions := make([]versionView, 0, len(hist))
 	for _, v := range hist {
@@ -186,13 +178,11 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 	}
 	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	drift, err := s.latestDriftFor(ctx, c)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	saved, _ := strconv.Atoi(r.URL.Query().Get("saved"))
 	s.render(w, r, http.StatusOK, "config", view{Title: c.ClusterID + "/" + c.Name, Nav: "clusters", Data: struct {
@@ -204,6 +194,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) {
 		Drift       *DriftView
 		Saved       int
 	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved}})
+	return nil
 }
 
 // editorForm is the config editor's state: what was typed, and the problems
@@ -252,22 +243,22 @@ func formFromConfig(c store.Config) editorForm {
 	return f
 }
 
-func (s *Server) editConfigPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) editConfigPage(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.config(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.renderEditor(w, r, http.StatusOK, formFromConfig(c))
+	return nil
 }
 
-func (s *Server) newConfigPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) newConfigPage(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.cluster(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.renderEditor(w, r, http.StatusOK, editorForm{Cluster: c.ID, New: true, Spec: "{\n  \"region\": \"eu-central-1\",\n  \"modules\": {\n    \"vpc\": {}\n  }\n}\n"})
+	return nil
 }
 
 func (s *Server) renderEditor(w http.ResponseWriter, r *http.Request, status int, f editorForm) {
@@ -334,12 +325,11 @@ func placeProblems(spec []byte, errs []render.FieldError) ([]problem, []sourceLi
 	return probs, out
 }
 
-func (s *Server) saveConfig(w http.ResponseWriter, r *http.Request) {
+func (s *Server) saveConfig(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c, err := s.config(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	f := editorForm{Cluster: c.ClusterID, Name: c.Name, Version: c.Version}
 	spec := s.readEditor(r, &f)
@@ -350,15 +340,15 @@ func (s *Server) saveConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.hasErrors() {
 		s.renderEditor(w, r, http.StatusUnprocessableEntity, f)
-		return
+		return nil
 	}
 	saved, err := s.st.UpsertConfig(ctx, c.ClusterID, c.Name, spec, f.settings())
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.log.Info("config saved", "cluster_id", saved.ClusterID, "config_id", saved.ID, "version", saved.Version, "user", sessionFrom(ctx).User)
 	http.Redirect(w, r, configPath(saved)+"?saved="+strconv.Itoa(saved.Version), http.StatusSeeOther)
+	return nil
 }
 
 func (f *editorForm) settings() store.ConfigSettings {
@@ -366,12 +356,11 @@ func (f *editorForm) settings() store.ConfigSettings {
 	return store.ConfigSettings{RequireApproval: &f.RequireApproval, AutoRemediate: &f.AutoRemediate, DriftSchedule: &schedule}
 }
 
-func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c, err := s.cluster(r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	f := editorForm{Cluster: c.ID, New: true, Name: strings.TrimSpace(r.PostFormValue("name"))}
 	spec := s.readEditor(r, &f)
@@ -380,27 +369,26 @@ func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) {
 	} else if _, err := s.st.GetConfig(ctx, c.ID, f.Name); err == nil {
 		f.NameError = "A config with this name exists in the cluster: edit it instead."
 	} else if !errors.Is(err, store.ErrNotFound) {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	if f.hasErrors() {
 		s.renderEditor(w, r, http.StatusUnprocessableEntity, f)
-		return
+		return nil
 	}
 	saved, err := s.st.UpsertConfig(ctx, c.ID, f.Name, spec, f.settings())
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.log.Info("config created", "cluster_id", saved.ClusterID, "config_id", saved.ID, "user", sessionFrom(ctx).User)
 	http.Redirect(w, r, configPath(saved)+"?saved="+strconv.Itoa(saved.Version), http.StatusSeeOther)
+	return nil
 }
 
 func configPath(c store.Config) string {
 	return "/clusters/" + c.ClusterID + "/configs/" + c.Name
 }
 
-func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	q := r.URL.Query()
 	f := store.ListFilter{ClusterID: q.Get("cluster"), Limit: 100}
@@ -409,25 +397,25 @@ func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	rows, err := s.st.ListNamedDeployments(ctx, f)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.render(w, r, http.StatusOK, "deployments", view{Title: "Deployments", Nav: "deployments", Data: struct {
 		Deployments []store.NamedDeployment
 		Cluster     string
 		Status      string
 	}{rows, f.ClusterID, q.Get("status")}})
+	return nil
 }
 
-func (s *Server) driftPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) driftPage(w http.ResponseWriter, r *http.Request) error {
 	drift, err := s.latestDrift(r.Context(), r.URL.Query().Get("cluster"))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	// Drifted first: that is what the page is for.
 	sort.SliceStable(drift, func(i, j int) bool { return driftRank(drift[i]) < driftRank(drift[j]) })
 	s.render(w, r, http.StatusOK, "drift", view{Title: "Drift", Nav: "drift", Data: drift})
+	return nil
 }
 
 func driftRank(c ConfigDrift) int {

@@ -315,25 +315,28 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /login", s.login)
 	m.HandleFunc("POST /logout", s.authed(s.logout))
 
-	m.HandleFunc("GET /{$}", s.authed(s.clustersPage))
-	m.HandleFunc("GET /clusters/{cluster}", s.authed(s.clusterPage))
-	m.HandleFunc("GET /clusters/{cluster}/new-config", s.authed(s.newConfigPage))
-	m.HandleFunc("POST /clusters/{cluster}/configs", s.authed(s.createConfig))
-	m.HandleFunc("GET /clusters/{cluster}/configs/{name}", s.authed(s.configPage))
-	m.HandleFunc("GET /clusters/{cluster}/configs/{name}/edit", s.authed(s.editConfigPage))
-	m.HandleFunc("POST /clusters/{cluster}/configs/{name}", s.authed(s.saveConfig))
-	m.HandleFunc("POST /clusters/{cluster}/configs/{name}/deployments", s.authed(s.queueDeployment))
+	// The pages and actions return their errors; handle turns them into
+	// status pages, in one place (fail).
+	page := func(h handler) http.HandlerFunc { return s.authed(s.handle(h)) }
+	m.HandleFunc("GET /{$}", page(s.clustersPage))
+	m.HandleFunc("GET /clusters/{cluster}", page(s.clusterPage))
+	m.HandleFunc("GET /clusters/{cluster}/new-config", page(s.newConfigPage))
+	m.HandleFunc("POST /clusters/{cluster}/configs", page(s.createConfig))
+	m.HandleFunc("GET /clusters/{cluster}/configs/{name}", page(s.configPage))
+	m.HandleFunc("GET /clusters/{cluster}/configs/{name}/edit", page(s.editConfigPage))
+	m.HandleFunc("POST /clusters/{cluster}/configs/{name}", page(s.saveConfig))
+	m.HandleFunc("POST /clusters/{cluster}/configs/{name}/deployments", page(s.queueDeployment))
 
-	m.HandleFunc("GET /deployments", s.authed(s.deploymentsPage))
-	m.HandleFunc("GET /deployments/{id}", s.authed(s.deploymentPage))
-	m.HandleFunc("GET /deployments/{id}/events", s.authed(s.deploymentEvents))
-	m.HandleFunc("GET /deployments/{id}/log", s.authed(s.deploymentLogText))
-	m.HandleFunc("POST /deployments/{id}/approve", s.authed(s.approve))
-	m.HandleFunc("POST /deployments/{id}/reject", s.authed(s.reject))
-	m.HandleFunc("POST /deployments/{id}/cancel", s.authed(s.cancel))
+	m.HandleFunc("GET /deployments", page(s.deploymentsPage))
+	m.HandleFunc("GET /deployments/{id}", page(s.deploymentPage))
+	m.HandleFunc("GET /deployments/{id}/events", page(s.deploymentEvents))
+	m.HandleFunc("GET /deployments/{id}/log", page(s.deploymentLogText))
+	m.HandleFunc("POST /deployments/{id}/approve", page(s.approve))
+	m.HandleFunc("POST /deployments/{id}/reject", page(s.reject))
+	m.HandleFunc("POST /deployments/{id}/cancel", page(s.cancel))
 
-	m.HandleFunc("GET /drift", s.authed(s.driftPage))
-	m.HandleFunc("POST /drift/{report}/remediate", s.authed(s.remediate))
+	m.HandleFunc("GET /drift", page(s.driftPage))
+	m.HandleFunc("POST /drift/{report}/remediate", page(s.remediate))
 
 	m.HandleFunc("/", s.authed(func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusNotFound, "There is no page at this address.")
@@ -401,12 +404,37 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, m
 	s.render(w, r, status, "error", view{Title: http.StatusText(status), Data: errorData{Status: status, Heading: http.StatusText(status), Message: msg}})
 }
 
+// handler is a page or action that returns its error instead of writing it.
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// handle adapts a handler: an error it returns becomes a status page (fail).
+// A handler that has begun its response returns nil.
+func (s *Server) handle(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	}
+}
+
+// pageError is a refusal a handler words itself: its status and the
+// sentence the error page shows.
+type pageError struct {
+	status  int
+	message string
+}
+
+func (e pageError) Error() string { return fmt.Sprintf("%d: %s", e.status, e.message) }
+
 // fail turns an error into the right page: unknown ids are 404, requests
 // the current state does not allow are 409, everything else is logged and
 // shown as 500 without its details.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var notRemediable *drift.NotRemediableError
+	var refusal pageError
 	switch {
+	case errors.As(err, &refusal):
+		s.errorPage(w, r, refusal.status, refusal.message)
 	case errors.Is(err, store.ErrNotFound):
 		s.errorPage(w, r, http.StatusNotFound, "Nothing was found with that name or id.")
 	case errors.As(err, &notRemediable):
