@@ -113,10 +113,23 @@ func (b bundle) notify(t *testing.T, channel, payload string) {
 // backends counts the notifier's connections.
 func (b bundle) backends(t *testing.T) int {
 	t.Helper()
-	var n int
-	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE application_name = 'grape-notify-test' AND datname = current_database()`).Scan(&n))
+	n, err := b.countBackends()
+	require.NoError(t, err)
 	return n
+}
+
+func (b bundle) countBackends() (int, error) {
+	var n int
+	err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE application_name = 'grape-notify-test' AND datname = current_database()`).Scan(&n)
+	return n, err
+}
+
+// noBackends is a condition for require.Eventually, which runs it on another
+// goroutine: it must not fail the test itself.
+func (b bundle) noBackends() bool {
+	n, err := b.countBackends()
+	return err == nil && n == 0
 }
 
 func (b bundle) cluster(t *testing.T, id string) store.Config {
@@ -262,7 +275,7 @@ func TestUnsubscribe(t *testing.T) {
 
 	keep.Close()
 	require.False(t, b.n.Alive(), "no subscription, no connection")
-	require.Eventually(t, func() bool { return b.backends(t) == 0 }, wait, 10*time.Millisecond, "the connection closes with the last subscription")
+	require.Eventually(t, b.noBackends, wait, 10*time.Millisecond, "the connection closes with the last subscription")
 
 	// And a new subscription opens it again.
 	again := listening(t, b.n, notify.Logs, 4)
@@ -388,5 +401,5 @@ func TestHoldKeepsTheConnection(t *testing.T) {
 	release()
 	release() // twice is harmless
 	require.False(t, b.n.Alive())
-	require.Eventually(t, func() bool { return b.backends(t) == 0 }, wait, 10*time.Millisecond)
+	require.Eventually(t, b.noBackends, wait, 10*time.Millisecond)
 }
