@@ -48,7 +48,7 @@ func (b bundle) deployment(t *testing.T) store.Deployment {
 	return queueDeployment(t, b.ctx, b.st)
 }
 
-func queueDeployment(t *testing.T, ctx context.Context, st *store.Store) store.Deployment {
+func queueDeployment(t testing.TB, ctx context.Context, st *store.Store) store.Deployment {
 	t.Helper()
 	if _, err := st.GetCluster(ctx, "logs"); err != nil {
 		_, err := st.CreateCluster(ctx, "logs", "")
