@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -108,5 +107,3 @@ func readSpec(path string, stdin io.Reader) ([]byte, error) {
 const maxSpecBytes = 1 << 20
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
-
-func shortID(id uuid.UUID) string { return strings.SplitN(id.String(), "-", 2)[0] }
