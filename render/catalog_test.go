@@ -330,21 +330,6 @@ func TestLoadGit(t *testing.T) {
 	assert.ErrorContains(t, err, "must be a clean relative path")
 }
 
-func TestSplitGitSubdir(t *testing.T) {
-	for _, tc := range []struct{ in, repo, sub string }{
-		{"https://git.example.com/platform/infra.git", "https://git.example.com/platform/infra.git", ""},
-		{"https://git.example.com/platform/infra.git//templates", "https://git.example.com/platform/infra.git", "templates"},
-		{"ssh://git@git.example.com/infra.git//a/b/", "ssh://git@git.example.com/infra.git", "a/b"},
-		{"/srv/git/infra//templates", "/srv/git/infra", "templates"},
-		{"file:///srv/git/infra", "file:///srv/git/infra", ""},
-	} {
-		repo, sub, err := splitGitSubdir(tc.in)
-		require.NoError(t, err, tc.in)
-		assert.Equal(t, tc.repo, repo, tc.in)
-		assert.Equal(t, tc.sub, sub, tc.in)
-	}
-}
-
 func TestModuleTables(t *testing.T) {
 	c := catalog(t)
 	var b strings.Builder
