@@ -22,8 +22,11 @@ type Config struct {
 	RequireApproval bool            `db:"require_approval"`
 	AutoRemediate   bool            `db:"auto_remediate"`
 	DriftSchedule   *string         `db:"drift_schedule"`
-	CreatedAt       time.Time       `db:"created_at"`
-	UpdatedAt       time.Time       `db:"updated_at"`
+	// PolicySet names the policy set (sets/<name>/ of the agents' policy
+	// sources) that judges the config's plans; nil: the common policies only.
+	PolicySet *string   `db:"policy_set"`
+	CreatedAt time.Time `db:"created_at"`
+	UpdatedAt time.Time `db:"updated_at"`
 }
 
 // ConfigVersion is one entry of a config's history.
@@ -34,6 +37,7 @@ type ConfigVersion struct {
 	RequireApproval bool            `db:"require_approval"`
 	AutoRemediate   bool            `db:"auto_remediate"`
 	DriftSchedule   *string         `db:"drift_schedule"`
+	PolicySet       *string         `db:"policy_set"`
 	CreatedAt       time.Time       `db:"created_at"`
 }
 
@@ -54,9 +58,22 @@ type ConfigSettings struct {
 	RequireApproval *bool
 	AutoRemediate   *bool
 	DriftSchedule   *string // "" clears it (back to the agent default)
+	PolicySet       *string // "" clears it (the common policies only)
 }
 
-const configColumns = `id, cluster_id, name, spec, version, require_approval, auto_remediate, drift_schedule, created_at, updated_at`
+const configColumns = `id, cluster_id, name, spec, version, require_approval, auto_remediate, drift_schedule, policy_set, created_at, updated_at`
+
+// PolicySetPattern repeats the database's rule for policy set names (a
+// directory sets/<name>/ in the agents' policy sources).
+var PolicySetPattern = ConfigNamePattern
+
+// ValidatePolicySet explains a bad policy set name.
+func ValidatePolicySet(name string) error {
+	if !PolicySetPattern.MatchString(name) {
+		return fmt.Errorf("policy set %q: %w: use 1-63 lowercase letters, digits, '-' and '_', starting and ending with a letter or digit", name, ErrInvalid)
+	}
+	return nil
+}
 
 // UpsertConfig creates or updates the config (cluster, name). The version is
 // bumped by the database only when something changed.
@@ -64,19 +81,28 @@ func (s *Store) UpsertConfig(ctx context.Context, clusterID, name string, spec j
 	if err := ValidateConfigName(name); err != nil {
 		return Config{}, err
 	}
-	var schedule any
+	var schedule, policySet any
 	if set.DriftSchedule != nil {
 		schedule = *set.DriftSchedule
 	}
+	if set.PolicySet != nil {
+		if *set.PolicySet != "" {
+			if err := ValidatePolicySet(*set.PolicySet); err != nil {
+				return Config{}, err
+			}
+		}
+		policySet = *set.PolicySet
+	}
 	rows, err := s.db().Query(ctx, `
-INSERT INTO configs (cluster_id, name, spec, require_approval, auto_remediate, drift_schedule)
-VALUES ($1, $2, $3, coalesce($4, false), coalesce($5, false), nullif($6::text, ''))
+INSERT INTO configs (cluster_id, name, spec, require_approval, auto_remediate, drift_schedule, policy_set)
+VALUES ($1, $2, $3, coalesce($4, false), coalesce($5, false), nullif($6::text, ''), nullif($7::text, ''))
 ON CONFLICT (cluster_id, name) DO UPDATE SET
     spec = EXCLUDED.spec,
     require_approval = coalesce($4, configs.require_approval),
     auto_remediate = coalesce($5, configs.auto_remediate),
-    drift_schedule = CASE WHEN $6::text IS NULL THEN configs.drift_schedule ELSE nullif($6::text, '') END
-RETURNING `+configColumns, clusterID, name, spec, set.RequireApproval, set.AutoRemediate, schedule)
+    drift_schedule = CASE WHEN $6::text IS NULL THEN configs.drift_schedule ELSE nullif($6::text, '') END,
+    policy_set = CASE WHEN $7::text IS NULL THEN configs.policy_set ELSE nullif($7::text, '') END
+RETURNING `+configColumns, clusterID, name, spec, set.RequireApproval, set.AutoRemediate, schedule, policySet)
 	if err != nil {
 		return Config{}, s.configWriteError(clusterID, name, err)
 	}
@@ -133,7 +159,7 @@ func (s *Store) ListConfigs(ctx context.Context, clusterID string) ([]Config, er
 // ConfigHistory returns a config's versions, newest first.
 func (s *Store) ConfigHistory(ctx context.Context, configID uuid.UUID) ([]ConfigVersion, error) {
 	rows, err := s.db().Query(ctx, `
-SELECT config_id, version, spec, require_approval, auto_remediate, drift_schedule, created_at
+SELECT config_id, version, spec, require_approval, auto_remediate, drift_schedule, policy_set, created_at
 FROM config_versions WHERE config_id = $1 ORDER BY version DESC`, configID)
 	if err != nil {
 		return nil, fmt.Errorf("reading config history: %w", err)
@@ -144,7 +170,7 @@ FROM config_versions WHERE config_id = $1 ORDER BY version DESC`, configID)
 // ConfigAtVersion returns the intent as it was at a version.
 func (s *Store) ConfigAtVersion(ctx context.Context, configID uuid.UUID, version int) (ConfigVersion, error) {
 	rows, err := s.db().Query(ctx, `
-SELECT config_id, version, spec, require_approval, auto_remediate, drift_schedule, created_at
+SELECT config_id, version, spec, require_approval, auto_remediate, drift_schedule, policy_set, created_at
 FROM config_versions WHERE config_id = $1 AND version = $2`, configID, version)
 	if err != nil {
 		return ConfigVersion{}, fmt.Errorf("reading config %s v%d: %w", configID, version, err)

@@ -71,10 +71,12 @@ const (
 type ErrorKind string
 
 const (
-	KindBadConfig       ErrorKind = "bad_config"
-	KindGit             ErrorKind = "git"
-	KindInit            ErrorKind = "init"
-	KindPlan            ErrorKind = "plan"
+	KindBadConfig ErrorKind = "bad_config"
+	KindGit       ErrorKind = "git"
+	KindInit      ErrorKind = "init"
+	KindPlan      ErrorKind = "plan"
+	// KindPolicy: a policy denied the plan, or could not be evaluated.
+	KindPolicy          ErrorKind = "policy"
 	KindApply           ErrorKind = "apply"
 	KindStateLock       ErrorKind = "state_lock"
 	KindAgentLost       ErrorKind = "agent_lost"
@@ -116,8 +118,11 @@ type Deployment struct {
 	PlanSummary       json.RawMessage `db:"plan_summary"`
 	Outputs           json.RawMessage `db:"outputs"`
 	Cost              json.RawMessage `db:"cost"`
-	CreatedAt         time.Time       `db:"created_at"`
-	UpdatedAt         time.Time       `db:"updated_at"`
+	// Policy holds the policies' verdicts on the plan (policy.Result):
+	// digest, verdicts and messages, never plan values.
+	Policy    json.RawMessage `db:"policy"`
+	CreatedAt time.Time       `db:"created_at"`
+	UpdatedAt time.Time       `db:"updated_at"`
 }
 
 // PhaseName returns the phase or "" when none was recorded.
@@ -131,7 +136,7 @@ func (d Deployment) PhaseName() Phase {
 const deploymentColumns = `id, config_id, cluster_id, status, action, phase, config_version, source_commit,
     require_approval, approved_at, approved_by, rejected_at, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
-    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, outputs, cost, created_at, updated_at`
+    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, outputs, cost, policy, created_at, updated_at`
 
 func collectDeployment(rows pgx.Rows, what string) (Deployment, error) {
 	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deployment])
@@ -326,6 +331,13 @@ func (s *Store) SetCommit(ctx context.Context, id uuid.UUID, agentID, sha string
 // SetPlanSummary stores the plan's summary (counts and addresses).
 func (s *Store) SetPlanSummary(ctx context.Context, id uuid.UUID, agentID string, summary any) error {
 	return s.updateOwned(ctx, id, agentID, "plan summary", `plan_summary = $3`, summary)
+}
+
+// SetPolicy stores the policies' verdicts on the plan (a policy.Result). A
+// result with warnings also makes the deployment require approval: the
+// database raises require_approval, which the agent cannot write itself.
+func (s *Store) SetPolicy(ctx context.Context, id uuid.UUID, agentID string, result any) error {
+	return s.updateOwned(ctx, id, agentID, "policy verdicts", `policy = $3`, result)
 }
 
 // SetOutputs stores terraform outputs after apply (sensitive ones redacted).

@@ -20,9 +20,10 @@ func init() {
 nothing is stored when it is invalid. The config's version increases when anything changed.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var (
-				db, cluster, name, file, schedule string
-				approval, remediate               optionalBool
-				tmpl                              templateFlags
+				db, cluster, name, file, schedule, policySet string
+				approval, remediate                          optionalBool
+				noPolicySet                                  bool
+				tmpl                                         templateFlags
 			)
 			dbFlag(fs, &db)
 			fs.StringVar(&cluster, "cluster", "", "cluster id")
@@ -31,6 +32,8 @@ nothing is stored when it is invalid. The config's version increases when anythi
 			fs.Var(&approval, "require-approval", "deployments of this config stop after plan until approved (true/false)")
 			fs.Var(&remediate, "auto-remediate", "queue an apply automatically when drift is found (true/false)")
 			fs.StringVar(&schedule, "drift-schedule", "", "this config's drift schedule: a cron expression, @every 6h, or off")
+			fs.StringVar(&policySet, "policy-set", "", "policy set (sets/<name>/ of the agents' policy sources) that judges this config's plans besides the common policies")
+			fs.BoolVar(&noPolicySet, "no-policy-set", false, "clear the config's policy set: only the common policies judge it")
 			tmpl.register(fs)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if cluster == "" || name == "" {
@@ -56,6 +59,17 @@ nothing is stored when it is invalid. The config's version increases when anythi
 						return usagef("--drift-schedule: %v", err)
 					}
 					set.DriftSchedule = &schedule
+				}
+				switch {
+				case policySet != "" && noPolicySet:
+					return usagef("--policy-set and --no-policy-set are exclusive")
+				case policySet != "":
+					if err := store.ValidatePolicySet(policySet); err != nil {
+						return usagef("--policy-set: %v", err)
+					}
+					set.PolicySet = &policySet
+				case noPolicySet:
+					set.PolicySet = ptr("")
 				}
 				return withStore(ctx, db, func(st *store.Store) error {
 					if _, err := st.GetCluster(ctx, cluster); err != nil {

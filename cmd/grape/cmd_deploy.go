@@ -242,6 +242,7 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 	if len(d.Cost) > 0 {
 		row("cost", string(d.Cost))
 	}
+	printPolicy(row, d.Policy)
 	if d.Error != nil {
 		row("error", *d.Error)
 	}
