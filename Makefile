@@ -64,12 +64,13 @@ generate: ## regenerate supabase/migrations and docs from the code
 	$(GO) run ./cmd/grape migrate export --dir supabase/migrations
 
 # Each package's benchmarks with the iteration count that makes them meaningful:
-# the queue, log and overhead benchmarks measure whole runs inside one
-# iteration; git and init ones repeat a single operation.
+# the queue, log, overhead and policy benchmarks measure whole runs (or take
+# their own samples) inside one iteration; git and init ones repeat a single
+# operation.
 .PHONY: bench
 bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~20 minutes
 	@set -o pipefail; { \
-	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./reconciler ./logstream ./e2e ./drift && \
+	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./reconciler ./logstream ./e2e ./drift ./policy && \
 	  $(GO) test -run '^$$' -bench . -benchtime 100x -timeout 30m ./gitstore ./redact && \
 	  $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./runner ./render ./store ; \
 	} 2>&1 | $(GO) run ./internal/benchtable

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -237,9 +238,9 @@ deny contains msg if {
 }
 
 func TestSensitiveStrings(t *testing.T) {
-	var plan map[string]any
-	require.NoError(t, json.Unmarshal(readFixture(t, "plan-all-modules.json"), &plan))
-	got := sensitiveStrings(plan)
+	plan, err := decodeValue(readFixture(t, "plan-all-modules.json"))
+	require.NoError(t, err)
+	got := sensitiveStrings(plan.(ast.Object))
 	assert.Contains(t, got, fixturePassword)
 	// Only marked values: the plan's ordinary strings stay out.
 	assert.NotContains(t, got, "orders")
