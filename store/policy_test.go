@@ -48,7 +48,7 @@ func TestConfigPolicySet(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrInvalid)
 	require.ErrorContains(t, err, `policy set "../etc"`)
 	// A front end writing directly is refused by the database.
-	_, err = b.st.Pool().Exec(b.ctx, `UPDATE configs SET policy_set = 'Has Spaces' WHERE id = $1`, c.ID)
+	_, err = b.pool.Exec(b.ctx, `UPDATE configs SET policy_set = 'Has Spaces' WHERE id = $1`, c.ID)
 	require.ErrorContains(t, err, "configs_policy_set_format")
 }
 
@@ -59,7 +59,7 @@ func TestPolicyVerdictsAsAgentRole(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, plainPostgres)
 	a := tn.seed(t, "pol")
-	asA, _ := tn.agent(t, a.cluster)
+	asA, asAPool, _ := tn.agent(t, a.cluster)
 	ctx := tn.ctx
 	const me = "agent-pol"
 
@@ -77,7 +77,7 @@ func TestPolicyVerdictsAsAgentRole(t *testing.T) {
 	require.JSONEq(t, `{"digest": "sha256:00", "verdicts": [], "denies": 0, "warnings": 0}`, string(got.Policy))
 
 	// The agent may not lower (or raise) require_approval itself.
-	_, err = asA.Pool().Exec(ctx, `UPDATE deployments SET require_approval = false WHERE id = $1`, d.ID)
+	_, err = asAPool.Exec(ctx, `UPDATE deployments SET require_approval = false WHERE id = $1`, d.ID)
 	requireRefused(t, err)
 
 	// A warning: the database raises require_approval.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/store"
 )
 
@@ -69,7 +70,7 @@ nothing is stored when it is invalid. The config's version increases when anythi
 					}
 					set.PolicySet = &policySet
 				case noPolicySet:
-					set.PolicySet = ptr("")
+					set.PolicySet = ptr.To("")
 				}
 				return withStore(ctx, db, func(st *store.Store) error {
 					if _, err := st.GetCluster(ctx, cluster); err != nil {
