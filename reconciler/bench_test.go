@@ -3,6 +3,7 @@ package reconciler_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -215,6 +216,9 @@ func rawSkipLocked(b *testing.B, pool *pgxpool.Pool, total, workers int) float64
 	require.NoError(b, err)
 	var claimed sync.Map
 	var wg sync.WaitGroup
+	// Workers report a failed claim here; the benchmark goroutine fails on
+	// it (FailNow must not be called from another goroutine).
+	errs := make(chan error, workers)
 	t0 := time.Now()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -224,10 +228,13 @@ func rawSkipLocked(b *testing.B, pool *pgxpool.Pool, total, workers int) float64
 				var id int64
 				err := pool.QueryRow(ctx, `WITH c AS (SELECT id FROM raw_jobs WHERE status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
 UPDATE raw_jobs j SET status = 'done' FROM c WHERE j.id = c.id RETURNING j.id`).Scan(&id)
-				if err == pgx.ErrNoRows {
+				if errors.Is(err, pgx.ErrNoRows) {
 					return
 				}
-				require.NoError(b, err)
+				if err != nil {
+					errs <- fmt.Errorf("raw claim: %w", err)
+					return
+				}
 				if _, dup := claimed.LoadOrStore(id, true); dup {
 					b.Errorf("raw job %d claimed twice", id)
 				}
@@ -235,5 +242,10 @@ UPDATE raw_jobs j SET status = 'done' FROM c WHERE j.id = c.id RETURNING j.id`).
 		}()
 	}
 	wg.Wait()
-	return float64(total) / time.Since(t0).Seconds()
+	elapsed := time.Since(t0)
+	close(errs)
+	for err := range errs {
+		require.NoError(b, err)
+	}
+	return float64(total) / elapsed.Seconds()
 }
