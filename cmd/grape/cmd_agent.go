@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,13 +19,13 @@ import (
 
 	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/gitstore"
-	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/metrics"
+	"github.com/grapehq/grape/pipeline"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/redact"
-	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 // agentFlags are the settings of `grape agent` (and of the agents that
@@ -198,187 +197,51 @@ func splitList(s string) []string {
 
 // agentParts is a built agent and what it needs to shut down.
 type agentParts struct {
-	agent    *reconciler.Agent
-	deployer *reconciler.Deployer
-	drift    *drift.Service
-	close    func()
+	agent *reconciler.Agent
+	drift *drift.Service
+	close func()
 }
 
-// buildAgent wires the agent's components: the pull loop, the template set,
-// the audit repository, terraform, the log stream with redaction, and drift.
-func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpool.Pool, log *slog.Logger, extraEnv map[string]string) (*agentParts, error) {
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating --data-dir %s: %w", f.dataDir, err)
-	}
-	dataDir, err := filepath.Abs(f.dataDir)
-	if err != nil {
-		return nil, err
-	}
-	agentLog := log // the reconciler adds cluster_id and agent_id itself
-	log = log.With("cluster_id", f.cluster, "agent_id", f.id())
-
-	templates, err := templateSource(ctx, &f.templates, filepath.Join(dataDir, "templates"))
-	if err != nil {
-		return nil, err
-	}
-	cat, err := templates(ctx)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("template set loaded", "version", cat.Version, "digest", cat.Digest, "modules", cat.ModuleNames())
-
+// buildAgent turns the flags into the pipeline's and the claim loop's
+// settings and builds both; package pipeline does the wiring. n is the
+// process's one LISTEN connection (nil: the agent opens its own).
+func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpool.Pool, n *notify.Notifier, log *slog.Logger, extraEnv map[string]string) (*agentParts, error) {
 	author, _ := parseAuthor(f.gitAuthor)
-	workspace := f.workspace
-	if workspace == "" {
-		workspace = filepath.Join(dataDir, "workspace.git")
-	}
-	git, err := gitstore.Open(ctx, gitstore.Options{
-		Dir: workspace, URL: f.workspaceURL, Branch: f.gitBranch, Auth: gitstore.AuthFromEnv(),
-		CAFile: f.gitCAFile, Author: author, SignKeyFile: f.gitSignKey, Logger: log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening the audit repository: %w", err)
-	}
-
-	tf, err := runner.New(runner.Config{
-		TerraformBinary: f.terraformBinary, DataDir: dataDir, ProviderMirror: f.providerMirror,
-		EnvAllowlist: splitList(f.envAllow), ExtraEnv: extraEnv, Infracost: f.infracost, Logger: log,
-		Timeouts: runner.Timeouts{Init: f.timeoutInit, Plan: f.timeoutPlan, Apply: f.timeoutApply, Grace: f.cancelGrace},
-	})
-	if err != nil {
-		git.Close()
-		return nil, err
-	}
-	if v, err := tf.Version(ctx); err != nil {
-		git.Close()
-		return nil, fmt.Errorf("--terraform-binary %s: %w", f.terraformBinary, err)
-	} else {
-		log.Info("terraform found", "binary", tf.Binary(), "version", v)
-	}
-	// Providers of a terraform that died with a killed agent run on; a
-	// restarted agent ends them before it runs anything (runner.KillOrphans).
-	for _, o := range runner.KillOrphans(filepath.Join(dataDir, "runs")) {
-		log.Warn("killed a process a dead agent's terraform left running", "pid", o.PID, "name", o.Name, "dir", o.Dir)
-	}
-
-	red := secretRedactor(f, cat)
-	if skipped := red.Skipped(); len(skipped) > 0 {
-		log.Warn("secrets too short to redact safely are not redacted from logs", "names", skipped)
-	}
-
 	m := f.metrics
 	if m == nil {
 		m = metrics.New(grapeVersion())
 	}
-	recorder := &drift.Recorder{Store: st, NotifyURL: f.notifyURL, Log: log, Observe: m.DriftChecked}
-	dep := &reconciler.Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: f.infracost,
-		SecretVars: secretVars(cat), Drift: recorder, Log: log}
-	spillRoot := filepath.Join(dataDir, "spill")
-	agent, err := reconciler.New(st, pool.Config().ConnString(), dep, reconciler.Options{
-		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
-		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly,
-		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
-		Logger: agentLog, Observer: m,
-		Logs: func(ctx context.Context, d store.Deployment) (reconciler.LogSink, error) {
-			dir := filepath.Join(spillRoot, d.ID.String())
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return nil, err
-			}
-			// logstream adds deployment_id itself.
-			s, err := logstream.Open(ctx, pool, d.ID, logstream.Options{SpillDir: dir, Redactor: red, Logger: log.With("config_id", d.ConfigID)})
-			if err != nil {
-				return nil, err
-			}
-			return spillCleanup{Stream: s, dir: dir, untrack: m.TrackLogStream(s)}, nil
-		},
+	sched, _ := drift.ParseSchedule(f.driftSchedule)
+	refresh := time.Duration(0)
+	if f.templates.gitURL != "" {
+		refresh = time.Minute // a platform team's new templates are picked up
+	}
+	p, err := pipeline.New(ctx, pipeline.Config{
+		ClusterID: f.cluster, AgentID: f.id(), DataDir: f.dataDir,
+		Templates: f.templates.catalog, TemplatesRefresh: refresh, TemplatesOrigin: redact.URL(f.templates.gitURL),
+		Git: gitstore.Options{Dir: f.workspace, URL: f.workspaceURL, Branch: f.gitBranch, Auth: gitstore.AuthFromEnv(),
+			CAFile: f.gitCAFile, Author: author, SignKeyFile: f.gitSignKey},
+		Runner: runner.Config{TerraformBinary: f.terraformBinary, ProviderMirror: f.providerMirror,
+			EnvAllowlist: splitList(f.envAllow), ExtraEnv: extraEnv, Infracost: f.infracost,
+			Timeouts: runner.Timeouts{Init: f.timeoutInit, Plan: f.timeoutPlan, Apply: f.timeoutApply, Grace: f.cancelGrace}},
+		RedactEnv: splitList(f.redactEnv), NotifyURL: f.notifyURL, DriftSchedule: sched, DriftConcurrency: f.driftConcurrency,
+		Store: st, Pool: pool, Metrics: m, Logger: log,
 	})
 	if err != nil {
-		git.Close()
+		return nil, err
+	}
+	agent, err := reconciler.New(st, pool.Config().ConnString(), p, reconciler.Options{
+		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
+		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly, Notifier: n,
+		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
+		Logger: log, Observer: m, Logs: p.OpenLogs,
+	})
+	if err != nil {
+		p.Close()
 		return nil, err
 	}
 	m.SetRunning(agent.Running)
-	sched, _ := drift.ParseSchedule(f.driftSchedule)
-	svc := &drift.Service{Store: st, Cluster: f.cluster, Default: sched, Concurrency: f.driftConcurrency, Log: log}
-	// A stored report frees a drift slot: the next due check starts now,
-	// not at the next retry tick.
-	recorder.Observe = func(r store.DriftReport) {
-		m.DriftChecked(r)
-		svc.Wake()
-	}
-	return &agentParts{agent: agent, deployer: dep, drift: svc, close: func() { git.Close() }}, nil
-}
-
-// spillCleanup removes a deployment's spill dir once every line is stored,
-// and moves the stream's counts into the closed-stream totals of the metrics.
-type spillCleanup struct {
-	*logstream.Stream
-	dir     string
-	untrack func()
-}
-
-func (s spillCleanup) Close(ctx context.Context) error {
-	err := s.Stream.Close(ctx)
-	s.untrack()
-	if err != nil {
-		return err
-	}
-	return os.RemoveAll(s.dir)
-}
-
-// secretRedactor collects what must never reach a log line: secret-looking
-// environment variables, the operator's --redact-env names, and the values
-// of sensitive template variables supplied agent-side as TF_VAR_*.
-func secretRedactor(f *agentFlags, cat *render.Catalog) *redact.Redactor {
-	extra := splitList(f.redactEnv)
-	for _, name := range cat.SensitiveVariables() {
-		extra = append(extra, "TF_VAR_"+name)
-	}
-	return redact.FromEnviron(os.Environ(), extra)
-}
-
-// secretVars reads the values of sensitive template variables from the
-// agent's own environment (TF_VAR_<name>). terraform-exec does not pass
-// TF_VAR_* to terraform, so the deployer hands them over in a var file.
-func secretVars(cat *render.Catalog) map[string]string {
-	out := map[string]string{}
-	for _, name := range cat.SensitiveVariables() {
-		if v, ok := os.LookupEnv("TF_VAR_" + name); ok {
-			out[name] = v
-		}
-	}
-	return out
-}
-
-// templateSource returns the template set for each deployment: loaded once
-// for the embedded set or a directory; for a git repository, fetched again at
-// most once a minute so a platform team's new templates are picked up.
-func templateSource(ctx context.Context, t *templateFlags, cacheDir string) (func(context.Context) (*render.Catalog, error), error) {
-	if t.gitURL == "" {
-		cat, err := t.catalog(ctx, "")
-		if err != nil {
-			return nil, err
-		}
-		return func(context.Context) (*render.Catalog, error) { return cat, nil }, nil
-	}
-	var mu sync.Mutex
-	var cat *render.Catalog
-	var loaded time.Time
-	return func(ctx context.Context) (*render.Catalog, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if cat != nil && time.Since(loaded) < time.Minute {
-			return cat, nil
-		}
-		fresh, err := t.catalog(ctx, cacheDir)
-		if err != nil {
-			if cat != nil {
-				return nil, fmt.Errorf("refreshing templates from %s (the previous set is not used: a deployment renders with the set it reports): %w", redact.URL(t.gitURL), err)
-			}
-			return nil, err
-		}
-		cat, loaded = fresh, time.Now()
-		return cat, nil
-	}, nil
+	return &agentParts{agent: agent, drift: p.Drift, close: p.Close}, nil
 }
 
 func init() {
@@ -413,7 +276,12 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					return err
 				}
 				defer pool.Close()
-				parts, err := buildAgent(ctx, &f, st, pool, log, nil)
+				// The process's one LISTEN connection (connected on first use).
+				n, err := notify.New(pool.Config().ConnString(), notify.Options{Name: "grape-agent", Logger: log})
+				if err != nil {
+					return err
+				}
+				parts, err := buildAgent(ctx, &f, st, pool, n, log, nil)
 				if err != nil {
 					return err
 				}

@@ -13,10 +13,12 @@ import (
 	"path/filepath"
 
 	"github.com/grapehq/grape/localenv"
+	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/metrics"
 	"github.com/grapehq/grape/portal"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/store/notify"
 )
 
 // sampleIntent is the config `grape dev` creates: one VPC, the cheapest
@@ -140,7 +142,12 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	defer stopAWS()
 
 	// 3. The agent, its drift service, and the portal.
-	parts, err := buildAgent(ctx, f, st, pool, log, extraEnv)
+	// One LISTEN connection for the agent, the portal and --once's follower.
+	n, err := notify.New(f.db, notify.Options{Name: "grape-dev", Logger: log})
+	if err != nil {
+		return err
+	}
+	parts, err := buildAgent(ctx, f, st, pool, n, log, extraEnv)
 	if err != nil {
 		return err
 	}
@@ -152,7 +159,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	if listen != "" {
-		token, url, wait, err := startPortal(runCtx, cio, log, st, f.db, listen)
+		token, url, wait, err := startPortal(runCtx, cio, log, st, n, listen)
 		if err != nil {
 			return err
 		}
@@ -182,7 +189,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	}
 	fmt.Fprintf(out, "\nqueued %s of the sample config: deployment %s\n\n", action, d.ID)
 	go func() { agentDone <- parts.agent.Run(runCtx) }()
-	status, err := followDeployment(ctx, st, f.db, d.ID, func(l store.LogLine) error {
+	status, err := logstream.Follow(ctx, st, n, d.ID, 0, func(l store.LogLine) error {
 		printLine(out, l)
 		return nil
 	})
@@ -245,13 +252,13 @@ func devAWS(ctx context.Context, cio *cmdIO, mode, dataDir string) (env map[stri
 
 // startPortal serves the portal for grape dev with a random sign-in token,
 // until ctx ends; wait returns when it has shut down.
-func startPortal(ctx context.Context, cio *cmdIO, log *slog.Logger, st *store.Store, dbURL, listen string) (token, url string, wait func(), err error) {
+func startPortal(ctx context.Context, cio *cmdIO, log *slog.Logger, st *store.Store, n *notify.Notifier, listen string) (token, url string, wait func(), err error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return "", "", nil, err
 	}
 	token = hex.EncodeToString(b)
-	srv, err := portal.New(portal.Options{Store: st, ConnString: dbURL, Auth: portal.Auth{Token: token}, Logger: log})
+	srv, err := portal.New(portal.Options{Store: st, Notifier: n, Auth: portal.Auth{Token: token}, Logger: log})
 	if err != nil {
 		return "", "", nil, err
 	}

@@ -151,7 +151,7 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 					return fmt.Errorf("config %s was never applied: there is no commit to check for drift", cfg.Name)
 				}
 				f.dataDir, _ = filepath.Abs(f.dataDir)
-				parts, err := buildAgent(ctx, &f, st, pool, log, nil)
+				parts, err := buildAgent(ctx, &f, st, pool, nil, log, nil)
 				if err != nil {
 					return err
 				}

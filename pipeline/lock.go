@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
@@ -41,7 +43,7 @@ type staleLock struct {
 
 // findStaleLock returns the lock terraform ran into if an earlier deployment
 // of the config left it, or nil.
-func findStaleLock(ctx context.Context, r *Run, err error) *staleLock {
+func findStaleLock(ctx context.Context, r *reconciler.Run, err error) *staleLock {
 	var re *runner.Error
 	if !errors.As(err, &re) || re.Kind != runner.KindStateLock || re.Lock == nil {
 		return nil
@@ -93,18 +95,18 @@ func (s *staleLock) origin() string {
 	switch {
 	case s.earlierAttempt:
 		return "an earlier attempt of this deployment, whose agent was lost"
-	case deref(s.by.ErrorKind) == store.KindAgentLost:
-		return fmt.Sprintf("deployment %s, whose agent %s was lost during %s", s.by.ID, deref(s.by.ClaimedBy), s.by.PhaseName())
-	case strings.Contains(deref(s.by.Error), runner.LockNotReleased):
+	case ptr.Deref(s.by.ErrorKind) == store.KindAgentLost:
+		return fmt.Sprintf("deployment %s, whose agent %s was lost during %s", s.by.ID, ptr.Deref(s.by.ClaimedBy), s.by.PhaseName())
+	case strings.Contains(ptr.Deref(s.by.Error), runner.LockNotReleased):
 		return fmt.Sprintf("deployment %s, whose terraform %s", s.by.ID, runner.LockNotReleased)
 	}
-	return fmt.Sprintf("deployment %s, which ended %s (%s) during %s without releasing it", s.by.ID, s.by.Status, deref(s.by.ErrorKind), s.by.PhaseName())
+	return fmt.Sprintf("deployment %s, which ended %s (%s) during %s without releasing it", s.by.ID, s.by.Status, ptr.Deref(s.by.ErrorKind), s.by.PhaseName())
 }
 
 // releaseStaleLock releases a plan lock an earlier deployment left when its
 // backend went away (see releasable), so the plan can be retried. It reports
 // whether it did.
-func (d *Deployer) releaseStaleLock(ctx context.Context, r *Run, j runner.Job, err error) bool {
+func (d *Deployer) releaseStaleLock(ctx context.Context, r *reconciler.Run, j runner.Job, err error) bool {
 	s := findStaleLock(ctx, r, err)
 	if s == nil || !s.releasable() {
 		return false
@@ -122,7 +124,7 @@ func (d *Deployer) releaseStaleLock(ctx context.Context, r *Run, j runner.Job, e
 // says which deployment left it and why, instead of telling the reader to
 // wait for a run that will never finish; when terraform could not release
 // its own lock, the log says what happens to it.
-func (d *Deployer) terraformFailedIn(ctx context.Context, r *Run, err error) store.Outcome {
+func (d *Deployer) terraformFailedIn(ctx context.Context, r *reconciler.Run, err error) store.Outcome {
 	o := terraformFailed(err)
 	var re *runner.Error
 	if errors.As(err, &re) && re.LockLeft {
@@ -151,7 +153,7 @@ func (d *Deployer) terraformFailedIn(ctx context.Context, r *Run, err error) sto
 // self (the deployment that ran into the lock) is never the answer.
 func leftBy(created time.Time, self uuid.UUID, ended []store.Deployment) (store.Deployment, bool) {
 	for _, p := range ended {
-		if p.ID == self || p.StartedAt == nil || p.FinishedAt == nil || !mayHoldLock[deref(p.ErrorKind)] {
+		if p.ID == self || p.StartedAt == nil || p.FinishedAt == nil || !mayHoldLock[ptr.Deref(p.ErrorKind)] {
 			continue
 		}
 		if created.Before(p.StartedAt.Add(-lockSkew)) || created.After(p.FinishedAt.Add(lockSkew)) {

@@ -1,4 +1,4 @@
-package reconciler_test
+package pipeline_test
 
 import (
 	"context"
@@ -12,8 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/logstream"
+	"github.com/grapehq/grape/pipeline"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/runner"
@@ -33,7 +35,7 @@ func (t *timeline) set(id uuid.UUID, what string) {
 	if t.marks[id] == nil {
 		t.marks[id] = map[string]time.Time{}
 	}
-	if _, done := t.marks[id][what]; !done || what == string(reconciler.MarkTerraformEnd) {
+	if _, done := t.marks[id][what]; !done || what == string(pipeline.MarkTerraformEnd) {
 		t.marks[id][what] = time.Now()
 	}
 }
@@ -69,10 +71,10 @@ func BenchmarkAgentOverhead(b *testing.B) {
 	require.NoError(b, err)
 
 	tl := &timeline{marks: map[uuid.UUID]map[string]time.Time{}}
-	dep := &reconciler.Deployer{
+	dep := &pipeline.Deployer{
 		Templates: func(context.Context) (*render.Catalog, error) { return cat, nil },
 		Git:       git, Runner: tf, DataDir: dataDir,
-		Timing: func(d store.Deployment, m reconciler.TimingMark) { tl.set(d.ID, string(m)) },
+		Timing: func(d store.Deployment, m pipeline.TimingMark) { tl.set(d.ID, string(m)) },
 	}
 	agent, err := reconciler.New(st, url, dep, reconciler.Options{
 		ClusterID: "bench", AgentID: "bench", Observer: tl, PollInterval: 100 * time.Millisecond,
@@ -104,7 +106,7 @@ func BenchmarkAgentOverhead(b *testing.B) {
 				got, err := st.GetDeployment(ctx, d.ID)
 				require.NoError(b, err)
 				if got.Status.Final() {
-					require.Equal(b, store.StatusSucceeded, got.Status, deref(got.Error))
+					require.Equal(b, store.StatusSucceeded, got.Status, ptr.Deref(got.Error))
 					break
 				}
 				time.Sleep(20 * time.Millisecond)
@@ -113,8 +115,8 @@ func BenchmarkAgentOverhead(b *testing.B) {
 			tl.mu.Lock()
 			m := tl.marks[d.ID]
 			tl.mu.Unlock()
-			pre = append(pre, m[string(reconciler.MarkTerraformStart)].Sub(m["claimed"]))
-			post = append(post, m["finished"].Sub(m[string(reconciler.MarkTerraformEnd)]))
+			pre = append(pre, m[string(pipeline.MarkTerraformStart)].Sub(m["claimed"]))
+			post = append(post, m["finished"].Sub(m[string(pipeline.MarkTerraformEnd)]))
 			total = append(total, m["finished"].Sub(m["claimed"]))
 		}
 		b.ReportMetric(ms(median(pre)), "claim-to-terraform-p50-ms")
@@ -131,11 +133,3 @@ func median(ds []time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
-}

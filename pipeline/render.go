@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
 )
@@ -19,7 +20,7 @@ type rendering struct {
 
 // render validates the intent against the templates and renders the root
 // module. A bad intent fails the deployment before anything is written.
-func (d *Deployer) render(ctx context.Context, r *Run, cfg store.Config, spec json.RawMessage) (rendering, store.Outcome, bool) {
+func (d *Deployer) render(ctx context.Context, r *reconciler.Run, cfg store.Config, spec json.RawMessage) (rendering, store.Outcome, bool) {
 	cat, err := d.Templates(ctx)
 	if err != nil {
 		return rendering{}, failed(store.KindBadConfig, fmt.Sprintf("loading templates: %v", err)), false
@@ -37,7 +38,7 @@ func (d *Deployer) render(ctx context.Context, r *Run, cfg store.Config, spec js
 }
 
 // badIntent logs every validation error and fails with the first one.
-func badIntent(r *Run, err error) store.Outcome {
+func badIntent(r *reconciler.Run, err error) store.Outcome {
 	var ve *render.ValidationError
 	if errors.As(err, &ve) && len(ve.Errors) > 0 {
 		for _, fe := range ve.Errors {

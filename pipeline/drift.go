@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
@@ -24,7 +26,7 @@ type DriftRecorder interface {
 // in_sync, 2 is drifted, anything else an error with the reason. It runs as a
 // deployment (action drift), so it takes the config's slot like any other
 // run: a deployment queued meanwhile waits, and it never overlaps one.
-func (d *Deployer) driftCheck(ctx context.Context, r *Run) store.Outcome {
+func (d *Deployer) driftCheck(ctx context.Context, r *reconciler.Run) store.Outcome {
 	started := time.Now()
 	dep := r.Deployment
 	cfg, err := r.Store().GetConfigByID(ctx, dep.ConfigID)
@@ -43,7 +45,6 @@ func (d *Deployer) driftCheck(ctx context.Context, r *Run) store.Outcome {
 	r.Logs.Agentf("drift check of %s at commit %s (the last applied one)", cfg.Name, short(sha))
 
 	treeDir := filepath.Join(d.runDir(r), "tree")
-	defer d.removeRunDir(r)
 	if err := r.SetPhase(ctx, store.PhaseCheckout); err != nil {
 		return lost(err)
 	}
@@ -73,7 +74,7 @@ func (d *Deployer) driftCheck(ctx context.Context, r *Run) store.Outcome {
 // recordDrift turns the check's result into a report and the deployment's
 // outcome. A check that could not run is an "error" report, and the next
 // pass tries again.
-func (d *Deployer) recordDrift(ctx context.Context, r *Run, cfg store.Config, report store.DriftReport, started time.Time, plan *runner.PlanResult, checkErr error) store.Outcome {
+func (d *Deployer) recordDrift(ctx context.Context, r *reconciler.Run, cfg store.Config, report store.DriftReport, started time.Time, plan *runner.PlanResult, checkErr error) store.Outcome {
 	if ctx.Err() != nil {
 		// Cancelled or shutting down: no verdict to record.
 		return failed(store.KindCancelled, fmt.Sprintf("drift check interrupted: %v", context.Cause(ctx)))
@@ -102,13 +103,13 @@ func (d *Deployer) recordDrift(ctx context.Context, r *Run, cfg store.Config, re
 			return failed(store.KindInternal, fmt.Sprintf("encoding drift details: %v", err))
 		}
 		report.Details = b
-		r.Logs.Agentf("drifted: %d resources differ from commit %s", len(details.Resources), short(deref(report.CommitSHA)))
+		r.Logs.Agentf("drifted: %d resources differ from commit %s", len(details.Resources), short(ptr.Deref(report.CommitSHA)))
 		for _, res := range details.Resources {
 			r.Logs.Agentf("  %s: %s %v", res.Address, res.Action, res.Attributes)
 		}
 	default:
 		report.Status = store.DriftInSync
-		r.Logs.Agentf("in sync with commit %s", short(deref(report.CommitSHA)))
+		r.Logs.Agentf("in sync with commit %s", short(ptr.Deref(report.CommitSHA)))
 	}
 	if d.Drift == nil {
 		return failed(store.KindInternal, "no drift recorder configured")

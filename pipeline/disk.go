@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"syscall"
 
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/store"
 )
 
@@ -13,7 +14,7 @@ import (
 // the outcome a person can act on. Such a failure surfaces deep inside a git
 // write or a checkout, where it would read as a git problem; the fix is on
 // the agent's machine, and nothing was applied. The full error is logged.
-func diskFull(r *Run, err error, doing string) (store.Outcome, bool) {
+func diskFull(r *reconciler.Run, err error, doing string) (store.Outcome, bool) {
 	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
 		return store.Outcome{}, false
 	}

@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"testing"
@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
@@ -24,7 +25,7 @@ func TestLeftBy(t *testing.T) {
 	}
 	lost := dep(store.KindAgentLost, 0, 2*time.Minute)
 	notReleased := dep(store.KindPlan, 0, 2*time.Minute)
-	notReleased.Error = ptr("terraform plan " + runner.LockNotReleased + ": connection refused")
+	notReleased.Error = ptr.To("terraform plan " + runner.LockNotReleased + ": connection refused")
 	planFailed := dep(store.KindPlan, 0, 2*time.Minute)
 	later := dep(store.KindTimeout, 4*time.Minute, 6*time.Minute)
 	cases := []struct {
@@ -72,8 +73,8 @@ func TestParseLockCreated(t *testing.T) {
 // is a plan lock whose terraform is known to have ended without releasing
 // it; a lock from an interrupted apply is left for a person.
 func TestStaleLockReleasable(t *testing.T) {
-	lost := store.Deployment{ErrorKind: ptr(store.KindAgentLost), Error: ptr("agent a lost during apply: …")}
-	notReleased := store.Deployment{ErrorKind: ptr(store.KindPlan), Error: ptr("terraform plan " + runner.LockNotReleased + ": …")}
+	lost := store.Deployment{ErrorKind: ptr.To(store.KindAgentLost), Error: ptr.To("agent a lost during apply: …")}
+	notReleased := store.Deployment{ErrorKind: ptr.To(store.KindPlan), Error: ptr.To("terraform plan " + runner.LockNotReleased + ": …")}
 	cases := []struct {
 		name string
 		lock *staleLock
@@ -91,5 +92,3 @@ func TestStaleLockReleasable(t *testing.T) {
 		})
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

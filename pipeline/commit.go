@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
 )
@@ -17,7 +18,7 @@ const intentFile = "intent.json"
 
 // commit records the rendering in the audit repository. No commit, no
 // terraform: a git failure ends the deployment before anything is applied.
-func (d *Deployer) commit(ctx context.Context, r *Run, cfg store.Config, rd rendering) (string, store.Outcome, bool) {
+func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Config, rd rendering) (string, store.Outcome, bool) {
 	dep := r.Deployment
 	modules := rd.intent.EnabledModules()
 	what := strings.Join(modules, ", ")

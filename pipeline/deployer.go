@@ -1,4 +1,20 @@
-package reconciler
+// Package pipeline is the work of a Grape agent on one claimed deployment:
+// the product's steps, one file per step, run in this order by
+// Deployer.Execute (the reconciler's Work):
+//
+//	render.go     validate the intent against the templates, render the root module
+//	commit.go     commit the rendering to the audit repository (and push)
+//	terraform.go  check out exactly that commit, terraform init and plan
+//	afterplan.go  the after-plan point: what must hold before a plan is applied
+//	terraform.go  park for approval, or apply the saved plan and read outputs
+//	drift.go      a drift check instead: re-plan the last applied commit
+//	lock.go       stale state locks an earlier run left behind
+//	disk.go       a full disk on the agent's machine
+//
+// pipeline.New (pipeline.go) wires it from the agent's settings. The claim
+// loop that runs it — leases, heartbeats, rescue, drain — is package
+// reconciler, which knows nothing of these steps.
+package pipeline
 
 import (
 	"context"
@@ -10,6 +26,7 @@ import (
 	"path/filepath"
 
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
@@ -18,7 +35,7 @@ import (
 // Deployer is the Work of a Grape agent: for one claimed deployment it
 // renders the config's intent through the golden templates, commits the
 // rendering to the audit repository, and runs terraform on exactly that
-// commit — one file per step: render.go, commit.go, terraform.go, drift.go.
+// commit — one file per step (see the package doc).
 type Deployer struct {
 	// Templates returns the template set to render with (the embedded one,
 	// a directory, or a git checkout that may move between deployments).
@@ -51,14 +68,27 @@ const (
 	MarkTerraformEnd   TimingMark = "terraform_end"
 )
 
-func (d *Deployer) mark(r *Run, m TimingMark) {
+func (d *Deployer) mark(r *reconciler.Run, m TimingMark) {
 	if d.Timing != nil {
 		d.Timing(r.Deployment, m)
 	}
 }
 
-// Execute runs one deployment through the product's steps.
-func (d *Deployer) Execute(ctx context.Context, r *Run) store.Outcome {
+// Execute runs one deployment through the product's steps. Whatever the
+// outcome — succeeded, failed, cancelled, timed out, lease lost, even a
+// panic — the run dir (the plan, .terraform, secret.tfvars.json) is removed,
+// except while the deployment awaits approval: its saved plan is what gets
+// applied.
+func (d *Deployer) Execute(ctx context.Context, r *reconciler.Run) (o store.Outcome) {
+	defer func() {
+		if o.Status != store.StatusAwaitingApproval {
+			d.removeRunDir(r)
+		}
+	}()
+	return d.execute(ctx, r)
+}
+
+func (d *Deployer) execute(ctx context.Context, r *reconciler.Run) store.Outcome {
 	dep := r.Deployment
 	if dep.Action == store.ActionDrift {
 		return d.driftCheck(ctx, r)
@@ -106,7 +136,7 @@ func (d *Deployer) Execute(ctx context.Context, r *Run) store.Outcome {
 // loadConfig reads the config as it was when the deployment was queued: a
 // deployment runs the intent it was queued against, even if someone saved a
 // newer version meanwhile (that one gets its own deployment).
-func (d *Deployer) loadConfig(ctx context.Context, r *Run) (store.Config, json.RawMessage, error) {
+func (d *Deployer) loadConfig(ctx context.Context, r *reconciler.Run) (store.Config, json.RawMessage, error) {
 	cfg, err := r.Store().GetConfigByID(ctx, r.Deployment.ConfigID)
 	if err != nil {
 		return store.Config{}, nil, fmt.Errorf("loading config: %w", err)
@@ -137,7 +167,7 @@ func (e *noVersionError) Error() string {
 	return fmt.Sprintf("config %s has no version %d (it is at v%d): queue a deployment without config_version, or with one that `grape config history --cluster %s %s` lists", e.config, e.want, e.current, e.cluster, e.config)
 }
 
-func (d *Deployer) runDir(r *Run) string {
+func (d *Deployer) runDir(r *reconciler.Run) string {
 	return filepath.Join(d.DataDir, "runs", r.Deployment.ID.String())
 }
 
@@ -169,7 +199,7 @@ func short(sha string) string {
 
 // removeRunDir deletes a finished run's directory. Plan files and
 // .terraform are large and may hold sensitive values; state is elsewhere.
-func (d *Deployer) removeRunDir(r *Run) {
+func (d *Deployer) removeRunDir(r *reconciler.Run) {
 	if err := os.RemoveAll(d.runDir(r)); err != nil {
 		r.Log.Warn("removing run dir failed", "dir", d.runDir(r), "err", err)
 	}

@@ -1,4 +1,4 @@
-package reconciler
+package pipeline
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
@@ -17,7 +19,7 @@ import (
 const planFile = "grape.tfplan"
 
 // job describes terraform's work on the run dir of r.
-func (d *Deployer) job(r *Run, cfg store.Config, treeDir string) (runner.Job, error) {
+func (d *Deployer) job(r *reconciler.Run, cfg store.Config, treeDir string) (runner.Job, error) {
 	j := runner.Job{
 		Dir:    treeDir,
 		Stdout: r.Logs.Writer(store.StreamStdout),
@@ -76,7 +78,7 @@ func committedBackend(treeDir string) (string, error) {
 
 // terraform runs init, plan, the optional cost estimate and apply on a fresh
 // copy of exactly the commit sha.
-func (d *Deployer) terraform(ctx context.Context, r *Run, cfg store.Config, sha string) store.Outcome {
+func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.Config, sha string) store.Outcome {
 	dep := r.Deployment
 	treeDir := filepath.Join(d.runDir(r), "tree")
 	if err := r.SetPhase(ctx, store.PhaseCheckout); err != nil {
@@ -132,15 +134,17 @@ func (d *Deployer) terraform(ctx context.Context, r *Run, cfg store.Config, sha 
 			}
 		}
 	}
+	if o, ok := d.afterPlan(ctx, r, j, plan); !ok {
+		d.mark(r, MarkTerraformEnd)
+		return o
+	}
 	switch {
 	case dep.Action == store.ActionPlan:
 		d.mark(r, MarkTerraformEnd)
-		d.removeRunDir(r)
 		return store.Outcome{Status: store.StatusSucceeded}
 	case !plan.Changes:
 		d.mark(r, MarkTerraformEnd)
 		r.Logs.Agentf("no changes: nothing to apply")
-		d.removeRunDir(r)
 		return store.Outcome{Status: store.StatusSucceeded}
 	case dep.RequireApproval:
 		d.mark(r, MarkTerraformEnd)
@@ -151,7 +155,7 @@ func (d *Deployer) terraform(ctx context.Context, r *Run, cfg store.Config, sha 
 }
 
 // apply applies the saved plan — never a fresh one — and records outputs.
-func (d *Deployer) apply(ctx context.Context, r *Run, j runner.Job, plan string) store.Outcome {
+func (d *Deployer) apply(ctx context.Context, r *reconciler.Run, j runner.Job, plan string) store.Outcome {
 	// SetPhase fails if the lease is no longer ours: nothing is applied then.
 	if err := r.SetPhase(ctx, store.PhaseApply); err != nil {
 		return lost(err)
@@ -171,22 +175,20 @@ func (d *Deployer) apply(ctx context.Context, r *Run, j runner.Job, plan string)
 	} else if err := r.Store().SetOutputs(ctx, r.Deployment.ID, r.AgentID(), outputs); err != nil {
 		return lost(err)
 	}
-	d.removeRunDir(r)
 	return store.Outcome{Status: store.StatusSucceeded}
 }
 
 // applyApproved resumes a deployment a person approved: it applies the plan
 // saved before approval, after checking that it still means what was
 // approved — the same config version, the same commit, an untouched run dir.
-func (d *Deployer) applyApproved(ctx context.Context, r *Run) store.Outcome {
+func (d *Deployer) applyApproved(ctx context.Context, r *reconciler.Run) store.Outcome {
 	dep := r.Deployment
-	r.Logs.Agentf("approved by %s; applying the saved plan", deref(dep.ApprovedBy))
+	r.Logs.Agentf("approved by %s; applying the saved plan", ptr.Deref(dep.ApprovedBy))
 	cfg, err := r.Store().GetConfigByID(ctx, dep.ConfigID)
 	if err != nil {
 		return failed(store.KindInternal, fmt.Sprintf("loading config: %v", err))
 	}
 	if dep.ConfigVersion != nil && *dep.ConfigVersion != cfg.Version {
-		d.removeRunDir(r)
 		return failed(store.KindApprovalRefused, fmt.Sprintf("approval refused: the config changed from v%d to v%d since this plan was made; queue a new deployment", *dep.ConfigVersion, cfg.Version))
 	}
 	if dep.CommitSHA == nil {
@@ -198,7 +200,6 @@ func (d *Deployer) applyApproved(ctx context.Context, r *Run) store.Outcome {
 		return failed(store.KindApprovalRefused, "approval refused: the saved plan is gone from this agent's data dir; queue a new deployment")
 	}
 	if msg := d.commitMoved(ctx, cfg, *dep.CommitSHA, treeDir); msg != "" {
-		d.removeRunDir(r)
 		return failed(store.KindApprovalRefused, "approval refused: "+msg+"; queue a new deployment")
 	}
 	j, err := d.job(r, cfg, treeDir)
@@ -270,12 +271,4 @@ func terraformFailed(err error) store.Outcome {
 		return store.Outcome{Status: store.StatusCancelled, Kind: kind, Error: re.Msg}
 	}
 	return failed(kind, re.Msg)
-}
-
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
 }
