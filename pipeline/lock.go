@@ -45,7 +45,7 @@ type staleLock struct {
 // of the config left it, or nil.
 func findStaleLock(ctx context.Context, r *reconciler.Run, err error) *staleLock {
 	var re *runner.Error
-	if !errors.As(err, &re) || re.Kind != runner.KindStateLock || re.Lock == nil {
+	if !errors.As(err, &re) || re.Kind != store.KindStateLock || re.Lock == nil {
 		return nil
 	}
 	created, perr := parseLockCreated(re.Lock.Created)

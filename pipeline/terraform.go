@@ -256,17 +256,8 @@ func terraformFailed(err error) store.Outcome {
 	if !errors.As(err, &re) {
 		return failed(store.KindInternal, err.Error())
 	}
-	kind := map[string]store.ErrorKind{
-		runner.KindInit:      store.KindInit,
-		runner.KindPlan:      store.KindPlan,
-		runner.KindApply:     store.KindApply,
-		runner.KindStateLock: store.KindStateLock,
-		runner.KindTimeout:   store.KindTimeout,
-		runner.KindCancelled: store.KindCancelled,
-	}[re.Kind]
-	if kind == "" {
-		kind = store.KindInternal
-	}
+	// runner's kinds are the column's: nothing to map.
+	kind := re.Kind
 	if kind == store.KindCancelled {
 		return store.Outcome{Status: store.StatusCancelled, Kind: kind, Error: re.Msg}
 	}

@@ -16,15 +16,18 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/internal/backoff"
+	"github.com/grapehq/grape/internal/errkind"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
 )
 
 // Causes a run's context is cancelled with; Work and the agent read them with
-// context.Cause to tell a person what happened.
+// context.Cause to tell a person what happened. They are errkind's (and
+// store's) sentinels, the same values terraform's runner reports, so
+// errors.Is matches whichever package wrapped them.
 var (
-	ErrCancelRequested = errors.New("cancel requested")
-	ErrShutdown        = errors.New("agent shut down")
+	ErrCancelRequested = errkind.ErrCancelRequested
+	ErrShutdown        = errkind.ErrShutdown
 	ErrLeaseLost       = store.ErrLeaseLost
 )
 

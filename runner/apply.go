@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 	tfjson "github.com/hashicorp/terraform-json"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 // Apply applies exactly the saved plan file (never a fresh plan): what was
@@ -18,16 +20,16 @@ func (r *Runner) Apply(ctx context.Context, j Job, planFile string) error {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
 	if err != nil {
-		return &Error{Kind: KindApply, Phase: "apply", Msg: err.Error(), Err: err}
+		return &Error{Kind: errkind.Apply, Phase: "apply", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
 	if planFile == "" {
 		err := errors.New("no plan file given")
-		return &Error{Kind: KindApply, Phase: "apply", Msg: "no plan file given: only a saved plan is ever applied", Err: err}
+		return &Error{Kind: errkind.Apply, Phase: "apply", Msg: "no plan file given: only a saved plan is ever applied", Err: err}
 	}
 	planFile = inDir(dir, planFile)
 	if _, err := os.Stat(planFile); err != nil {
-		return &Error{Kind: KindApply, Phase: "apply", Msg: fmt.Sprintf("saved plan %s is missing, so there is nothing approved to apply", relTo(dir, planFile)), Err: err}
+		return &Error{Kind: errkind.Apply, Phase: "apply", Msg: fmt.Sprintf("saved plan %s is missing, so there is nothing approved to apply", relTo(dir, planFile)), Err: err}
 	}
 	s.agentf("terraform apply %s", relTo(dir, planFile))
 
@@ -40,7 +42,7 @@ func (r *Runner) Apply(ctx context.Context, j Job, planFile string) error {
 	js.Flush()
 	stderr.Flush()
 	var e *Error
-	if errors.As(err, &e) && (e.Kind == KindCancelled || e.Kind == KindTimeout) && js.applied && !hasErrors(js.diags) {
+	if errors.As(err, &e) && (e.Kind == errkind.Cancelled || e.Kind == errkind.Timeout) && js.applied && !hasErrors(js.diags) {
 		// The context ended in the moment between terraform finishing the
 		// apply and exiting: the infrastructure did change, so reporting a
 		// cancellation would be false.
@@ -78,7 +80,7 @@ func (r *Runner) Outputs(ctx context.Context, j Job) (map[string]Output, error) 
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
 	if err != nil {
-		return nil, &Error{Kind: KindOutputs, Phase: "outputs", Msg: err.Error(), Err: err}
+		return nil, &Error{Kind: errkind.Internal, Phase: "outputs", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
 	s.agentf("terraform output -json")
@@ -89,7 +91,7 @@ func (r *Runner) Outputs(ctx context.Context, j Job) (map[string]Output, error) 
 		tf.SetStderr(stderr)
 		metas, err := tf.Output(ctx)
 		if err != nil {
-			return &Error{Kind: KindOutputs, Phase: "outputs", Msg: "terraform output -json failed; see the log", Err: err}
+			return &Error{Kind: errkind.Internal, Phase: "outputs", Msg: "terraform output -json failed; see the log", Err: err}
 		}
 		out = redactOutputs(metas)
 		return nil

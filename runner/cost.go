@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 // CostEstimate is the part of an Infracost breakdown stored on the
@@ -187,7 +189,7 @@ func (r *Runner) Cost(ctx context.Context, j Job, planFile string) (*CostEstimat
 	})
 	stderr.Flush()
 	var e *Error
-	if errors.As(err, &e) && e.Kind == KindCancelled {
+	if errors.As(err, &e) && e.Kind == errkind.Cancelled {
 		return nil, e
 	}
 	if err != nil {

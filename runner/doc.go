@@ -29,8 +29,8 @@
 //     directory; looked up when terraform prints its first line and again on
 //     cancel) and, after Timeouts.Grace or as soon as terraform exits,
 //     SIGKILLs whatever is left in it. Cancellation causes are read with
-//     context.Cause: cancel a job's context with ErrCancelRequested or
-//     ErrShutdown. Per-phase timeouts end a command the same way and are
+//     context.Cause: cancel a job's context with errkind.ErrCancelRequested or
+//     errkind.ErrShutdown. Per-phase timeouts end a command the same way and are
 //     reported as "timed out in <phase> after <d>".
 //
 //   - Machine-readable output, human-readable logs. init, plan and apply run

@@ -10,36 +10,35 @@ import (
 	"unicode/utf8"
 
 	tfjson "github.com/hashicorp/terraform-json"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
-// Error kinds: what the person reading a failed deployment needs to know
-// first. Error.Msg says the rest in one sentence; the log holds the detail.
-const (
-	KindInit      = "init"       // terraform init failed (provider install, backend, config syntax)
-	KindPlan      = "plan"       // terraform plan failed (config or provider error)
-	KindApply     = "apply"      // terraform apply failed (provider/API error, stale plan)
-	KindOutputs   = "outputs"    // reading outputs after a successful apply failed
-	KindStateLock = "state_lock" // another process holds the state lock
-	KindTimeout   = "timeout"    // the phase ran longer than its timeout
-	KindCancelled = "cancelled"  // the job's context was cancelled (see ErrCancelRequested, ErrShutdown)
-)
+// The kinds of failure a runner Error carries are errkind's: the values the
+// deployment's error_kind column stores. A failure reading outputs after a
+// successful apply is errkind.Internal with Phase "outputs".
 
-// Causes to cancel a job's context with (context.WithCancelCause), so the
-// runner can say why it stopped. Any other cause is reported as a
-// cancellation too.
-var (
-	ErrCancelRequested = errors.New("cancel requested")
-	ErrShutdown        = errors.New("agent shutting down")
-)
+// phaseKind is the kind of a command's own failure in phase.
+func phaseKind(phase string) errkind.Kind {
+	switch phase {
+	case "init":
+		return errkind.Init
+	case "plan":
+		return errkind.Plan
+	case "apply":
+		return errkind.Apply
+	}
+	return errkind.Internal
+}
 
 // Error is what every Runner method returns when terraform did not do what
-// was asked. Use errors.As to get it; errors.Is(err, ErrCancelRequested) and
+// was asked. Use errors.As to get it; errors.Is(err, errkind.ErrCancelRequested) and
 // errors.Is(err, context.DeadlineExceeded) work through Unwrap.
 type Error struct {
-	Kind  string    // one of the Kind constants
-	Phase string    // init, plan, apply, outputs: where it stopped
-	Msg   string    // one clear sentence for the deployment's error column
-	Lock  *LockInfo // set when Kind is KindStateLock
+	Kind  errkind.Kind // init, plan, apply, state_lock, timeout, cancelled or internal
+	Phase string       // init, plan, apply, outputs: where it stopped
+	Msg   string       // one clear sentence for the deployment's error column
+	Lock  *LockInfo    // set when Kind is KindStateLock
 	// LockLeft: terraform took the state lock but could not release it
 	// (the backend went away), so the lock may still be held. Msg then
 	// contains LockNotReleased.
@@ -141,13 +140,13 @@ func classify(phase string, diags []tfjson.Diagnostic, runErr error) *Error {
 		if li == nil {
 			// No lock info: nobody holds the lock, terraform could not
 			// reach it (the backend is unreachable, access denied).
-			return &Error{Kind: phase, Phase: phase, Msg: fmt.Sprintf("terraform %s could not acquire the state lock: %s", phase, causeSentence(d.Detail)), Err: runErr}
+			return &Error{Kind: phaseKind(phase), Phase: phase, Msg: fmt.Sprintf("terraform %s could not acquire the state lock: %s", phase, causeSentence(d.Detail)), Err: runErr}
 		}
 		msg := "the state is locked by another terraform run"
 		if li.Who != "" {
 			msg = fmt.Sprintf("the state is locked by %s (%s since %s, lock ID %s)", li.Who, li.Operation, li.Created, li.ID)
 		}
-		return &Error{Kind: KindStateLock, Phase: phase, Msg: msg + "; wait for that run to finish or force-unlock it", Lock: li, Err: runErr}
+		return &Error{Kind: errkind.StateLock, Phase: phase, Msg: msg + "; wait for that run to finish or force-unlock it", Lock: li, Err: runErr}
 	}
 	if release != nil {
 		// The lock terraform took may still be held: say so, after the
@@ -161,7 +160,7 @@ func classify(phase string, diags []tfjson.Diagnostic, runErr error) *Error {
 		e.LockLeft = true
 		return e
 	}
-	kind := phase
+	kind := phaseKind(phase)
 	if len(errs) == 0 {
 		status := "an error"
 		var ee *exec.ExitError

@@ -9,6 +9,8 @@ import (
 	tfjson "github.com/hashicorp/terraform-json"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 func TestClassify(t *testing.T) {
@@ -17,44 +19,44 @@ func TestClassify(t *testing.T) {
 		name     string
 		phase    string
 		stream   string // recorded UI output, or "" for none
-		wantKind string
+		wantKind errkind.Kind
 		wantMsg  string
 	}{
 		{
 			name: "state lock held", phase: "plan", stream: "state_lock.jsonl",
-			wantKind: KindStateLock,
+			wantKind: errkind.StateLock,
 			wantMsg:  "the state is locked by root@vm (OperationTypeApply since 2026-11-27 07:56:51.575270073 +0000 UTC, lock ID be986b70-4f33-7e9f-167f-285c6280a97a); wait for that run to finish or force-unlock it",
 		},
 		{
 			// No lock info: the lock could not be reached, nobody holds it.
 			name: "state lock unreachable", phase: "plan", stream: "lock_unreachable.jsonl",
-			wantKind: KindPlan,
+			wantKind: errkind.Plan,
 			wantMsg:  "terraform plan could not acquire the state lock: Error message: operation error DynamoDB: PutItem, exceeded maximum number of attempts, 5, https response error StatusCod…RequestID: , request send failed, Post \"http://127.0.0.1:46001/\": dial tcp 127.0.0.1:46001: connect: connection refused",
 		},
 		{
 			// The plan ran, but the backend went away before the unlock.
 			name: "state lock not released", phase: "plan", stream: "lock_release.jsonl",
-			wantKind: KindPlan,
+			wantKind: errkind.Plan,
 			wantMsg:  "terraform plan could not release the state lock: Error message: unable to retrieve file from S3 bucket 'state-exp' with key 'x/t.tfstate.tflock': operation error S3: Get…p://127.0.0.1:46000/state-exp/x/t.tfstate.tflock?x-id=GetObject\": dial tcp 127.0.0.1:46000: connect: connection refused",
 		},
 		{
 			name: "failing precondition", phase: "plan", stream: "precondition.jsonl",
-			wantKind: KindPlan,
+			wantKind: errkind.Plan,
 			wantMsg:  "terraform plan failed: Resource precondition failed: The ok variable must be true",
 		},
 		{
 			name: "syntax error at init", phase: "init", stream: "init_badhcl.jsonl",
-			wantKind: KindInit,
+			wantKind: errkind.Init,
 			wantMsg:  "terraform init failed: Unclosed configuration block: There is no closing brace for this block before the end of the file (and 1 more error in the log)",
 		},
 		{
 			name: "provisioner failure names the resource", phase: "apply", stream: "apply_interrupted.jsonl",
-			wantKind: KindApply,
+			wantKind: errkind.Apply,
 			wantMsg:  "terraform apply failed: local-exec provisioner error (terraform_data.slow): Error running command 'sleep 30; echo done': signal: killed",
 		},
 		{
 			name: "no diagnostics at all", phase: "apply",
-			wantKind: KindApply,
+			wantKind: errkind.Apply,
 			wantMsg:  "terraform apply failed (exit status 1) without a machine-readable error; see the log",
 		},
 	}
@@ -102,10 +104,10 @@ func TestParseLockInfo(t *testing.T) {
 }
 
 func TestErrorMatchesCauses(t *testing.T) {
-	e := &Error{Kind: KindCancelled, Phase: "apply", Msg: "cancelled in apply: cancel requested", Err: ErrCancelRequested}
+	e := &Error{Kind: errkind.Cancelled, Phase: "apply", Msg: "cancelled in apply: cancel requested", Err: errkind.ErrCancelRequested}
 	var err error = e
-	assert.True(t, errors.Is(err, ErrCancelRequested))
-	assert.False(t, errors.Is(err, ErrShutdown))
+	assert.True(t, errors.Is(err, errkind.ErrCancelRequested))
+	assert.False(t, errors.Is(err, errkind.ErrShutdown))
 	assert.Equal(t, "cancelled in apply: cancel requested", err.Error())
 }
 

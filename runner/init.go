@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 // Init runs terraform init in the job's directory with the runner's CLI
@@ -13,7 +15,7 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
 	if err != nil {
-		return &Error{Kind: KindInit, Phase: "init", Msg: err.Error(), Err: err}
+		return &Error{Kind: errkind.Init, Phase: "init", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
 	s.agentf("terraform init%s", backendKeys(j.BackendConfig))

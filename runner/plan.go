@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 	tfjson "github.com/hashicorp/terraform-json"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 // DefaultPlanFile is where Plan saves the plan, relative to the run directory.
@@ -88,7 +90,7 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
 	if err != nil {
-		return PlanResult{}, &Error{Kind: KindPlan, Phase: "plan", Msg: err.Error(), Err: err}
+		return PlanResult{}, &Error{Kind: errkind.Plan, Phase: "plan", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
 	planFile := o.PlanFile
@@ -120,7 +122,7 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 		tf.SetStdout(nil)
 		plan, err := tf.ShowPlanFile(ctx, planFile)
 		if err != nil {
-			return &Error{Kind: KindPlan, Phase: "plan", Msg: "terraform show -json could not read the saved plan; see the log", Err: err}
+			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "terraform show -json could not read the saved plan; see the log", Err: err}
 		}
 		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan)}
 		if o.DetailedExitCode && changes {

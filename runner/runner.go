@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 // Config is fixed for the agent's lifetime.
@@ -284,13 +286,13 @@ func runDir(dir string) (string, error) {
 
 // run executes fn (one or more terraform commands of one phase) under the
 // phase timeout, watching for cancellation. It returns an *Error of kind
-// KindCancelled or KindTimeout when the context ended the phase, an *Error
+// errkind.Cancelled or errkind.Timeout when the context ended the phase, an *Error
 // of the phase's kind for set-up failures, and fn's error otherwise, for the
 // caller to classify with the diagnostics it collected.
 func (r *Runner) run(ctx context.Context, j Job, s *sink, phase string, timeout time.Duration, fn func(context.Context, *tfexec.Terraform) error) error {
 	tf, err := r.terraform(j.Dir, j.Env)
 	if err != nil {
-		return &Error{Kind: phase, Phase: phase, Msg: fmt.Sprintf("preparing terraform %s failed: %v", phase, err), Err: err}
+		return &Error{Kind: phaseKind(phase), Phase: phase, Msg: fmt.Sprintf("preparing terraform %s failed: %v", phase, err), Err: err}
 	}
 	timedOut := &phaseTimeout{phase: phase, after: timeout}
 	pctx, cancel := context.WithTimeoutCause(ctx, timeout, timedOut)
@@ -322,9 +324,9 @@ func (r *Runner) run(ctx context.Context, j Job, s *sink, phase string, timeout 
 	}
 	cause := context.Cause(pctx)
 	if cause == error(timedOut) {
-		return &Error{Kind: KindTimeout, Phase: phase, Msg: timedOut.Error(), Err: cause}
+		return &Error{Kind: errkind.Timeout, Phase: phase, Msg: timedOut.Error(), Err: cause}
 	}
-	return &Error{Kind: KindCancelled, Phase: phase, Msg: fmt.Sprintf("cancelled in %s: %v", phase, cause), Err: cause}
+	return &Error{Kind: errkind.Cancelled, Phase: phase, Msg: fmt.Sprintf("cancelled in %s: %v", phase, cause), Err: cause}
 }
 
 // phaseTimeout is the cancellation cause of a phase that ran out of time.

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/errkind"
 	"github.com/grapehq/grape/internal/testsupport"
 )
 
@@ -218,11 +219,11 @@ func TestLifecycle(t *testing.T) {
 	require.NoError(t, r.Apply(ctx, j, second.PlanFile))
 	assert.Contains(t, rec.all(), "Apply complete! Resources: 0 added, 0 changed, 3 destroyed.")
 	e := asError(t, r.Apply(ctx, j, first.PlanFile))
-	assert.Equal(t, KindApply, e.Kind)
+	assert.Equal(t, errkind.Apply, e.Kind)
 	assert.Contains(t, e.Msg, "Saved plan is stale")
 
 	e = asError(t, r.Apply(ctx, j, ""))
-	assert.Equal(t, KindApply, e.Kind)
+	assert.Equal(t, errkind.Apply, e.Kind)
 	e = asError(t, r.Apply(ctx, j, "never-planned.tfplan"))
 	assert.Contains(t, e.Msg, "never-planned.tfplan is missing")
 
@@ -304,15 +305,15 @@ func TestCancelDuringApply(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(fmt.Sprint(survivors(t, j.Dir)), "sleep 30") }, 15*time.Second, 20*time.Millisecond)
 
 	start := time.Now()
-	cancel(ErrCancelRequested)
+	cancel(errkind.ErrCancelRequested)
 	err = <-errc
 	elapsed := time.Since(start)
 
 	e := asError(t, err)
-	assert.Equal(t, KindCancelled, e.Kind)
+	assert.Equal(t, errkind.Cancelled, e.Kind)
 	assert.Equal(t, "apply", e.Phase)
 	assert.Equal(t, "cancelled in apply: cancel requested", e.Msg)
-	assert.ErrorIs(t, err, ErrCancelRequested)
+	assert.ErrorIs(t, err, errkind.ErrCancelRequested)
 	assert.Less(t, elapsed, 10*time.Second, "terraform should stop on SIGINT, well before the grace period")
 	assert.Contains(t, rec.all(), "Interrupt received.")
 	assert.Contains(t, rec.agentLines(), "terraform stopped; killed 1 process(es) it left running in its process group")
@@ -348,13 +349,13 @@ func TestCancelKillsProcessGroupAfterGrace(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond, "want 4 processes in the run dir: %v", survivors(t, j.Dir))
 
 	start := time.Now()
-	cancel(ErrShutdown)
+	cancel(errkind.ErrShutdown)
 	err = <-errc
 	elapsed := time.Since(start)
 
 	e := asError(t, err)
-	assert.Equal(t, KindCancelled, e.Kind)
-	assert.ErrorIs(t, err, ErrShutdown)
+	assert.Equal(t, errkind.Cancelled, e.Kind)
+	assert.ErrorIs(t, err, errkind.ErrShutdown)
 	assert.Equal(t, "cancelled in apply: agent shutting down", e.Msg)
 	assert.GreaterOrEqual(t, elapsed, time.Second, "killed before the grace period ended")
 	// Without the kill the apply would run its 30 s sleep to the end.
@@ -378,7 +379,7 @@ func TestPhaseTimeout(t *testing.T) {
 	start := time.Now()
 	err = r.Apply(context.Background(), j, res.PlanFile)
 	e := asError(t, err)
-	assert.Equal(t, KindTimeout, e.Kind)
+	assert.Equal(t, errkind.Timeout, e.Kind)
 	assert.Equal(t, "apply", e.Phase)
 	assert.Equal(t, "timed out in apply after 2s", e.Msg)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
@@ -430,7 +431,7 @@ func TestStateLockHeld(t *testing.T) {
 	// A plan waiting for the lock would wait for the holder's 30 s sleep;
 	// the bound leaves room for terraform's start-up on a loaded machine.
 	assert.Less(t, time.Since(start), 20*time.Second, "the plan should fail at once, not wait for the lock")
-	assert.Equal(t, KindStateLock, e.Kind)
+	assert.Equal(t, errkind.StateLock, e.Kind)
 	assert.Equal(t, "plan", e.Phase)
 	require.NotNil(t, e.Lock)
 	u, err := user.Current()
@@ -457,7 +458,7 @@ func TestTerraformErrors(t *testing.T) {
 		require.NoError(t, r.Init(ctx, j))
 		_, err := r.Plan(ctx, j, PlanOptions{})
 		e := asError(t, err)
-		assert.Equal(t, KindPlan, e.Kind)
+		assert.Equal(t, errkind.Plan, e.Kind)
 		assert.Equal(t, "terraform plan failed: Resource precondition failed: The ok variable must be true", e.Msg)
 		assert.Contains(t, rec.all(), "Error: Resource precondition failed")
 		assert.NoFileExists(t, filepath.Join(j.Dir, DefaultPlanFile), "a failed plan must not leave a plan file to apply")
@@ -465,20 +466,20 @@ func TestTerraformErrors(t *testing.T) {
 	t.Run("syntax error fails init", func(t *testing.T) {
 		j, _ := newJob(t, "badhcl")
 		e := asError(t, r.Init(ctx, j))
-		assert.Equal(t, KindInit, e.Kind)
+		assert.Equal(t, errkind.Init, e.Kind)
 		assert.True(t, strings.HasPrefix(e.Msg, "terraform init failed: Unclosed configuration block"), e.Msg)
 	})
 	t.Run("missing run directory", func(t *testing.T) {
 		_, err := r.Plan(ctx, Job{Dir: filepath.Join(t.TempDir(), "gone")}, PlanOptions{})
-		assert.Equal(t, KindPlan, asError(t, err).Kind)
+		assert.Equal(t, errkind.Plan, asError(t, err).Kind)
 	})
 	t.Run("already cancelled", func(t *testing.T) {
 		j, _ := newJob(t, "basic")
 		cctx, cancel := context.WithCancelCause(ctx)
-		cancel(ErrCancelRequested)
+		cancel(errkind.ErrCancelRequested)
 		err := r.Init(cctx, j)
-		assert.Equal(t, KindCancelled, asError(t, err).Kind)
-		assert.True(t, errors.Is(err, ErrCancelRequested))
+		assert.Equal(t, errkind.Cancelled, asError(t, err).Kind)
+		assert.True(t, errors.Is(err, errkind.ErrCancelRequested))
 	})
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/grapehq/grape/internal/errkind"
 )
 
 // Status of a deployment. The database's CHECK constraint holds the same list.
@@ -67,24 +69,26 @@ const (
 	PhaseDone     Phase = "done"
 )
 
-// ErrorKind classifies a failure for the person reading it.
-type ErrorKind string
+// ErrorKind classifies a failure for the person reading it: the values of
+// the error_kind column, defined once in package errkind (runner's errors
+// carry them too, so nothing maps one to the other).
+type ErrorKind = errkind.Kind
 
+// The error kinds, by their store names.
 const (
-	KindBadConfig ErrorKind = "bad_config"
-	KindGit       ErrorKind = "git"
-	KindInit      ErrorKind = "init"
-	KindPlan      ErrorKind = "plan"
-	// KindPolicy: a policy denied the plan, or could not be evaluated.
-	KindPolicy          ErrorKind = "policy"
-	KindApply           ErrorKind = "apply"
-	KindStateLock       ErrorKind = "state_lock"
-	KindAgentLost       ErrorKind = "agent_lost"
-	KindCancelled       ErrorKind = "cancelled"
-	KindTimeout         ErrorKind = "timeout"
-	KindRejected        ErrorKind = "rejected"
-	KindApprovalRefused ErrorKind = "approval_refused"
-	KindInternal        ErrorKind = "internal"
+	KindBadConfig       = errkind.BadConfig
+	KindGit             = errkind.Git
+	KindInit            = errkind.Init
+	KindPlan            = errkind.Plan
+	KindPolicy          = errkind.Policy
+	KindApply           = errkind.Apply
+	KindStateLock       = errkind.StateLock
+	KindAgentLost       = errkind.AgentLost
+	KindCancelled       = errkind.Cancelled
+	KindTimeout         = errkind.Timeout
+	KindRejected        = errkind.Rejected
+	KindApprovalRefused = errkind.ApprovalRefused
+	KindInternal        = errkind.Internal
 )
 
 // Deployment is one row of the queue.
