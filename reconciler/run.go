@@ -175,7 +175,7 @@ func (a *Agent) execute(ctx context.Context, r *Run) *store.Deployment {
 
 	switch {
 	case leaseLost:
-		logs.Agentf("agent %s lost its lease on this deployment; another agent or a person decides its outcome", a.opts.AgentID)
+		logs.Agentf("agent %s stopped this run: %s", a.opts.AgentID, a.whyLost(ctx, r))
 	case outcome.Status == store.StatusAwaitingApproval:
 		logs.Agentf("plan saved; waiting for approval: grape approve %s (or grape reject)", r.Deployment.ID)
 	case outcome.Error != "":
@@ -295,7 +295,7 @@ func (a *Agent) heartbeat(ctx context.Context, r *Run, stop <-chan struct{}) {
 		cancel()
 		switch {
 		case errors.Is(err, store.ErrLeaseLost):
-			r.Log.Warn("lease lost: another agent took this deployment back")
+			r.Log.Warn("lease lost; stopping the run", "why", a.whyLost(ctx, r))
 			r.cancel(ErrLeaseLost)
 			return
 		case err != nil:
@@ -316,6 +316,29 @@ func (a *Agent) heartbeat(ctx context.Context, r *Run, stop <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// whyLost says why a run's lease is no longer this agent's, from what its
+// row says now: it was deleted, another agent holds it, it already ended
+// (a person or a rescuer ended it), or — the database not answering — that
+// another agent or a person decides its outcome.
+func (a *Agent) whyLost(ctx context.Context, r *Run) string {
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	d, err := a.st.GetDeployment(qctx, r.Deployment.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "the deployment's row was deleted (or this agent's role can no longer see it)"
+	case err != nil:
+		return "its lease could not be renewed; another agent or a person decides its outcome"
+	case d.Status.Final():
+		return fmt.Sprintf("the deployment was ended (%s) while this agent could not renew its lease", d.Status)
+	case d.ClaimedBy != nil && *d.ClaimedBy != a.opts.AgentID:
+		return fmt.Sprintf("agent %s has taken the deployment back", *d.ClaimedBy)
+	case d.Status == store.StatusQueued:
+		return "the deployment was requeued after its lease expired"
+	}
+	return "its lease expired; another agent or a person decides its outcome"
 }
 
 // slogSink is the log sink used when no log stream is configured.

@@ -316,8 +316,16 @@ func TestCancelDuringApply(t *testing.T) {
 	assert.ErrorIs(t, err, errkind.ErrCancelRequested)
 	assert.Less(t, elapsed, 10*time.Second, "terraform should stop on SIGINT, well before the grace period")
 	assert.Contains(t, rec.all(), "Interrupt received.")
-	assert.Contains(t, rec.agentLines(), "terraform stopped; killed 1 process(es) it left running in its process group")
+	// Whether the provisioner's sleep outlives terraform depends on a race
+	// (the SIGINT reaches the whole group; sleep may or may not have died
+	// of it when terraform exits). What must hold: nothing of the group
+	// survives, and any kill the runner needed is reported, with a count.
 	requireNoSurvivors(t, j.Dir)
+	for _, l := range rec.agentLines() {
+		if strings.HasPrefix(l, "terraform stopped; killed") {
+			assert.Regexp(t, `^terraform stopped; killed [1-9][0-9]* process\(es\) it left running in its process group$`, l)
+		}
+	}
 
 	_, err = r.Plan(context.Background(), j, PlanOptions{PlanFile: "after.tfplan"})
 	require.NoError(t, err, "the state lock should be released")

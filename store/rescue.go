@@ -38,6 +38,12 @@ func DecideRescue(d Deployment) RescueDecision {
 		// call, not the queue's: the next pass checks again.
 		msg := fmt.Sprintf("agent %s lost during drift check (%s)", agent, phase)
 		return RescueDecision{Outcome: Outcome{Status: StatusFailed, Kind: KindAgentLost, Error: msg}, Note: msg}
+	case phase == PhaseOutputs || phase == PhaseDone:
+		// The apply itself finished (the agent records outputs only after
+		// terraform apply exited successfully): say so, so nobody hunts
+		// for a half-applied change that is not there.
+		msg := fmt.Sprintf("agent %s lost during %s, after the apply completed: the infrastructure is as planned, but the deployment's outputs were not recorded; deploy again to record them", agent, phase)
+		return RescueDecision{Outcome: Outcome{Status: StatusFailed, Kind: KindAgentLost, Error: msg}, Note: msg}
 	case applyStarted(phase):
 		msg := fmt.Sprintf("agent %s lost during apply: infrastructure may be partly changed; check the state (and any state lock it left) before deploying again", agent)
 		return RescueDecision{Outcome: Outcome{Status: StatusFailed, Kind: KindAgentLost, Error: msg}, Note: msg}
