@@ -52,7 +52,13 @@ func TestDeployLifecycle(t *testing.T) {
 	// 1. Apply, with PostgreSQL restarted while terraform applies.
 	d := e.deploy(cfg, store.ActionApply)
 	e.waitPhase(d.ID, store.PhaseApply, 3*time.Minute)
-	time.Sleep(3 * time.Second)
+	// terraform is creating resources (moto takes seconds for the RDS
+	// instance), and the row still says apply: the restart lands during
+	// the apply, not after it.
+	e.waitLogLine(d.ID, "Creating...", 2*time.Minute)
+	during, err := e.st.GetDeployment(e.ctx, d.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.PhaseApply, during.PhaseName(), "the apply ended before PostgreSQL could be restarted during it")
 	require.NoError(t, e.pg.Restart(e.ctx))
 	applied := e.wait(d.ID, 6*time.Minute, store.StatusSucceeded)
 	lines := e.logs(d.ID)
