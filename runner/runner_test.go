@@ -364,7 +364,7 @@ func TestCancelKillsProcessGroupAfterGrace(t *testing.T) {
 	e := asError(t, err)
 	assert.Equal(t, errkind.Cancelled, e.Kind)
 	assert.ErrorIs(t, err, errkind.ErrShutdown)
-	assert.Equal(t, "cancelled in apply: agent shutting down", e.Msg)
+	assert.Equal(t, "cancelled in apply: agent shut down", e.Msg)
 	assert.GreaterOrEqual(t, elapsed, time.Second, "killed before the grace period ended")
 	// Without the kill the apply would run its 30 s sleep to the end.
 	assert.Less(t, elapsed, 15*time.Second)
