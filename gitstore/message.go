@@ -20,6 +20,7 @@ const (
 	TrailerConfig     = "Grape-Config"
 	TrailerCluster    = "Grape-Cluster"
 	TrailerAction     = "Grape-Action"
+	TrailerPolicies   = "Grape-Policies"
 )
 
 // Signature is a commit author or committer.

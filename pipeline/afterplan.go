@@ -20,7 +20,9 @@ import (
 // deployment before apply; j is the run's terraform job (its dir holds the
 // plan file plan.PlanFile). The run dir is removed after a stop like after
 // any other failure.
-func (d *Deployer) afterPlan(ctx context.Context, r *reconciler.Run, j runner.Job, plan runner.PlanResult) (store.Outcome, bool) {
-	// No checks yet: the policy step is the first to land here.
+func (d *Deployer) afterPlan(ctx context.Context, r *reconciler.Run, cfg store.Config, j runner.Job, plan runner.PlanResult) (store.Outcome, bool) {
+	if o, ok := d.checkPolicies(ctx, r, cfg, plan); !ok {
+		return o, false
+	}
 	return store.Outcome{}, true
 }

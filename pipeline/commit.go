@@ -30,6 +30,22 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 		version = *dep.ConfigVersion
 	}
 	newIntent := rd.files[intentFile]
+	trailers := []gitstore.Trailer{
+		{Key: "Grape-Deployment", Value: dep.ID.String()},
+		{Key: "Grape-Config", Value: fmt.Sprintf("%s@v%d", cfg.ID, version)},
+		{Key: "Grape-Cluster", Value: cfg.ClusterID},
+		{Key: "Grape-Action", Value: string(dep.Action)},
+		{Key: "Grape-Templates", Value: rd.catalog.Version},
+	}
+	policies, o := d.policyDigest(cfg)
+	if o != nil {
+		return "", *o, false
+	}
+	if policies != "" {
+		// Which policies judged this rendering's plan, so the audit
+		// repository alone tells what guarded a change.
+		trailers = append(trailers, gitstore.Trailer{Key: gitstore.TrailerPolicies, Value: policies})
+	}
 	res, err := d.Git.Commit(ctx, gitstore.Change{
 		ClusterID:  cfg.ClusterID,
 		ConfigName: cfg.Name,
@@ -38,13 +54,7 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 		Body: func(previous map[string][]byte) string {
 			return commitBody(previous[intentFile], newIntent, rd.catalog)
 		},
-		Trailers: []gitstore.Trailer{
-			{Key: "Grape-Deployment", Value: dep.ID.String()},
-			{Key: "Grape-Config", Value: fmt.Sprintf("%s@v%d", cfg.ID, version)},
-			{Key: "Grape-Cluster", Value: cfg.ClusterID},
-			{Key: "Grape-Action", Value: string(dep.Action)},
-			{Key: "Grape-Templates", Value: rd.catalog.Version},
-		},
+		Trailers: trailers,
 	})
 	if err != nil {
 		if o, full := diskFull(r, err, "committing the rendering"); full {

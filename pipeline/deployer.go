@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/policy"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/runner"
@@ -52,6 +53,10 @@ type Deployer struct {
 	SecretVars map[string]string
 	// Cost runs the Infracost estimate after plan (--infracost).
 	Cost bool
+	// Policy judges every plan before it is applied (nil: no policies).
+	Policy *policy.Engine
+	// Redact is the agent's log redactor, applied to policy messages too.
+	Redact func(string) string
 	// Drift records drift reports and acts on them (webhook, auto-remediation).
 	Drift DriftRecorder
 	// Timing, when set, observes where a deployment spends its time
@@ -169,6 +174,11 @@ func (e *noVersionError) Error() string {
 
 func (d *Deployer) runDir(r *reconciler.Run) string {
 	return filepath.Join(d.DataDir, "runs", r.Deployment.ID.String())
+}
+
+// treeDir is where the run checks out its commit's subtree.
+func (d *Deployer) treeDir(r *reconciler.Run) string {
+	return filepath.Join(d.runDir(r), "tree")
 }
 
 // statePath is where the local backend keeps a config's state: outside the

@@ -18,6 +18,7 @@ import (
 	"github.com/grapehq/grape/gitstore"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/metrics"
+	"github.com/grapehq/grape/policy"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/render"
@@ -48,6 +49,14 @@ type Config struct {
 	Git gitstore.Options
 	// Runner runs terraform; DataDir is set to DataDir.
 	Runner runner.Config
+
+	// Policies judge every plan before it is applied or parked for
+	// approval (the default pack, --policy-dir, --policy-git); none
+	// selected: no check. They are compiled once, here: a policy that does
+	// not compile stops the agent with file:line. A git source is cached
+	// in <DataDir>/policies.
+	Policies      policy.Sources
+	PolicyOptions policy.Options
 
 	// RedactEnv names extra environment variables whose values are secrets.
 	RedactEnv []string
@@ -148,6 +157,11 @@ func New(ctx context.Context, c Config) (*Pipeline, error) {
 	if skipped := red.Skipped(); len(skipped) > 0 {
 		log.Warn("secrets too short to redact safely are not redacted from logs", "names", skipped)
 	}
+	judge, err := loadPolicies(ctx, c, dataDir, log)
+	if err != nil {
+		git.Close()
+		return nil, err
+	}
 
 	svc := &drift.Service{Store: c.Store, Cluster: c.ClusterID, Default: c.DriftSchedule, Concurrency: c.DriftConcurrency, Log: log}
 	recorder := &drift.Recorder{Store: c.Store, NotifyURL: c.NotifyURL, Log: log, Observe: func(r store.DriftReport) {
@@ -157,8 +171,31 @@ func New(ctx context.Context, c Config) (*Pipeline, error) {
 		svc.Wake()
 	}}
 	dep := &Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: rc.Infracost,
+		Policy: judge, Redact: red.Redact,
 		SecretVars: secretVars(c.Environ, cat), Drift: recorder, Log: log}
 	return &Pipeline{Deployer: dep, Drift: svc, git: git, red: red, pool: c.Pool, m: c.Metrics, spill: filepath.Join(dataDir, "spill")}, nil
+}
+
+// loadPolicies compiles the agent's policies once (nil when none are
+// selected). A git source keeps its checkout in <dataDir>/policies.
+func loadPolicies(ctx context.Context, c Config, dataDir string, log *slog.Logger) (*policy.Engine, error) {
+	src := c.Policies
+	if src.Empty() {
+		log.Warn("no policies: plans are applied without a policy check (the default pack is off and no --policy-dir or --policy-git is set)")
+		return nil, nil
+	}
+	if src.GitURL != "" && src.CacheDir == "" {
+		src.CacheDir = filepath.Join(dataDir, "policies")
+	}
+	e, err := policy.Load(ctx, src, c.PolicyOptions)
+	if err != nil {
+		return nil, fmt.Errorf("loading policies: %w", err)
+	}
+	for _, set := range e.Sets() {
+		digest, _ := e.Digest(set)
+		log.Info("policies loaded", "set", set, "digest", digest, "rules", len(e.Rules(set)), "files", len(e.Files(set)))
+	}
+	return e, nil
 }
 
 // Close releases the audit repository.

@@ -80,7 +80,7 @@ func committedBackend(treeDir string) (string, error) {
 // copy of exactly the commit sha.
 func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.Config, sha string) store.Outcome {
 	dep := r.Deployment
-	treeDir := filepath.Join(d.runDir(r), "tree")
+	treeDir := d.treeDir(r)
 	if err := r.SetPhase(ctx, store.PhaseCheckout); err != nil {
 		return lost(err)
 	}
@@ -134,7 +134,7 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 			}
 		}
 	}
-	if o, ok := d.afterPlan(ctx, r, j, plan); !ok {
+	if o, ok := d.afterPlan(ctx, r, cfg, j, plan); !ok {
 		d.mark(r, MarkTerraformEnd)
 		return o
 	}

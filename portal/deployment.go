@@ -28,7 +28,8 @@ type deploymentState struct {
 	CommitSHA       string    `json:"commit_sha"`
 	CommitURL       string    `json:"commit_url"`
 	Plan            *planView `json:"plan"`
-	Cost            string    `json:"cost"`
+	Cost            string      `json:"cost"`
+	Policy          *policyView `json:"policy"`
 	CanApprove      bool      `json:"can_approve"`
 	CanCancel       bool      `json:"can_cancel"`
 	CancelRequested bool      `json:"cancel_requested"`
@@ -43,6 +44,69 @@ type planView struct {
 type resourceView struct {
 	Address string `json:"address"`
 	Action  string `json:"action"`
+}
+
+// policyView is the policies' verdicts on the plan, shown above the approval
+// buttons so the person approving reads the warnings that sent the run to
+// them.
+type policyView struct {
+	Text     string        `json:"text"`
+	Verdicts []verdictView `json:"verdicts"`
+}
+
+type verdictView struct {
+	Kind  string `json:"kind"`
+	Msg   string `json:"msg"`
+	Where string `json:"where"`
+}
+
+// decodePolicy reads the policy column (policy.Result; its JSON shape is
+// docs/schema.md's, decoded here without importing the engine).
+func decodePolicy(raw json.RawMessage) *policyView {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var r struct {
+		Digest   string `json:"digest"`
+		Set      string `json:"set"`
+		Denies   int    `json:"denies"`
+		Warnings int    `json:"warnings"`
+		Omitted  int    `json:"omitted"`
+		Rules    int    `json:"rules"`
+		Error    string `json:"error"`
+		Verdicts []struct {
+			Kind string `json:"kind"`
+			Rule string `json:"rule"`
+			File string `json:"file"`
+			Line int    `json:"line"`
+			Msg  string `json:"msg"`
+		} `json:"verdicts"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return &policyView{Text: "policy verdicts unreadable"}
+	}
+	v := &policyView{}
+	switch {
+	case r.Error != "":
+		v.Text = "evaluation failed: " + r.Error
+	case r.Denies == 0 && r.Warnings == 0:
+		v.Text = fmt.Sprintf("passed (%d rules)", r.Rules)
+	default:
+		v.Text = fmt.Sprintf("%d denied, %d warnings", r.Denies, r.Warnings)
+	}
+	if r.Set != "" {
+		v.Text += ", set " + r.Set
+	}
+	if len(r.Digest) > 19 {
+		v.Text += " · " + r.Digest[:19]
+	}
+	for _, x := range r.Verdicts {
+		v.Verdicts = append(v.Verdicts, verdictView{Kind: x.Kind, Msg: x.Msg, Where: fmt.Sprintf("%s (%s:%d)", x.Rule, x.File, x.Line)})
+	}
+	if r.Omitted > 0 {
+		v.Verdicts = append(v.Verdicts, verdictView{Kind: "more", Msg: fmt.Sprintf("%d more verdicts, not listed (the log has every message)", r.Omitted)})
+	}
+	return v
 }
 
 // planSummary mirrors the plan_summary column the runner writes.
@@ -142,6 +206,7 @@ func (s *Server) state(d store.Deployment) deploymentState {
 		CommitSHA:       ptr.Deref(d.CommitSHA),
 		Plan:            decodePlan(d.PlanSummary),
 		Cost:            decodeCost(d.Cost),
+		Policy:          decodePolicy(d.Policy),
 		CanApprove:      d.Status == store.StatusAwaitingApproval && d.ApprovedAt == nil,
 		CanCancel:       d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval || (d.Status == store.StatusInProgress && d.CancelRequestedAt == nil),
 		CancelRequested: d.CancelRequestedAt != nil && !d.Status.Final(),

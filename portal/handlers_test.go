@@ -220,6 +220,10 @@ func TestPages(t *testing.T) {
 		"resources": []map[string]any{{"address": "module.vpc.aws_vpc.this", "actions": []string{"delete", "create"}}},
 	}))
 	require.NoError(t, e.st.SetCost(e.ctx, d.ID, testAgent, map[string]any{"currency": "USD", "total_monthly_cost": "73.0", "diff_total_monthly_cost": "12.5"}))
+	require.NoError(t, e.st.SetPolicy(e.ctx, d.ID, testAgent, map[string]any{
+		"digest": "sha256:" + strings.Repeat("0f", 32), "denies": 0, "warnings": 1, "rules": 7,
+		"verdicts": []map[string]any{{"kind": "warn", "rule": "warn_protected_delete", "file": "approval.rego", "line": 10, "msg": "module.vpc.aws_vpc.this is replaced: a person approves it"}},
+	}))
 	require.NoError(t, e.st.SetPhase(e.ctx, d.ID, testAgent, store.PhasePlan))
 	e.addLines(d.ID, 1, store.StreamAgent, "claimed by agent agent-1")
 	_, err := e.pool.Exec(e.ctx, `UPDATE agents SET last_heartbeat_at = now() - interval '5 minutes' WHERE id = $1`, testAgent)
@@ -244,6 +248,8 @@ func TestPages(t *testing.T) {
 			"1 to add, 0 to change, 1 to destroy (1 replaced)",
 			`<span class="act act-replace">replace</span> <code>module.vpc.aws_vpc.this</code>`,
 			"USD 73.0 per month (&#43;12.5)",
+			`<span data-field="policy">0 denied, 1 warnings · sha256:0f0f0f0f0f0f</span>`,
+			`<span class="verdict v-warn">warn</span> module.vpc.aws_vpc.this is replaced: a person approves it <span class="hint">warn_protected_delete (approval.rego:10)</span>`,
 			`data-events="/deployments/` + d.ID.String() + `/events"`,
 			`data-seq="1">claimed by agent agent-1</div>`,
 		}},

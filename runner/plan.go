@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"reflect"
 	"sort"
@@ -39,6 +40,10 @@ type PlanResult struct {
 	// Drift is set for drift checks (PlanOptions.DetailedExitCode) that
 	// found changes.
 	Drift *DriftDetails
+	// PlanJSON is the saved plan as terraform show -json gave it (encoded
+	// again), for checks that read plan JSON such as policies. It holds
+	// sensitive values in plain text: never store or log it.
+	PlanJSON []byte
 }
 
 // PlanSummary is stored on the deployment (jsonb) so reviewers need not read
@@ -124,7 +129,11 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 		if err != nil {
 			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "terraform show -json could not read the saved plan; see the log", Err: err}
 		}
-		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan)}
+		planJSON, err := json.Marshal(plan)
+		if err != nil {
+			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "encoding the saved plan as JSON failed", Err: err}
+		}
+		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan), PlanJSON: planJSON}
 		if o.DetailedExitCode && changes {
 			res.Drift = drift(plan)
 		}

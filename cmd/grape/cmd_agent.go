@@ -50,6 +50,7 @@ type agentFlags struct {
 	gitSignKey   string
 	gitCAFile    string
 	templates    templateFlags
+	policies     policyFlags
 
 	terraformBinary string
 	providerMirror  string
@@ -94,6 +95,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.gitSignKey, "git-sign-key", "", "armored OpenPGP private key file to sign commits with")
 	fs.StringVar(&f.gitCAFile, "git-ca-file", "", "PEM CA bundle for an HTTPS git server with a private CA")
 	f.templates.register(fs)
+	f.policies.register(fs)
 
 	fs.StringVar(&f.terraformBinary, "terraform-binary", "terraform", "terraform (or OpenTofu) binary")
 	fs.StringVar(&f.providerMirror, "provider-mirror", "", "install providers only from this filesystem mirror (offline networks)")
@@ -170,6 +172,9 @@ func (f *agentFlags) validate() error {
 	if _, err := drift.ParseSchedule(f.driftSchedule); err != nil {
 		return usagef("--drift-schedule: %v", err)
 	}
+	if err := f.policies.validate(); err != nil {
+		return err
+	}
 	if _, err := parseAuthor(f.gitAuthor); err != nil {
 		return usagef("--git-author: %v", err)
 	}
@@ -224,6 +229,7 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		Runner: runner.Config{TerraformBinary: f.terraformBinary, ProviderMirror: f.providerMirror,
 			EnvAllowlist: splitList(f.envAllow), ExtraEnv: extraEnv, Infracost: f.infracost,
 			Timeouts: runner.Timeouts{Init: f.timeoutInit, Plan: f.timeoutPlan, Apply: f.timeoutApply, Grace: f.cancelGrace}},
+		Policies: f.policies.sources(""), PolicyOptions: f.policies.options(),
 		RedactEnv: splitList(f.redactEnv), NotifyURL: f.notifyURL, DriftSchedule: sched, DriftConcurrency: f.driftConcurrency,
 		Store: st, Pool: pool, Metrics: m, Logger: log,
 	})

@@ -200,6 +200,24 @@
         list.appendChild(li);
       });
     }
+    setText(root, 'policy', st.policy ? st.policy.text : 'not evaluated');
+    var verdicts = root.querySelector('[data-field="policy-verdicts"]');
+    if (verdicts) {
+      while (verdicts.firstChild) verdicts.removeChild(verdicts.firstChild);
+      ((st.policy && st.policy.verdicts) || []).forEach(function (v) {
+        var li = document.createElement('li');
+        var kind = document.createElement('span');
+        kind.className = 'verdict v-' + String(v.kind).replace(/[^a-z]/g, '');
+        kind.textContent = v.kind;
+        var where = document.createElement('span');
+        where.className = 'hint';
+        where.textContent = v.where || '';
+        li.appendChild(kind);
+        li.appendChild(document.createTextNode(' ' + v.msg + ' '));
+        li.appendChild(where);
+        verdicts.appendChild(li);
+      });
+    }
     var commit = root.querySelector('[data-field="commit"]');
     if (commit) {
       while (commit.firstChild) commit.removeChild(commit.firstChild);
