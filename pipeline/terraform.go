@@ -146,7 +146,7 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 		d.mark(r, MarkTerraformEnd)
 		r.Logs.Agentf("no changes: nothing to apply")
 		return store.Outcome{Status: store.StatusSucceeded}
-	case dep.RequireApproval:
+	case r.Deployment.RequireApproval: // afterPlan may have raised it (a policy warning)
 		d.mark(r, MarkTerraformEnd)
 		// The plan file stays in the run dir for the apply after approval.
 		return store.Outcome{Status: store.StatusAwaitingApproval}
