@@ -1,7 +1,6 @@
 package drift_test
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/google/uuid"
@@ -46,7 +45,7 @@ func TestDecideRemediation(t *testing.T) {
 			}
 			require.ErrorIs(t, err, drift.ErrNotRemediable)
 			var nre *drift.NotRemediableError
-			require.True(t, errors.As(err, &nre))
+			require.ErrorAs(t, err, &nre)
 			require.Equal(t, tc.rep.ID, nre.ReportID)
 			require.Contains(t, nre.Reason, tc.want)
 			require.Contains(t, err.Error(), tc.rep.ID.String())

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -260,7 +259,7 @@ func (c corpusCase) intentBody(t testing.TB) []byte {
 func requireOneError(t testing.TB, err error, exit int, stderr, want string) {
 	t.Helper()
 	var ee *exec.ExitError
-	require.True(t, errors.As(err, &ee), "the command succeeded (or did not run: %v); stderr: %s", err, stderr)
+	require.ErrorAs(t, err, &ee, "the command succeeded (or did not run: %v); stderr: %s", err, stderr)
 	require.Equal(t, exit, ee.ExitCode(), "stderr: %s", stderr)
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	require.Len(t, lines, 1, "exactly one error line, got:\n%s", stderr)

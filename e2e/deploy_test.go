@@ -108,7 +108,7 @@ func TestDeployLifecycle(t *testing.T) {
 	d3 := e.deploy(cfg, store.ActionDestroy)
 	destroyed := e.wait(d3.ID, 5*time.Minute, store.StatusSucceeded)
 	require.NoError(t, json.Unmarshal(destroyed.PlanSummary, &summary))
-	require.Equal(t, summary.Destroy, len(summary.Resources))
+	require.Len(t, summary.Resources, summary.Destroy)
 	// A destroy is a saved -destroy plan, applied: terraform says "Apply complete!".
 	requireLine(t, e.logs(d3.ID), fmt.Sprintf("Apply complete! Resources: 0 added, 0 changed, %d destroyed.", summary.Destroy))
 	require.NotContains(t, e.aws("rds", "describe-db-instances"), "e2e-db")

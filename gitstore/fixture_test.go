@@ -3,7 +3,6 @@ package gitstore_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -80,7 +79,7 @@ func change(cluster, config string, deployment int, files map[string][]byte, mod
 
 var allModules = []string{"vpc", "eks", "rds", "karpenter"}
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

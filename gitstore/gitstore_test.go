@@ -466,7 +466,7 @@ func TestDeletionsAreReal(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "run")
 	require.NoError(t, s.Checkout(ctx, res.SHA, "eu-1", "prod", run))
 	_, err = os.Stat(filepath.Join(run, "modules", "rds"))
-	assert.ErrorIs(t, err, os.ErrNotExist, "a deleted module is gone from the run dir")
+	require.ErrorIs(t, err, os.ErrNotExist, "a deleted module is gone from the run dir")
 
 	// No files at all removes the config directory; the cluster directory
 	// stays while another config lives in it, and goes with the last one.
@@ -510,7 +510,7 @@ func TestIdenticalRerenderIsAnEmptyCommit(t *testing.T) {
 			assert.Equal(t, second.SHA, r.git("rev-parse", "main"))
 			assert.Equal(t, first.SHA, r.git("rev-parse", "main~1"))
 			assert.Equal(t, r.git("rev-parse", "main~1^{tree}"), r.git("rev-parse", "main^{tree}"))
-			assert.Equal(t, "", r.git("show", "--stat", "--format=", "main"), "no file changes")
+			assert.Empty(t, r.git("show", "--stat", "--format=", "main"), "no file changes")
 			assert.Equal(t, "2", r.trailer("main", "Grape-Deployment"))
 			assert.Contains(t, r.git("log", "-1", "--format=%b", "main"), "Re-rendered over")
 			r.fsck()
@@ -635,7 +635,7 @@ func TestRefusesSecretsAndBadPaths(t *testing.T) {
 
 	for _, bad := range []struct{ cluster, config string }{{"../eu", "prod"}, {"eu-1", "a/b"}, {"", "prod"}, {"eu-1", ".."}, {"eu 1", "prod"}} {
 		_, err := s.Commit(ctx, change(bad.cluster, bad.config, 9, rendering(1, "vpc"), "vpc"))
-		assert.ErrorIs(t, err, gitstore.ErrInvalidPath, "%q/%q", bad.cluster, bad.config)
+		require.ErrorIs(t, err, gitstore.ErrInvalidPath, "%q/%q", bad.cluster, bad.config)
 	}
 	for _, c := range []gitstore.Change{
 		{ClusterID: "eu-1", ConfigName: "prod", Subject: ""},
@@ -644,7 +644,7 @@ func TestRefusesSecretsAndBadPaths(t *testing.T) {
 		{ClusterID: "eu-1", ConfigName: "prod", Subject: "ok", Trailers: []gitstore.Trailer{{Key: "K", Value: "a\nb"}}},
 	} {
 		_, err := s.Commit(ctx, c)
-		assert.Error(t, err, "%+v", c)
+		require.Error(t, err, "%+v", c)
 	}
 	r := reviewer{t, dir}
 	assert.Equal(t, 2, r.count("main"), "no refused change made a commit")
@@ -682,7 +682,7 @@ func TestCommittedTreesHoldNoSecrets(t *testing.T) {
 		"-e", "BEGIN [A-Z ]*PRIVATE KEY", "-e", "(AKIA|ASIA)[0-9A-Z]{16}", "-e", `"lineage"`,
 		"-e", `(?i)aws_secret_access_key`, "-e", "sensitive_values"}, commits...)
 	out, err := testsupport.GitOutput(ctx, "", args...)
-	assert.Error(t, err, "git grep found secrets: %s", out)
+	require.Error(t, err, "git grep found secrets: %s", out)
 	assert.Empty(t, out)
 
 	ignore := r.git("show", "main:.gitignore")
@@ -731,9 +731,9 @@ func TestCheckoutKeepsModesAndRefusesLinks(t *testing.T) {
 	assert.Contains(t, err.Error(), "not empty")
 
 	err = s.Checkout(ctx, res.SHA, "eu-1", "nope", filepath.Join(t.TempDir(), "x"))
-	assert.ErrorIs(t, err, gitstore.ErrNotInCommit)
+	require.ErrorIs(t, err, gitstore.ErrNotInCommit)
 	err = s.Checkout(ctx, "HEAD", "eu-1", "prod", filepath.Join(t.TempDir(), "x"))
-	assert.ErrorContains(t, err, "40-hex")
+	require.ErrorContains(t, err, "40-hex")
 	_, err = s.Files(ctx, strings.Repeat("ab", 20), "eu-1", "prod")
 	assert.Error(t, err, "unknown commit")
 }
@@ -834,7 +834,7 @@ func TestRemoteErrorsNameTheURLWithoutCredentials(t *testing.T) {
 			var remoteErr *gitstore.RemoteError
 			require.ErrorAs(t, err, &remoteErr)
 			if tt.wantIs != nil {
-				assert.ErrorIs(t, err, tt.wantIs)
+				require.ErrorIs(t, err, tt.wantIs)
 			}
 			for _, want := range tt.wantText {
 				assert.Contains(t, err.Error(), want)
@@ -865,7 +865,7 @@ func TestRemoteDownFailsFastAfterRetries(t *testing.T) {
 	assert.Less(t, took, 15*time.Second, "within the retry budget")
 	assert.Contains(t, err.Error(), srv.GitURL("ws.git"))
 	var remoteErr *gitstore.RemoteError
-	assert.ErrorAs(t, err, &remoteErr)
+	require.ErrorAs(t, err, &remoteErr)
 	assert.True(t, isConnRefused(err), "connection refused is visible to errors.Is: %v", err)
 	head, err := s.Head(ctx)
 	require.NoError(t, err)

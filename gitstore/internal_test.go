@@ -173,7 +173,7 @@ func TestMessageLayout(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "apply prod\n", msg)
 	_, err = message("ok", "", []Trailer{{"Grape-Action", ""}})
-	assert.Error(t, err)
-	assert.Error(t, Signature{Name: "a<b", Email: "x@y"}.validate())
+	require.Error(t, err)
+	require.Error(t, Signature{Name: "a<b", Email: "x@y"}.validate())
 	assert.Error(t, Signature{Name: "a", Email: ""}.validate())
 }

@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -159,7 +158,7 @@ func TestServer(t *testing.T) {
 	_, err = metrics.Listen(srv.Addr(), h, slogDiscard())
 	require.ErrorContains(t, err, "--metrics-listen "+srv.Addr())
 	var opErr *net.OpError
-	require.True(t, errors.As(err, &opErr), "the bind error is wrapped: %v", err)
+	require.ErrorAs(t, err, &opErr, "the bind error is wrapped: %v", err)
 
 	require.NoError(t, srv.Stop(context.Background()))
 	_, err = http.Get(base + "/healthz")

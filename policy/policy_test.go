@@ -338,7 +338,7 @@ func TestCompileErrors(t *testing.T) {
 	// A broken file inside a set stops start-up too.
 	dir := writeFiles(t, map[string]string{"ok.rego": "package main\n", "sets/pci/bad.rego": "package main\n\ndeny contains if\n"})
 	_, err := Load(context.Background(), Sources{Dirs: []string{dir}}, Options{})
-	assert.ErrorContains(t, err, filepath.Join(dir, "sets/pci/bad.rego")+":3: rego_parse_error")
+	require.ErrorContains(t, err, filepath.Join(dir, "sets/pci/bad.rego")+":3: rego_parse_error")
 	// A test file that does not compile does not stop the agent (it never loads tests).
 	dir = writeFiles(t, map[string]string{"ok.rego": "package main\n", "ok_test.rego": "package main\n\ntest_x if {\n"})
 	_, err = Load(context.Background(), Sources{Dirs: []string{dir}}, Options{})
@@ -410,7 +410,7 @@ func TestSets(t *testing.T) {
 	_, err := e.Evaluate(context.Background(), Input{Set: "sox", Plan: plan})
 	var us *UnknownSetError
 	require.ErrorAs(t, err, &us)
-	assert.EqualError(t, err, `policy set "sox" is not among this agent's policies (sets: dev-1, pci): add sets/sox/ to a policy source, or clear the config's policy set`)
+	require.EqualError(t, err, `policy set "sox" is not among this agent's policies (sets: dev-1, pci): add sets/sox/ to a policy source, or clear the config's policy set`)
 
 	// The digest depends on the files, not where they are, nor on tests.
 	d1, _ := e.Digest("")
@@ -428,7 +428,7 @@ func TestSets(t *testing.T) {
 
 	// A stray file directly under sets/, or a bad set name, is refused.
 	_, err = Load(context.Background(), Sources{Dirs: []string{writeFiles(t, map[string]string{"sets/x.rego": "package main\n"})}}, Options{})
-	assert.ErrorContains(t, err, "files under sets/ belong in a set's directory, sets/<set>/x.rego")
+	require.ErrorContains(t, err, "files under sets/ belong in a set's directory, sets/<set>/x.rego")
 	_, err = Load(context.Background(), Sources{Dirs: []string{writeFiles(t, map[string]string{"sets/PCI/x.rego": "package main\n"})}}, Options{})
 	assert.ErrorContains(t, err, `policy set "PCI": use 1-63 lowercase letters`)
 }

@@ -241,7 +241,7 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, len(stored), phaseA+phaseB)
 	got := eval[[]domLine](t, bctx, domLines)
-	require.Equal(t, len(stored), len(got), "gap or duplicate in the page")
+	require.Len(t, got, len(stored), "gap or duplicate in the page")
 	for i, l := range stored {
 		var text strings.Builder
 		for _, s := range ANSISegments(l.Line) {
@@ -260,7 +260,7 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	// A finished deployment opened afresh shows the full log at once.
 	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#terminal"))))
 	require.Equal(t, "finished", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
-	require.Equal(t, len(stored), len(eval[[]domLine](t, bctx, domLines)))
+	require.Len(t, eval[[]domLine](t, bctx, domLines), len(stored))
 
 	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))

@@ -557,7 +557,7 @@ func TestLiveTerminalStream(t *testing.T) {
 	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
 	got, statuses, ended := s.collect(100000, 20*time.Second)
 	require.True(t, ended, "no end event")
-	require.Equal(t, int(seq)-61, len(got), "gap or duplicate after resuming")
+	require.Len(t, got, int(seq)-61, "gap or duplicate after resuming")
 	for i, l := range got {
 		require.Equal(t, int64(62+i), l.Seq)
 	}
@@ -572,7 +572,7 @@ func TestLiveTerminalStream(t *testing.T) {
 	s = c.events(path+"?after=700", "")
 	got, _, ended = s.collect(100000, 10*time.Second)
 	require.True(t, ended)
-	require.Equal(t, int(seq)-700, len(got))
+	require.Len(t, got, int(seq)-700)
 	require.Eventually(t, func() bool { return e.srv.notifier.Subscribers() == 0 }, 5*time.Second, 10*time.Millisecond, "subscriptions leak")
 }
 

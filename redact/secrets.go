@@ -183,9 +183,7 @@ func variants(secret string, minLen int) []string {
 		forms = append(forms, t) // a value read from a file keeps its newline
 	}
 	if strings.ContainsAny(secret, "\r\n") {
-		for _, line := range strings.FieldsFunc(secret, func(r rune) bool { return r == '\n' || r == '\r' }) {
-			forms = append(forms, line)
-		}
+		forms = append(forms, strings.FieldsFunc(secret, func(r rune) bool { return r == '\n' || r == '\r' })...)
 	}
 	var out []string
 	for _, f := range forms {

@@ -272,7 +272,7 @@ func TestLoadDir(t *testing.T) {
 	// Symlinks are refused: a set must be self-contained.
 	require.NoError(t, os.Symlink("/etc/passwd", filepath.Join(dir, "vpc", "passwd")))
 	_, err = LoadDir(dir)
-	assert.ErrorContains(t, err, "vpc/passwd is not a regular file")
+	require.ErrorContains(t, err, "vpc/passwd is not a regular file")
 
 	_, err = LoadDir(filepath.Join(dir, "missing"))
 	assert.ErrorContains(t, err, "loading templates from "+filepath.Join(dir, "missing"))
@@ -323,9 +323,9 @@ func TestLoadGit(t *testing.T) {
 	assert.Equal(t, catalog(t).Version, c.Version)
 
 	_, err = LoadGit(ctx, url, "no-such-branch", cache)
-	assert.ErrorContains(t, err, `no branch, tag or commit "no-such-branch"`)
+	require.ErrorContains(t, err, `no branch, tag or commit "no-such-branch"`)
 	_, err = LoadGit(ctx, src, "master", cache)
-	assert.ErrorContains(t, err, "template set has no VERSION file", "the repository root is not a template set")
+	require.ErrorContains(t, err, "template set has no VERSION file", "the repository root is not a template set")
 	_, err = LoadGit(ctx, src+"//../etc", "master", cache)
 	assert.ErrorContains(t, err, "must be a clean relative path")
 }

@@ -196,12 +196,12 @@ func TestRenderMeta(t *testing.T) {
 		{ClusterID: "prod", ConfigID: "x", ConfigName: "Bad Name"},
 	} {
 		_, err := c.Render(in, bad)
-		assert.Error(t, err, "meta %+v", bad)
+		require.Error(t, err, "meta %+v", bad)
 	}
 
 	_, _, err = c.RenderSpec([]byte(`{"modules": {"eks": {}}}`), testMeta)
 	var ve *ValidationError
-	assert.ErrorAs(t, err, &ve)
+	require.ErrorAs(t, err, &ve)
 	in2, tree2, err := c.RenderSpec([]byte(`{"modules": {"vpc": {}}}`), testMeta)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"vpc"}, in2.EnabledModules())

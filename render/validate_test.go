@@ -1,7 +1,6 @@
 package render
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
@@ -59,7 +58,7 @@ func TestValidateErrors(t *testing.T) {
 		{"wrong type: scalar for list", `{"modules": {"vpc": {"availability_zones": "eu-central-1a"}}}`, []FieldError{fe("modules.vpc.availability_zones", `must be a JSON array (list(string)), got string "eu-central-1a"`)}},
 		{"wrong type: list element", `{"modules": {"vpc": {"availability_zones": ["eu-central-1a", 2]}}}`, []FieldError{fe("modules.vpc.availability_zones[1]", "must be a string, got number 2")}},
 		{"wrong type: nested object attribute", `{"modules": {"vpc": {}, "eks": {"addons": {"coredns": {"addon_version": 1}}}}}`, []FieldError{fe("modules.eks.addons.coredns.addon_version", "must be a string, got number 1")}},
-		{"unknown nested attribute", `{"modules": {"vpc": {}, "eks": {"addons": {"coredns": {"addon_versoin": "v1.11.1-eksbuild.1"}}}}}`, []FieldError{fe("modules.eks.addons.coredns.addon_versoin", `unknown attribute (did you mean "addon_version"?); valid attributes: addon_version, configuration_values, resolve_conflicts_on_create, resolve_conflicts_on_update`)}},
+		{"unknown nested attribute", `{"modules": {"vpc": {}, "eks": {"addons": {"coredns": {"addon_version": "v1.11.1-eksbuild.1"}}}}}`, []FieldError{fe("modules.eks.addons.coredns.addon_version", `unknown attribute (did you mean "addon_version"?); valid attributes: addon_version, configuration_values, resolve_conflicts_on_create, resolve_conflicts_on_update`)}},
 		{"null input", `{"modules": {"vpc": {"cidr": null}}}`, []FieldError{fe("modules.vpc.cidr", `must not be null; remove the key to get the default ("10.0.0.0/16")`)}},
 		{"sensitive input", `{"modules": {"vpc": {}, "rds": {"master_password": "hunter2hunter2"}}}`, []FieldError{fe("modules.rds.master_password", "is sensitive and must not be in the intent (intents are stored in the database and committed to git): remove it and set TF_VAR_rds_master_password in the agent's environment instead, or leave it unset to get the module's default (null)")}},
 
@@ -102,7 +101,7 @@ func TestValidateErrors(t *testing.T) {
 			require.Error(t, err)
 			assert.Nil(t, in)
 			var ve *ValidationError
-			require.True(t, errors.As(err, &ve), "error is %T, want *ValidationError: %v", err, err)
+			require.ErrorAs(t, err, &ve, "error is %T, want *ValidationError: %v", err, err)
 			assert.Equal(t, tc.want, ve.Errors)
 		})
 	}
@@ -170,7 +169,7 @@ func TestIntentNormalised(t *testing.T) {
 	b, err := c.Validate([]byte(`{"tags":{"a":"1","b":"2"},"region":"eu-central-1","modules":{"eks":{"node_max_size":5},"vpc":{"az_count":3}}}`))
 	require.NoError(t, err)
 	assert.Equal(t, string(a.JSON()), string(b.JSON()))
-	assert.Equal(t, `{
+	assert.JSONEq(t, `{
   "modules": {
     "eks": {
       "node_max_size": 5
@@ -203,7 +202,7 @@ func TestValidateMissingRequired(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Validate([]byte(`{"modules": {"dns": {}}}`))
 	var ve *ValidationError
-	require.True(t, errors.As(err, &ve), "got %v", err)
+	require.ErrorAs(t, err, &ve, "got %v", err)
 	assert.Equal(t, []FieldError{fe("modules.dns.zone_name", "required input is missing; set it (type string): DNS zone to create, such as \"internal.example.com\".")}, ve.Errors)
 
 	in, err := c.Validate([]byte(`{"modules": {"dns": {"zone_name": "internal.example.com"}}}`))
@@ -214,6 +213,6 @@ func TestValidateMissingRequired(t *testing.T) {
 func TestValidateNumberRange(t *testing.T) {
 	_, err := catalog(t).Validate([]byte(`{"modules": {"vpc": {"az_count": 1e999999999}}}`))
 	var ve *ValidationError
-	require.True(t, errors.As(err, &ve), "got %v", err)
+	require.ErrorAs(t, err, &ve, "got %v", err)
 	assert.Equal(t, []FieldError{fe("modules.vpc.az_count", "number 1e999999999 is out of range")}, ve.Errors)
 }

@@ -54,9 +54,9 @@ func TestWriteDir(t *testing.T) {
 	other := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(other, "notes.txt"), []byte("mine"), 0o644))
 	err = next.WriteDir(other)
-	assert.ErrorContains(t, err, "the directory is not empty and holds no grape.json from an earlier rendering")
+	require.ErrorContains(t, err, "the directory is not empty and holds no grape.json from an earlier rendering")
 	_, err = os.Stat(filepath.Join(other, "notes.txt"))
-	assert.NoError(t, err)
+	require.NoError(t, err)
 	_, err = os.Stat(filepath.Join(other, FileMain))
 	assert.True(t, os.IsNotExist(err))
 

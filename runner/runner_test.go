@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,7 +311,7 @@ func TestCancelDuringApply(t *testing.T) {
 	assert.Equal(t, errkind.Cancelled, e.Kind)
 	assert.Equal(t, "apply", e.Phase)
 	assert.Equal(t, "cancelled in apply: cancel requested", e.Msg)
-	assert.ErrorIs(t, err, errkind.ErrCancelRequested)
+	require.ErrorIs(t, err, errkind.ErrCancelRequested)
 	assert.Less(t, elapsed, 10*time.Second, "terraform should stop on SIGINT, well before the grace period")
 	assert.Contains(t, rec.all(), "Interrupt received.")
 	// Whether the provisioner's sleep outlives terraform depends on a race
@@ -363,7 +361,7 @@ func TestCancelKillsProcessGroupAfterGrace(t *testing.T) {
 
 	e := asError(t, err)
 	assert.Equal(t, errkind.Cancelled, e.Kind)
-	assert.ErrorIs(t, err, errkind.ErrShutdown)
+	require.ErrorIs(t, err, errkind.ErrShutdown)
 	assert.Equal(t, "cancelled in apply: agent shut down", e.Msg)
 	assert.GreaterOrEqual(t, elapsed, time.Second, "killed before the grace period ended")
 	// Without the kill the apply would run its 30 s sleep to the end.
@@ -390,7 +388,7 @@ func TestPhaseTimeout(t *testing.T) {
 	assert.Equal(t, errkind.Timeout, e.Kind)
 	assert.Equal(t, "apply", e.Phase)
 	assert.Equal(t, "timed out in apply after 2s", e.Msg)
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, time.Since(start), 10*time.Second)
 	requireNoSurvivors(t, j.Dir)
 }
@@ -450,7 +448,7 @@ func TestStateLockHeld(t *testing.T) {
 	assert.Equal(t, who, e.Lock.Who)
 	assert.Equal(t, "OperationTypeApply", e.Lock.Operation)
 	assert.Equal(t, "terraform.tfstate", e.Lock.Path)
-	assert.Regexp(t, regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`), e.Lock.ID)
+	assert.Regexp(t, `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`, e.Lock.ID)
 	assert.Contains(t, e.Msg, "the state is locked by "+who)
 	assert.Contains(t, e.Msg, e.Lock.ID)
 	assert.NoFileExists(t, filepath.Join(j.Dir, DefaultPlanFile))
@@ -487,7 +485,7 @@ func TestTerraformErrors(t *testing.T) {
 		cancel(errkind.ErrCancelRequested)
 		err := r.Init(cctx, j)
 		assert.Equal(t, errkind.Cancelled, asError(t, err).Kind)
-		assert.True(t, errors.Is(err, errkind.ErrCancelRequested))
+		assert.ErrorIs(t, err, errkind.ErrCancelRequested)
 	})
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 func TestDeref(t *testing.T) {
-	require.Equal(t, "", Deref[string](nil))
+	require.Empty(t, Deref[string](nil))
 	require.Equal(t, 0, Deref[int](nil))
 	require.Equal(t, "x", Deref(To("x")))
 	v := 7
