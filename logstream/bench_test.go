@@ -156,7 +156,9 @@ func BenchmarkLogPipeline(b *testing.B) {
 				w := s.Writer(store.StreamStdout)
 				pace := newPacer(rate)
 				for i := 1; i <= 5*rate; i++ {
-					io.WriteString(w, childLine("out", i)+"\n")
+					if _, err := io.WriteString(w, childLine("out", i)+"\n"); err != nil {
+						b.Fatal(err)
+					}
 					pace.wait(i)
 				}
 				if err := s.Close(ctx); err != nil {

@@ -64,7 +64,9 @@ func runChildMode(mode string) int {
 			if childStream(i) == "err" {
 				w = stderr
 			}
-			io.WriteString(w, childLine(childStream(i), i)+"\n")
+			if _, err := io.WriteString(w, childLine(childStream(i), i)+"\n"); err != nil {
+				return 1 // the parent stopped reading; it sees the exit code
+			}
 			pace.wait(i)
 		}
 		if bo != nil {

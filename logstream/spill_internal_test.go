@@ -19,7 +19,7 @@ func spillEntry(i int) entry {
 func TestSpillRoundTrip(t *testing.T) {
 	sp, err := openSpill(t.TempDir(), uuid.New())
 	require.NoError(t, err)
-	defer sp.remove()
+	defer func() { require.NoError(t, sp.remove()) }()
 	next := 1
 	var got []entry
 	for round := range 5 {
@@ -53,7 +53,7 @@ func TestSpillRoundTrip(t *testing.T) {
 func TestSpillFlushFailureLosesNothing(t *testing.T) {
 	sp, err := openSpill(t.TempDir(), uuid.New())
 	require.NoError(t, err)
-	defer sp.remove()
+	defer func() { require.NoError(t, sp.remove()) }()
 	for i := 1; i <= 3; i++ {
 		sp.append(spillEntry(i))
 	}
