@@ -41,7 +41,7 @@ func ParseSchedule(spec string) (Schedule, error) {
 	}
 	s, err := parser.Parse(spec)
 	if err != nil {
-		return Schedule{}, fmt.Errorf("drift schedule %q: %v: use a 5-field cron expression (\"0 */6 * * *\"), @every 6h, @daily, or off", spec, err)
+		return Schedule{}, fmt.Errorf("drift schedule %q: %w: use a 5-field cron expression (\"0 */6 * * *\"), @every 6h, @daily, or off", spec, err)
 	}
 	if cs, ok := s.(cron.ConstantDelaySchedule); ok && cs.Delay < time.Minute {
 		return Schedule{}, fmt.Errorf("drift schedule %q: checks more often than once a minute would plan constantly; use at least @every 1m", spec)

@@ -621,13 +621,6 @@ func (e *env) allFinal(ds []store.Deployment) bool {
 	return true
 }
 
-func (e *env) holdsDeployment(agentID string) bool {
-	e.t.Helper()
-	var n int
-	require.NoError(e.t, e.pool.QueryRow(e.ctx, `SELECT count(*) FROM deployments WHERE status = 'in_progress' AND claimed_by = $1`, agentID).Scan(&n))
-	return n > 0
-}
-
 func (e *env) statusTable(ds []store.Deployment) string {
 	var b strings.Builder
 	for _, d := range ds {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -370,12 +369,6 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
-}
-
-func mustJSON(t testing.TB, v any) string {
-	b, err := json.Marshal(v)
-	require.NoError(t, err)
-	return string(b)
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o644) }

@@ -75,7 +75,7 @@ func (r *remote) errorf(op string, err error) error {
 // so errors.Is sees the network error underneath.
 func unwrapGoGit(err error) error {
 	for {
-		switch e := err.(type) {
+		switch e := err.(type) { //nolint:errorlint // go-git's wrappers lack Unwrap, so errors.As cannot see through them; this peels them one layer at a time
 		case *plumbing.UnexpectedError:
 			err = e.Err
 		case *plumbing.PermanentError:

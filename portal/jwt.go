@@ -58,13 +58,13 @@ func verifySupabaseJWT(token string, secret []byte, now time.Time) (jwtClaims, e
 	}
 	rawHeader, err := base64.RawURLEncoding.DecodeString(parts[0])
 	if err != nil {
-		return jwtClaims{}, fmt.Errorf("%w: header: %v", errJWTMalformed, err)
+		return jwtClaims{}, fmt.Errorf("%w: header: %w", errJWTMalformed, err)
 	}
 	var header struct {
 		Alg string `json:"alg"`
 	}
 	if err := json.Unmarshal(rawHeader, &header); err != nil {
-		return jwtClaims{}, fmt.Errorf("%w: header: %v", errJWTMalformed, err)
+		return jwtClaims{}, fmt.Errorf("%w: header: %w", errJWTMalformed, err)
 	}
 	// The algorithm is fixed by configuration, never taken from the token
 	// ("none" and RS256-with-the-secret-as-key are the classic forgeries).
@@ -73,7 +73,7 @@ func verifySupabaseJWT(token string, secret []byte, now time.Time) (jwtClaims, e
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
-		return jwtClaims{}, fmt.Errorf("%w: signature: %v", errJWTMalformed, err)
+		return jwtClaims{}, fmt.Errorf("%w: signature: %w", errJWTMalformed, err)
 	}
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(parts[0] + "." + parts[1]))
@@ -82,12 +82,12 @@ func verifySupabaseJWT(token string, secret []byte, now time.Time) (jwtClaims, e
 	}
 	rawClaims, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return jwtClaims{}, fmt.Errorf("%w: claims: %v", errJWTMalformed, err)
+		return jwtClaims{}, fmt.Errorf("%w: claims: %w", errJWTMalformed, err)
 	}
 	var c jwtClaims
 	dec := json.NewDecoder(bytes.NewReader(rawClaims))
 	if err := dec.Decode(&c); err != nil {
-		return jwtClaims{}, fmt.Errorf("%w: claims: %v", errJWTMalformed, err)
+		return jwtClaims{}, fmt.Errorf("%w: claims: %w", errJWTMalformed, err)
 	}
 	const leeway = 30 * time.Second // clock skew between Supabase and this host
 	if c.ExpiresAt == nil {

@@ -83,7 +83,7 @@ func (d *treeDecoder) fail(err error) error {
 		return errors.New("not valid JSON: unexpected end of input")
 	}
 	line, col := lineCol(d.data, int(d.dec.InputOffset()))
-	return fmt.Errorf("not valid JSON at line %d, column %d: %v", line, col, err)
+	return fmt.Errorf("not valid JSON at line %d, column %d: %w", line, col, err)
 }
 
 func (d *treeDecoder) value(depth int, path string) (any, error) {
@@ -180,7 +180,7 @@ func checkString(path, s string) error {
 func canonicalNumber(n json.Number) (json.Number, error) {
 	f, _, err := big.ParseFloat(string(n), 10, 512, big.ToNearestEven)
 	if err != nil {
-		return "", fmt.Errorf("number %s is not valid: %v", n, err)
+		return "", fmt.Errorf("number %s is not valid: %w", n, err)
 	}
 	// Far beyond any size, count or port a module takes, and beyond what
 	// Terraform's own number handling keeps exact.

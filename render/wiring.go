@@ -63,13 +63,3 @@ func (w Wiring) tokens() hclwrite.Tokens {
 		return hclwrite.TokensForFunctionCall("one", splat)
 	}
 }
-
-// wiringFor returns the wiring of module.input, if any.
-func wiringFor(module, input string) *Wiring {
-	for i := range wirings {
-		if wirings[i].Module == module && wirings[i].Input == input {
-			return &wirings[i]
-		}
-	}
-	return nil
-}

@@ -81,9 +81,6 @@ func (p *policyFlags) engine(ctx context.Context, cacheDir string) (*policy.Engi
 	return e, nil
 }
 
-// enabled reports whether any policy source is selected.
-func (p *policyFlags) enabled() bool { return !p.sources("").Empty() }
-
 // stringList is a repeatable flag; each value may also be a comma-separated
 // list (how a GRAPE_* variable or the config file gives several).
 type stringList []string

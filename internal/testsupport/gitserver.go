@@ -336,7 +336,7 @@ func waitForPort(port int, exited <-chan error) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("git daemon exited: %v", err)
+			return fmt.Errorf("git daemon exited: %w", err)
 		default:
 		}
 		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)

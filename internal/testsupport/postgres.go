@@ -32,7 +32,6 @@ const EnvDatabaseURL = "GRAPE_TEST_DATABASE_URL"
 var (
 	sharedMu       sync.Mutex
 	sharedAdminURL string // superuser/admin URL of the shared server, database "postgres"
-	sharedServer   *localenv.Postgres
 	templateName   string
 	cleanups       []func()
 )
@@ -95,7 +94,6 @@ func adminURL(t testing.TB) string {
 			os.RemoveAll(dir)
 			t.Fatalf("starting throwaway PostgreSQL (needs initdb and pg_ctl, e.g. Debian package postgresql-15; or set %s): %v", EnvDatabaseURL, err)
 		}
-		sharedServer = pg
 		cleanups = append(cleanups, func() {
 			_ = pg.Stop(context.Background())
 			pg.Close()
