@@ -81,18 +81,14 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 // config, so a reviewer reads the why before the diff.
 func commitBody(previous, current []byte, cat *render.Catalog) string {
 	var b strings.Builder
-	switch {
-	case previous == nil:
+	if previous == nil {
 		b.WriteString("First rendering of this config.\n")
-	default:
-		changes := render.DiffIntent(previous, current)
-		if len(changes) == 0 {
-			b.WriteString("Intent unchanged since the previous commit of this config.\n")
-		} else {
-			b.WriteString("Intent changes since the previous commit of this config:\n")
-			for _, c := range changes {
-				b.WriteString("  " + c + "\n")
-			}
+	} else if changes := render.DiffIntent(previous, current); len(changes) == 0 {
+		b.WriteString("Intent unchanged since the previous commit of this config.\n")
+	} else {
+		b.WriteString("Intent changes since the previous commit of this config:\n")
+		for _, c := range changes {
+			b.WriteString("  " + c + "\n")
 		}
 	}
 	fmt.Fprintf(&b, "\nRendered with template set %s (%s).", cat.Version, shortDigest(cat.Digest))

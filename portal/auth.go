@@ -2,7 +2,6 @@ package portal
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -446,7 +445,7 @@ func (s *Server) supabaseAllowed(c jwtClaims) bool {
 // or "/\host" (which browsers treat as another origin).
 func safeNext(next string) string {
 	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
-		bytes.ContainsAny([]byte(next), "\r\n") {
+		strings.ContainsAny(next, "\r\n") {
 		return "/"
 	}
 	return next

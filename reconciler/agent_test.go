@@ -393,7 +393,8 @@ func runChildAgent() {
 		if err := r.SetPhase(ctx, phase); err != nil {
 			return store.Outcome{Status: store.StatusFailed, Kind: store.KindInternal, Error: err.Error()}
 		}
-		fmt.Println("IN-PHASE", r.Deployment.ID)
+		// The parent test reads this marker from the child process's stdout.
+		fmt.Fprintln(os.Stdout, "IN-PHASE", r.Deployment.ID)
 		select {}
 	})
 	a, err := reconciler.New(store.New(pool), os.Getenv("GRAPE_TEST_CHILD_DB"), work, reconciler.Options{

@@ -56,16 +56,14 @@ func (v *validator) backend(path string, val any) (BackendSpec, bool, bool) {
 		return BackendSpec{}, false, false
 	}
 	n := len(v.p.list)
-	typ := "s3"
-	if tv, has := o.get("type"); has {
-		s, isStr := tv.(string)
-		if !isStr || (s != "s3" && s != "local") {
-			v.p.add(JoinPath(path, "type"), `must be "s3" or "local", got %s`, describe(tv))
-			return BackendSpec{}, false, false
-		}
-		typ = s
-	} else {
+	tv, has := o.get("type")
+	if !has {
 		v.p.add(JoinPath(path, "type"), `is missing; set "s3" (state in an S3 bucket) or "local" (state on the agent's disk)`)
+		return BackendSpec{}, false, false
+	}
+	typ, isStr := tv.(string)
+	if !isStr || (typ != "s3" && typ != "local") {
+		v.p.add(JoinPath(path, "type"), `must be "s3" or "local", got %s`, describe(tv))
 		return BackendSpec{}, false, false
 	}
 	spec := BackendSpec{Type: typ, Encrypt: typ == "s3"}

@@ -108,8 +108,12 @@ func New(cfg Config) (*Runner, error) {
 		if mirror, err = filepath.Abs(mirror); err != nil {
 			return nil, fmt.Errorf("resolving provider mirror: %w", err)
 		}
-		if fi, err := os.Stat(mirror); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("provider mirror %s is not a directory (%v)", mirror, err)
+		fi, err := os.Stat(mirror)
+		if err != nil {
+			return nil, fmt.Errorf("provider mirror: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("provider mirror %s is not a directory", mirror)
 		}
 		cfg.ProviderMirror = mirror
 	}
@@ -323,7 +327,7 @@ func (r *Runner) run(ctx context.Context, j Job, s *sink, phase string, timeout 
 		return err
 	}
 	cause := context.Cause(pctx)
-	if cause == error(timedOut) {
+	if errors.Is(cause, timedOut) {
 		return &Error{Kind: errkind.Timeout, Phase: phase, Msg: timedOut.Error(), Err: cause}
 	}
 	return &Error{Kind: errkind.Cancelled, Phase: phase, Msg: fmt.Sprintf("cancelled in %s: %v", phase, cause), Err: cause}

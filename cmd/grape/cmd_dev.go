@@ -222,11 +222,11 @@ func devAWS(ctx context.Context, cio *cmdIO, mode, dataDir string) (env map[stri
 	_, motoErr := exec.LookPath("moto_server")
 	switch mode {
 	case "auto":
-		if motoErr == nil {
-			mode = "moto"
-		} else if hasCreds {
+		// With moto installed, auto is --aws moto: start it below.
+		if motoErr != nil && hasCreds {
 			return nil, nothing, usagef("moto_server is not installed and AWS credentials are set: pass --aws real to let grape dev use your AWS account, or install moto (pip install 'moto[server]') for a zero-risk local run")
-		} else {
+		}
+		if motoErr != nil {
 			return nil, nothing, usagef("no AWS to talk to: install moto (pip install 'moto[server]') for the local emulator, or set your AWS credentials and pass --aws real")
 		}
 	case "moto":

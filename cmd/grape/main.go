@@ -11,11 +11,14 @@ import (
 )
 
 func main() {
+	os.Exit(mainCode())
+}
+
+// mainCode is main without os.Exit, so its deferred calls run.
+func mainCode() int {
 	// Commands that run long (agent, dev, serve) install their own two-stage
 	// signal handling; for the rest, Ctrl-C cancels the context.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code := run(ctx, os.Args[1:], &cmdIO{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv})
-	stop()
-	os.Exit(code)
+	return run(ctx, os.Args[1:], &cmdIO{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv})
 }
