@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -62,7 +63,8 @@ func (o Options) regoVersion() (ast.RegoVersion, error) {
 }
 
 // unsafeBuiltins would let a policy send the plan out of the agent or read
-// its environment (AWS credentials): refused at compile time.
+// its environment (AWS credentials): they are left out of the compiler's
+// capabilities, so a policy calling one does not compile.
 var unsafeBuiltins = map[string]struct{}{
 	"http.send":          {},
 	"net.lookup_ip_addr": {},
@@ -247,7 +249,7 @@ func astProblems(file string, err error) []Problem {
 	}
 	var out []Problem
 	for _, e := range errs {
-		p := Problem{File: file, Code: e.Code, Msg: e.Message}
+		p := Problem{File: file, Code: e.Code, Msg: refusedBuiltin(e.Message)}
 		if e.Location != nil {
 			if e.Location.File != "" {
 				p.File = e.Location.File
@@ -257,6 +259,16 @@ func astProblems(file string, err error) []Problem {
 		out = append(out, p)
 	}
 	return out
+}
+
+// refusedBuiltin words the compiler's "undefined function" for a builtin
+// Grape leaves out on purpose, so the author learns it is refused, and why.
+func refusedBuiltin(msg string) string {
+	name, ok := strings.CutPrefix(msg, "undefined function ")
+	if _, unsafe := unsafeBuiltins[name]; !ok || !unsafe {
+		return msg
+	}
+	return name + " is not allowed in Grape policies: it could send the plan out of the agent or read its environment (credentials)"
 }
 
 // compileSet compiles one set. Each deny/violation/warn rule definition in
@@ -358,7 +370,6 @@ func compileSet(ctx context.Context, name string, files []*parsedFile, opts Opti
 		rego.Compiler(c),
 		rego.ParsedQuery(body),
 		rego.StrictBuiltinErrors(true),
-		rego.UnsafeBuiltins(unsafeBuiltins),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, astProblems("", err), nil
@@ -371,10 +382,19 @@ func compileSet(ctx context.Context, name string, files []*parsedFile, opts Opti
 // agent and in `grape policy test` alike.
 func newCompiler(version ast.RegoVersion) *ast.Compiler {
 	return ast.NewCompiler().
-		WithCapabilities(ast.CapabilitiesForThisVersion()).
-		WithUnsafeBuiltins(unsafeBuiltins).
+		WithCapabilities(capabilities()).
 		WithEnablePrintStatements(false).
 		WithDefaultRegoVersion(version)
+}
+
+// capabilities are this OPA's, without the unsafe builtins.
+func capabilities() *ast.Capabilities {
+	c := ast.CapabilitiesForThisVersion()
+	c.Builtins = slices.DeleteFunc(c.Builtins, func(b *ast.Builtin) bool {
+		_, unsafe := unsafeBuiltins[b.Name]
+		return unsafe
+	})
+	return c
 }
 
 // digest hashes a set's files: each path relative to its source with its

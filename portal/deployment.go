@@ -298,7 +298,7 @@ func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) error
 			buf.WriteByte('\n')
 		}
 		if _, err := w.Write(buf.Bytes()); err != nil {
-			return nil // the client left
+			return nil //nolint:nilerr // the client left; the body has begun, so handle must not write an error page into it
 		}
 		if len(batch) < 5000 {
 			return nil

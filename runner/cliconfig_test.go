@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,7 +49,12 @@ func TestNewWritesConfigAndCache(t *testing.T) {
 	assert.Equal(t, want, string(body))
 
 	_, err = New(Config{DataDir: dir, ProviderMirror: filepath.Join(dir, "missing")})
-	require.ErrorContains(t, err, "is not a directory")
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	require.ErrorContains(t, err, "provider mirror")
+	notDir := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o600))
+	_, err = New(Config{DataDir: dir, ProviderMirror: notDir})
+	require.ErrorContains(t, err, "provider mirror "+notDir+" is not a directory")
 	_, err = New(Config{DataDir: dir, TerraformBinary: filepath.Join(dir, "no-such-terraform")})
 	require.ErrorContains(t, err, "not found")
 	_, err = New(Config{DataDir: dir, EnvAllowlist: []string{"GRAPE_GIT_TOKEN"}})

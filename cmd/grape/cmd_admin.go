@@ -127,8 +127,10 @@ a Supabase admin to run instead and changes nothing.`,
 				fmt.Fprintf(cio.stdout, "grape %s\n%s %s/%s\n", grapeVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 				out, err := exec.CommandContext(ctx, tf, "version").Output()
 				if err != nil {
-					fmt.Fprintf(cio.stdout, "terraform: not found (%s)\n", tf)
-					return nil
+					// version reports what it finds; a missing terraform is
+					// part of the answer, not a failure of the command.
+					fmt.Fprintf(cio.stdout, "terraform: not available (%s: %v)\n", tf, err)
+					return nil //nolint:nilerr // reported on stdout above; grape version itself succeeded
 				}
 				first, _, _ := strings.Cut(string(out), "\n")
 				fmt.Fprintln(cio.stdout, first)

@@ -114,7 +114,7 @@ func TestPolicyListCommand(t *testing.T) {
 	bad := policyDir(t, map[string]string{"bad.rego": "package main\n\ndeny contains msg if {\n\tmsg := http.send({})\n}\n"})
 	_, errOut, code := c.run("", "policy", "list", "--policy-dir", bad)
 	assert.Equal(t, 1, code)
-	assert.Contains(t, errOut, "loading policies: policies do not compile: "+filepath.Join(bad, "bad.rego")+":4: rego_type_error: unsafe built-in function calls in expression: http.send")
+	assert.Contains(t, errOut, "loading policies: policies do not compile: "+filepath.Join(bad, "bad.rego")+":4: rego_type_error: http.send is not allowed in Grape policies")
 
 	_, errOut, code = c.run("", "policy", "list", "--policy-rego-version", "v2")
 	assert.Equal(t, 2, code)
