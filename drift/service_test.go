@@ -17,13 +17,13 @@ import (
 
 func TestMain(m *testing.M) { testsupport.Main(m) }
 
-// finishAs runs a deployment through the queue to the given outcome, as an
+// finishAs runs an apply through the queue to the given outcome, as an
 // agent would, and backdates it so a check is due.
-func finishAs(t *testing.T, pool *pgxpool.Pool, c store.Config, action store.Action, status store.Status, commit string, ago time.Duration) store.Deployment {
+func finishAs(t *testing.T, pool *pgxpool.Pool, c store.Config, status store.Status, commit string, ago time.Duration) store.Deployment {
 	t.Helper()
 	ctx := context.Background()
 	st := store.New(pool)
-	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action})
+	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: store.ActionApply})
 	require.NoError(t, err)
 	got, err := st.ClaimByID(ctx, d.ID, "agent", time.Minute)
 	require.NoError(t, err)
@@ -54,15 +54,15 @@ func TestPassQueuesOnlyIdleDueConfigsWithinConcurrency(t *testing.T) {
 
 	idle := []store.Config{cfg("idle-a"), cfg("idle-b"), cfg("idle-c")}
 	for i, c := range idle {
-		finishAs(t, pool, c, store.ActionApply, store.StatusSucceeded, commit(i), 7*time.Hour)
+		finishAs(t, pool, c, store.StatusSucceeded, commit(i), 7*time.Hour)
 	}
 	failed := cfg("failed")
-	finishAs(t, pool, failed, store.ActionApply, store.StatusSucceeded, commit(10), 9*time.Hour)
-	finishAs(t, pool, failed, store.ActionApply, store.StatusFailed, commit(11), 7*time.Hour)
+	finishAs(t, pool, failed, store.StatusSucceeded, commit(10), 9*time.Hour)
+	finishAs(t, pool, failed, store.StatusFailed, commit(11), 7*time.Hour)
 	fresh := cfg("fresh")
-	finishAs(t, pool, fresh, store.ActionApply, store.StatusSucceeded, commit(20), time.Minute)
+	finishAs(t, pool, fresh, store.StatusSucceeded, commit(20), time.Minute)
 	busy := cfg("busy")
-	finishAs(t, pool, busy, store.ActionApply, store.StatusSucceeded, commit(30), 7*time.Hour)
+	finishAs(t, pool, busy, store.StatusSucceeded, commit(30), 7*time.Hour)
 	_, err = st.Enqueue(ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: busy.ID, Action: store.ActionApply})
 	require.NoError(t, err)
 	cfg("never")
@@ -124,7 +124,7 @@ func TestOnlyOneAgentRunsAPass(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		c, err := st.UpsertConfig(ctx, "eu-1", fmt.Sprintf("c%d", i), json.RawMessage(`{}`), store.ConfigSettings{})
 		require.NoError(t, err)
-		finishAs(t, pool, c, store.ActionApply, store.StatusSucceeded, fmt.Sprintf("%040x", i), 7*time.Hour)
+		finishAs(t, pool, c, store.StatusSucceeded, fmt.Sprintf("%040x", i), 7*time.Hour)
 	}
 	def, err := drift.ParseSchedule("@every 6h")
 	require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -45,8 +46,8 @@ type oneShot struct {
 func (e *env) startAgentArgsOnce(id string, args ...string) oneShot {
 	e.t.Helper()
 	dataDir := filepath.Join(e.t.TempDir(), id)
-	full := append(args, "--cluster", e.cluster, "--agent-id", id+"-"+uuid.NewString()[:8], "--data-dir", dataDir,
-		"--workspace-url", e.repo, "--provider-mirror", testsupport.ProviderMirror, "--log-format", "json")
+	full := slices.Concat(args, []string{"--cluster", e.cluster, "--agent-id", id + "-" + uuid.NewString()[:8], "--data-dir", dataDir,
+		"--workspace-url", e.repo, "--provider-mirror", testsupport.ProviderMirror, "--log-format", "json"})
 	cmd := exec.CommandContext(e.ctx, e.bin, full...)
 	cmd.Env = e.agentEnviron()
 	var out, errb strings.Builder

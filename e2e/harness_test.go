@@ -202,6 +202,7 @@ func (a *agent) stop(t testing.TB) {
 	select {
 	case <-a.done:
 	case <-time.After(60 * time.Second):
+		t.Logf("agent (pid %d) did not drain within 60s of SIGTERM; killing its process group", a.cmd.Process.Pid)
 		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
 		<-a.done
 	}

@@ -39,11 +39,9 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 	// Keep the nonce of an earlier rendering: a second tab, or a stray
 	// request the browser makes on its own, must not invalidate the form
 	// already on the screen.
-	nonce := ""
-	if c, err := r.Cookie(s.cookieName(r, "grape_login")); err == nil && len(c.Value) == 24 {
+	nonce := randomString(18)
+	if c, err := r.Cookie(s.cookieName(r, "grape_login")); err == nil && len(c.Value) == len(nonce) {
 		nonce = c.Value
-	} else {
-		nonce = randomString(18)
 	}
 	s.setCookie(w, r, "grape_login", nonce, 3600)
 	next := r.URL.Query().Get("next")

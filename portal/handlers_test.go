@@ -337,7 +337,7 @@ func TestApproveRejectCancel(t *testing.T) {
 	c := e.signedIn()
 
 	// Reject.
-	r := e.awaitingApproval(e.newConfig("reject-me", store.ConfigSettings{}))
+	r := e.awaitingApproval(e.newConfig("reject-me"))
 	resp, _ := c.post("/deployments/"+r.ID.String()+"/reject", nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	got := e.deployment(r.ID)
@@ -345,7 +345,7 @@ func TestApproveRejectCancel(t *testing.T) {
 	require.Equal(t, store.KindRejected, *got.ErrorKind)
 
 	// Approval is refused when the config changed since the plan.
-	chCfg := e.newConfig("changed", store.ConfigSettings{})
+	chCfg := e.newConfig("changed")
 	ch := e.awaitingApproval(chCfg)
 	_, err := e.st.UpsertConfig(e.ctx, "eu-1", "changed", json.RawMessage(`{"region":"eu-west-1","modules":{"vpc":{}}}`), store.ConfigSettings{})
 	require.NoError(t, err)
@@ -355,7 +355,7 @@ func TestApproveRejectCancel(t *testing.T) {
 	require.Equal(t, store.StatusFailed, e.deployment(ch.ID).Status)
 
 	// Cancel: a queued one ends at once, a running one gets a request.
-	q := e.enqueue(e.newConfig("queued", store.ConfigSettings{}), store.EnqueueParams{})
+	q := e.enqueue(e.newConfig("queued"), store.EnqueueParams{})
 	resp, _ = c.post("/deployments/"+q.ID.String()+"/cancel", nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Equal(t, store.StatusCancelled, e.deployment(q.ID).Status)
@@ -376,7 +376,7 @@ func TestApproveRejectCancel(t *testing.T) {
 	require.Contains(t, body, "already cancelled")
 
 	// Approve last: the agent's next claim would be the approved deployment.
-	a := e.awaitingApproval(e.newConfig("approve-me", store.ConfigSettings{}))
+	a := e.awaitingApproval(e.newConfig("approve-me"))
 	_, page = c.get("/deployments/" + a.ID.String())
 	require.Regexp(t, `action="/deployments/`+a.ID.String()+`/approve" data-show="can_approve">`, page)
 	resp, _ = c.post("/deployments/"+a.ID.String()+"/approve", nil)
@@ -613,7 +613,7 @@ func TestDrift(t *testing.T) {
 VALUES ($1, 'eu-1', now() - interval '2 hours', 'in_sync', $2, 9000, '{}') RETURNING id`, e.cfg.ID, sha).Scan(&oldID))
 	require.NoError(t, e.pool.QueryRow(e.ctx, `INSERT INTO drift_reports (config_id, cluster_id, checked_at, status, commit_sha, duration_ms, details)
 VALUES ($1, 'eu-1', now() - interval '1 hour', 'drifted', $2, 11000, $3) RETURNING id`, e.cfg.ID, sha, details).Scan(&latestID))
-	clean := e.newConfig("clean", store.ConfigSettings{})
+	clean := e.newConfig("clean")
 	var cleanID uuid.UUID
 	require.NoError(t, e.pool.QueryRow(e.ctx, `INSERT INTO drift_reports (config_id, cluster_id, status, commit_sha) VALUES ($1, 'eu-1', 'in_sync', $2) RETURNING id`, clean.ID, sha).Scan(&cleanID))
 

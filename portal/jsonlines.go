@@ -133,35 +133,34 @@ func parentPath(p string) string {
 	return ""
 }
 
-// syntaxLine returns the line and column where doc stops being valid JSON,
-// or 0, 0 when it is valid.
-func syntaxLine(doc []byte) (line, col int) {
+// syntaxLine returns the line where doc stops being valid JSON, or 0 when
+// it is valid.
+func syntaxLine(doc []byte) int {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	var v any
 	err := dec.Decode(&v)
 	if err == nil {
 		if _, err2 := dec.Token(); errors.Is(err2, io.EOF) {
-			return 0, 0
+			return 0
 		}
-		return lineCol(doc, int(dec.InputOffset()))
+		return lineAt(doc, int(dec.InputOffset()))
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return lineCol(doc, int(se.Offset))
+		return lineAt(doc, int(se.Offset))
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return lineCol(doc, int(te.Offset))
+		return lineAt(doc, int(te.Offset))
 	}
 	// Unexpected end of input: the problem is at the end.
-	return lineCol(doc, len(doc))
+	return lineAt(doc, len(doc))
 }
 
-func lineCol(doc []byte, off int) (line, col int) {
+// lineAt is the 1-based line of byte offset off in doc.
+func lineAt(doc []byte, off int) int {
 	off = min(max(off, 0), len(doc))
-	line = 1 + bytes.Count(doc[:off], []byte("\n"))
-	col = off - bytes.LastIndexByte(doc[:off], '\n')
-	return line, col
+	return 1 + bytes.Count(doc[:off], []byte("\n"))
 }
 
 // newLineIndex returns a function from byte offset to 1-based line.

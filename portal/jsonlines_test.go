@@ -94,8 +94,7 @@ func TestSyntaxLine(t *testing.T) {
 		{"{}\n trailing", 2},
 	}
 	for _, c := range cases {
-		line, _ := syntaxLine([]byte(c.doc))
-		require.Equal(t, c.line, line, "%q", c.doc)
+		require.Equal(t, c.line, syntaxLine([]byte(c.doc)), "%q", c.doc)
 	}
 }
 

@@ -301,7 +301,7 @@ func (s *Server) readEditor(r *http.Request, f *editorForm) []byte {
 // invalid JSON go on the line where parsing stopped.
 func placeProblems(spec []byte, errs []render.FieldError) ([]problem, []sourceLine) {
 	lines := fieldLines(spec)
-	synLine, _ := syntaxLine(spec)
+	synLine := syntaxLine(spec)
 	var probs []problem
 	for _, fe := range errs {
 		p := problem{Path: fe.Path, Message: fe.Message}

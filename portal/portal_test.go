@@ -115,9 +115,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // newConfig adds another config to eu-1 (one run per config at a time).
-func (e *env) newConfig(name string, set store.ConfigSettings) store.Config {
+func (e *env) newConfig(name string) store.Config {
 	e.t.Helper()
-	c, err := e.st.UpsertConfig(e.ctx, "eu-1", name, json.RawMessage(validIntent), set)
+	c, err := e.st.UpsertConfig(e.ctx, "eu-1", name, json.RawMessage(validIntent), store.ConfigSettings{})
 	require.NoError(e.t, err)
 	return c
 }

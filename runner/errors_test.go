@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -106,15 +105,15 @@ func TestParseLockInfo(t *testing.T) {
 func TestErrorMatchesCauses(t *testing.T) {
 	e := &Error{Kind: errkind.Cancelled, Phase: "apply", Msg: "cancelled in apply: cancel requested", Err: errkind.ErrCancelRequested}
 	var err error = e
-	assert.True(t, errors.Is(err, errkind.ErrCancelRequested))
-	assert.False(t, errors.Is(err, errkind.ErrShutdown))
+	assert.ErrorIs(t, err, errkind.ErrCancelRequested)
+	assert.NotErrorIs(t, err, errkind.ErrShutdown)
 	assert.Equal(t, "cancelled in apply: cancel requested", err.Error())
 }
 
 func TestTruncate(t *testing.T) {
 	long := strings.Repeat("é", 300)
 	got := oneLine(long)
-	assert.Equal(t, maxMsgPart, len([]rune(got)))
+	assert.Len(t, []rune(got), maxMsgPart)
 	assert.True(t, strings.HasSuffix(got, "…"))
 	assert.Equal(t, "a b c", oneLine("a\n b\t c "))
 }
