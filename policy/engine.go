@@ -186,10 +186,7 @@ func Compile(ctx context.Context, files []File, opts Options) (*Engine, error) {
 	e := &Engine{opts: opts, sets: map[string]*compiledSet{}}
 	seen := map[string]bool{}
 	for _, name := range sortedKeys(bySet) {
-		cs, probs, err := compileSet(ctx, name, bySet[name], opts, version)
-		if err != nil {
-			return nil, err
-		}
+		cs, probs := compileSet(ctx, name, bySet[name], opts, version)
 		for _, p := range probs {
 			if k := p.String(); !seen[k] {
 				seen[k] = true
@@ -275,7 +272,7 @@ func refusedBuiltin(msg string) string {
 // scope gets a private copy named after its position, so every message is
 // traced to the file and line that produced it, and one prepared query
 // reads every copy in a single evaluation.
-func compileSet(ctx context.Context, name string, files []*parsedFile, opts Options, version ast.RegoVersion) (*compiledSet, []Problem, error) {
+func compileSet(ctx context.Context, name string, files []*parsedFile, opts Options, version ast.RegoVersion) (*compiledSet, []Problem) {
 	cs := &compiledSet{name: name, digest: digest(files)}
 	modules := make(map[string]*ast.Module, len(files))
 	defaultPkgs := map[string]bool{}
@@ -356,15 +353,15 @@ func compileSet(ctx context.Context, name string, files []*parsedFile, opts Opti
 		}
 	}
 	if len(problems) > 0 {
-		return nil, problems, nil
+		return nil, problems
 	}
 	c := newCompiler(version)
 	c.Compile(modules)
 	if c.Failed() {
-		return nil, astProblems("", c.Errors), nil
+		return nil, astProblems("", c.Errors)
 	}
 	if len(body) == 0 {
-		return cs, nil, nil
+		return cs, nil
 	}
 	pq, err := rego.New(
 		rego.Compiler(c),
@@ -372,10 +369,10 @@ func compileSet(ctx context.Context, name string, files []*parsedFile, opts Opti
 		rego.StrictBuiltinErrors(true),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, astProblems("", err), nil
+		return nil, astProblems("", err)
 	}
 	cs.query = &pq
-	return cs, nil, nil
+	return cs, nil
 }
 
 // newCompiler is the compiler every Grape policy is compiled with, in the
