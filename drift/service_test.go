@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { testsupport.Main(m) }
 
 // finishAs runs an apply through the queue to the given outcome, as an
 // agent would, and backdates it so a check is due.
-func finishAs(t *testing.T, pool *pgxpool.Pool, c store.Config, status store.Status, commit string, ago time.Duration) store.Deployment {
+func finishAs(t *testing.T, pool *pgxpool.Pool, c store.Config, status store.Status, commit string, ago time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	st := store.New(pool)
@@ -35,7 +35,6 @@ func finishAs(t *testing.T, pool *pgxpool.Pool, c store.Config, status store.Sta
 	require.NoError(t, st.Finish(ctx, got.ID, "agent", o))
 	_, err = pool.Exec(ctx, `UPDATE deployments SET finished_at = now() - make_interval(secs => $2) WHERE id = $1`, d.ID, ago.Seconds())
 	require.NoError(t, err)
-	return d
 }
 
 func TestPassQueuesOnlyIdleDueConfigsWithinConcurrency(t *testing.T) {

@@ -105,8 +105,8 @@ func TestParseLockInfo(t *testing.T) {
 func TestErrorMatchesCauses(t *testing.T) {
 	e := &Error{Kind: errkind.Cancelled, Phase: "apply", Msg: "cancelled in apply: cancel requested", Err: errkind.ErrCancelRequested}
 	var err error = e
-	assert.ErrorIs(t, err, errkind.ErrCancelRequested)
-	assert.NotErrorIs(t, err, errkind.ErrShutdown)
+	require.ErrorIs(t, err, errkind.ErrCancelRequested)
+	require.NotErrorIs(t, err, errkind.ErrShutdown)
 	assert.Equal(t, "cancelled in apply: cancel requested", err.Error())
 }
 

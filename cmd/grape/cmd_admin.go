@@ -130,7 +130,7 @@ a Supabase admin to run instead and changes nothing.`,
 					// version reports what it finds; a missing terraform is
 					// part of the answer, not a failure of the command.
 					fmt.Fprintf(cio.stdout, "terraform: not available (%s: %v)\n", tf, err)
-					return nil //nolint:nilerr // reported on stdout above; grape version itself succeeded
+					return nil
 				}
 				first, _, _ := strings.Cut(string(out), "\n")
 				fmt.Fprintln(cio.stdout, first)
