@@ -63,7 +63,8 @@ func TestSpillFlushFailureLosesNothing(t *testing.T) {
 	require.NoError(t, err)
 	rw := sp.f
 	sp.f = ro
-	defer rw.Close()
+	// remove (deferred above, so run after this) closes the writable file.
+	defer func() { _ = ro.Close(); sp.f = rw }()
 	for i := 4; i <= 5; i++ {
 		sp.append(spillEntry(i))
 	}
