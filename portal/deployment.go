@@ -20,20 +20,20 @@ import (
 // runs. The page renders it, and the live terminal's status events carry it
 // as JSON, so both say the same.
 type deploymentState struct {
-	Status          string    `json:"status"`
-	Phase           string    `json:"phase"`
-	Final           bool      `json:"final"`
-	Error           string    `json:"error"`
-	ErrorKind       string    `json:"error_kind"`
-	CommitSHA       string    `json:"commit_sha"`
-	CommitURL       string    `json:"commit_url"`
-	Plan            *planView `json:"plan"`
+	Status          string      `json:"status"`
+	Phase           string      `json:"phase"`
+	Final           bool        `json:"final"`
+	Error           string      `json:"error"`
+	ErrorKind       string      `json:"error_kind"`
+	CommitSHA       string      `json:"commit_sha"`
+	CommitURL       string      `json:"commit_url"`
+	Plan            *planView   `json:"plan"`
 	Cost            string      `json:"cost"`
 	Policy          *policyView `json:"policy"`
-	CanApprove      bool      `json:"can_approve"`
-	CanCancel       bool      `json:"can_cancel"`
-	CancelRequested bool      `json:"cancel_requested"`
-	ApprovedBy      string    `json:"approved_by"`
+	CanApprove      bool        `json:"can_approve"`
+	CanCancel       bool        `json:"can_cancel"`
+	CancelRequested bool        `json:"cancel_requested"`
+	ApprovedBy      string      `json:"approved_by"`
 }
 
 type planView struct {
