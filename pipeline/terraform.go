@@ -134,7 +134,7 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 			}
 		}
 	}
-	if o, ok := d.afterPlan(ctx, r, cfg, j, plan); !ok {
+	if o, ok := d.afterPlan(ctx, r, cfg, plan); !ok {
 		d.mark(r, MarkTerraformEnd)
 		return o
 	}
