@@ -1,0 +1,84 @@
+package store_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/store"
+)
+
+// committed queues a deployment of action and marks it started at `at` with
+// commit sha, as an agent's commit phase leaves it.
+func (b bundle) committed(t *testing.T, c store.Config, action store.Action, source *string, sha string, at time.Time) {
+	t.Helper()
+	d, err := b.st.Enqueue(b.ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, SourceCommit: source})
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE deployments SET status = 'succeeded', started_at = $2, finished_at = $2, commit_sha = $3 WHERE id = $1`, d.ID, at, sha)
+	require.NoError(t, err)
+}
+
+func TestHistoryAnchorFollowsCommitsAndAcceptedRewrites(t *testing.T) {
+	b := setup(t)
+	c := b.config(t, "eu-1", "prod")
+	other := b.config(t, "us-1", "prod")
+	sha := func(ch string) string { return strings.Repeat(ch, 40) }
+
+	anchor, err := b.st.HistoryAnchor(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Empty(t, anchor, "a cluster that never committed requires nothing")
+
+	t0 := time.Now().Add(-time.Hour)
+	b.committed(t, c, store.ActionApply, nil, sha("a"), t0)
+	b.committed(t, c, store.ActionPlan, nil, sha("b"), t0.Add(time.Minute))
+	// Neither a drift check nor a re-apply of an old commit pushes anything.
+	b.committed(t, c, store.ActionDrift, ptr(sha("a")), sha("a"), t0.Add(2*time.Minute))
+	b.committed(t, c, store.ActionApply, ptr(sha("a")), sha("a"), t0.Add(3*time.Minute))
+	b.committed(t, other, store.ActionApply, nil, sha("f"), t0.Add(4*time.Minute))
+
+	anchor, err = b.st.HistoryAnchor(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Equal(t, sha("b"), anchor)
+
+	_, err = b.st.AcceptRewrite(b.ctx, store.AcceptRewriteParams{ClusterID: "eu-1", By: "alice"})
+	require.ErrorIs(t, err, store.ErrInvalid)
+	require.ErrorContains(t, err, "--reason")
+	_, err = b.st.AcceptRewrite(b.ctx, store.AcceptRewriteParams{ClusterID: "eu-1", By: "alice", Reason: "x", Tip: "abc"})
+	require.ErrorIs(t, err, store.ErrInvalid)
+	_, err = b.st.AcceptRewrite(b.ctx, store.AcceptRewriteParams{ClusterID: "nope", By: "alice", Reason: "x"})
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	w, err := b.st.AcceptRewrite(b.ctx, store.AcceptRewriteParams{ClusterID: "eu-1", By: "alice", Reason: "  history squashed by the git admin  "})
+	require.NoError(t, err)
+	require.Equal(t, sha("b"), *w.MissingCommit, "the acceptance names the commit given up")
+	require.Nil(t, w.AcceptedTip)
+	require.Equal(t, "history squashed by the git admin", w.Reason)
+	anchor, err = b.st.HistoryAnchor(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Empty(t, anchor, "after an acceptance without a tip the next commit may build on anything")
+
+	w2, err := b.st.AcceptRewrite(b.ctx, store.AcceptRewriteParams{ClusterID: "eu-1", By: "bob", Reason: "again", Tip: strings.ToUpper(sha("c"))})
+	require.NoError(t, err)
+	require.Nil(t, w2.MissingCommit)
+	anchor, err = b.st.HistoryAnchor(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Equal(t, sha("c"), anchor, "the vouched-for tip is required")
+
+	b.committed(t, c, store.ActionApply, nil, sha("d"), time.Now().Add(time.Second))
+	anchor, err = b.st.HistoryAnchor(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Equal(t, sha("d"), anchor, "a commit after the acceptance is required again")
+
+	list, err := b.st.ListRewrites(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.Equal(t, "bob", list[0].AcceptedBy)
+	require.Equal(t, "alice", list[1].AcceptedBy)
+	other2, err := b.st.ListRewrites(b.ctx, "us-1")
+	require.NoError(t, err)
+	require.Empty(t, other2)
+}
+
+func ptr[T any](v T) *T { return &v }
