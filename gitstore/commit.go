@@ -32,6 +32,11 @@ type Change struct {
 	// Trailers end the message (Grape-Deployment, Grape-Config,
 	// Grape-Cluster, Grape-Action).
 	Trailers []Trailer
+	// Require, if set, is a commit (40 hex digits) the branch must still
+	// contain: the last one the cluster's agents recorded as pushed. If the
+	// branch lost it (a force-push rewrote the audit history), Commit fails
+	// with a *HistoryError instead of building on the rewritten branch.
+	Require string
 }
 
 // Result is a commit that made it into the workspace (and, in remote mode,
@@ -67,6 +72,9 @@ func (s *Store) Commit(ctx context.Context, c Change) (Result, error) {
 	}
 	if _, err := message(c.Subject, "", c.Trailers); err != nil {
 		return Result{}, fmt.Errorf("committing %s: %w", pathStr, err)
+	}
+	if c.Require != "" && !isFullSHA(c.Require) {
+		return Result{}, fmt.Errorf("committing %s: required commit %q is not a full 40-digit SHA", pathStr, c.Require)
 	}
 	if err := s.lockWrites(ctx); err != nil {
 		return Result{}, err
@@ -107,6 +115,10 @@ func (s *Store) Commit(ctx context.Context, c Change) (Result, error) {
 		if lastRejected != nil && tip == lastTip {
 			tgt.close()
 			return Result{}, fmt.Errorf("committing %s: %w", pathStr, lastRejected)
+		}
+		if err := s.checkHistory(ctx, c, tip); err != nil {
+			tgt.close()
+			return Result{}, fmt.Errorf("committing %s: %w", pathStr, err)
 		}
 		parent := base
 		if !tip.IsZero() && tip != base {

@@ -93,6 +93,7 @@ type pushSession struct {
 	caps *capability.List
 	tip  plumbing.Hash          // the branch on the remote; zero if missing
 	has  map[plumbing.Hash]bool // every commit the remote advertised
+	refs map[plumbing.ReferenceName]plumbing.Hash
 }
 
 func (p *pushSession) close() {
@@ -140,12 +141,14 @@ func (r *remote) openPush(ctx context.Context, branch plumbing.ReferenceName) (*
 		_ = sess.Close()
 		return nil, fmt.Errorf("reading advertised refs: %w", err)
 	}
-	p := &pushSession{sess: sess, caps: ar.Capabilities, has: map[plumbing.Hash]bool{}}
+	p := &pushSession{sess: sess, caps: ar.Capabilities, has: map[plumbing.Hash]bool{},
+		refs: map[plumbing.ReferenceName]plumbing.Hash{}}
 	for name, ref := range refs {
 		if ref.Type() != plumbing.HashReference {
 			continue
 		}
 		p.has[ref.Hash()] = true
+		p.refs[name] = ref.Hash()
 		if name == branch {
 			p.tip = ref.Hash()
 		}
@@ -155,10 +158,15 @@ func (r *remote) openPush(ctx context.Context, branch plumbing.ReferenceName) (*
 
 // fetch brings the remote branch into the tracking ref.
 func (r *remote) fetch(ctx context.Context, s *Store) error {
+	return r.fetchSpecs(ctx, s, s.fetchSpec())
+}
+
+// fetchSpecs fetches what the refspecs name.
+func (r *remote) fetchSpecs(ctx context.Context, s *Store, specs ...config.RefSpec) error {
 	rem := git.NewRemote(s.st, &config.RemoteConfig{Name: remoteName, URLs: []string{r.url.clean}})
 	err := rem.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: remoteName,
-		RefSpecs:   []config.RefSpec{s.fetchSpec()},
+		RefSpecs:   specs,
 		Auth:       r.auth,
 		CABundle:   r.caBundle,
 		Tags:       git.NoTags,
@@ -186,9 +194,21 @@ func (e *rejectedError) Error() string {
 // push sends commit new as the remote branch's successor of old, with a
 // pack of exactly the objects the remote lacks.
 func (s *Store) push(ctx context.Context, p *pushSession, old, new plumbing.Hash) error {
+	return s.pushRef(ctx, p, s.branch, old, new)
+}
+
+// pushRef updates ref on the remote from old to new; the remote refuses it
+// if ref moved meanwhile (no force, ever).
+func (s *Store) pushRef(ctx context.Context, p *pushSession, ref plumbing.ReferenceName, old, new plumbing.Hash) error {
 	var pack bytes.Buffer
 	err := s.withObjects(ctx, func() error {
-		objs, err := s.objectsToSend(new, p.has)
+		var objs []plumbing.Hash
+		var err error
+		if ref == NotesRef {
+			objs, err = s.notesObjectsToSend(new, p.has)
+		} else {
+			objs, err = s.objectsToSend(new, p.has)
+		}
 		if err != nil {
 			return err
 		}
@@ -202,7 +222,7 @@ func (s *Store) push(ctx context.Context, p *pushSession, old, new plumbing.Hash
 		return err
 	}
 	req := packp.NewReferenceUpdateRequestFromCapabilities(p.caps)
-	req.Commands = []*packp.Command{{Name: s.branch, Old: old, New: new}}
+	req.Commands = []*packp.Command{{Name: ref, Old: old, New: new}}
 	req.Packfile = io.NopCloser(&pack)
 	progress := &cappedBuffer{max: 4096}
 	switch {

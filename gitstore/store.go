@@ -109,6 +109,10 @@ type Store struct {
 	// across a network round trip, so Checkout does not wait for a push.
 	writeSem chan struct{}
 	objSem   chan struct{}
+	// notesSem serialises adding and pushing notes (held across the
+	// network, like writeSem, but apart from it: a note never waits for a
+	// deployment's commit).
+	notesSem chan struct{}
 
 	// unanswered is the last commit whose push failed without a clear
 	// answer (guarded by writeSem); see ownUnanswered.
@@ -141,6 +145,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		tracking: plumbing.NewRemoteReferenceName(remoteName, opts.Branch),
 		writeSem: make(chan struct{}, 1),
 		objSem:   make(chan struct{}, 1),
+		notesSem: make(chan struct{}, 1),
 	}
 	if opts.SignKeyFile != "" {
 		e, err := loadSigner(opts.SignKeyFile, opts.SignKeyPassphrase)
