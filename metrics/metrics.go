@@ -45,6 +45,7 @@ type Metrics struct {
 	drift         *prometheus.CounterVec
 	logs          *logCollector
 	running       atomic.Pointer[func() int]
+	notesPending  prometheus.Gauge
 }
 
 var _ reconciler.Observer = (*Metrics)(nil)
@@ -86,6 +87,10 @@ func New(version string) *Metrics {
 			Help: "Drift reports this agent recorded, by status (in_sync, drifted, error).",
 		}, []string{"status"}),
 		logs: newLogCollector(),
+		notesPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "grape_git_notes_pending",
+			Help: "Outcome notes (refs/notes/grape) kept in this agent's workspace clone because the git remote could not be reached; pushed by the next retry. Alert when it stays above 0.",
+		}),
 	}
 	running := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "grape_agent_running_deployments",
@@ -118,7 +123,7 @@ func New(version string) *Metrics {
 	}
 
 	m.reg.MustRegister(m.deployments, m.errors, m.durations, m.phases, m.pickup, m.leaseExpiries, m.drift,
-		m.logs, running, build,
+		m.logs, running, build, m.notesPending,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -136,6 +141,10 @@ func (m *Metrics) Handler() http.Handler {
 // (reconciler.Agent.Running). The agent is built after its observer, so this
 // is set afterwards; until then the gauge is 0.
 func (m *Metrics) SetRunning(f func() int) { m.running.Store(&f) }
+
+// SetNotesPending records how many git notes wait in the workspace clone
+// for the remote (gitstore.Store.PendingNotes).
+func (m *Metrics) SetNotesPending(n int) { m.notesPending.Set(float64(max(n, 0))) }
 
 // Claimed implements reconciler.Observer: it records the pickup latency.
 func (m *Metrics) Claimed(d store.Deployment) {

@@ -291,10 +291,12 @@ func TestMetricNamesFollowConventions(t *testing.T) {
 	require.Equal(t, []string{
 		"grape_agent_running_deployments", "grape_build_info", "grape_deployment_duration_seconds",
 		"grape_deployment_errors_total", "grape_deployments_total", "grape_drift_checks_total",
-		"grape_lease_expiries_total", "grape_log_batches_total", "grape_log_buffer_lines",
+		"grape_git_notes_pending", "grape_lease_expiries_total", "grape_log_batches_total", "grape_log_buffer_lines",
 		"grape_log_lines_total", "grape_log_spilled_lines_total", "grape_log_write_retries_total",
 		"grape_phase_duration_seconds", "grape_pickup_latency_seconds",
 	}, names)
+	m.SetNotesPending(3)
+	require.Equal(t, 3.0, gather(t, m)["grape_git_notes_pending"].GetMetric()[0].GetGauge().GetValue())
 	problems, err := promlint.NewWithMetricFamilies(ours).Lint()
 	require.NoError(t, err)
 	require.Empty(t, problems)
