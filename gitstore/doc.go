@@ -52,6 +52,27 @@
 // as its new base, so deliberately re-running the deployment writes the
 // rendering over the other change as an ordinary, reviewable commit.
 //
+// # History that cannot be rewritten silently
+//
+// Change.Require names the last commit the cluster's agents recorded as
+// pushed. Commit checks that the branch tip still contains it before
+// building on the tip; after a force-push or a deleted branch it fails with
+// a *HistoryError naming the missing commit and the new tip, and pushes
+// nothing. The walk from the tip stops at commits older than the required
+// one (by a day of clock skew), so it costs the commits since then.
+//
+// # Outcome notes
+//
+// AddNote appends an event to a commit's note in refs/notes/grape (Event
+// formats one) and pushes that ref. The remote's notes are never
+// overwritten: if they moved, they are fetched and merged — notes on other
+// commits kept as they are, two versions of one note merged event by event —
+// and the push is retried. A note the remote cannot take stays in the clone;
+// PushPendingNotes retries, PendingNotes counts what waits (the notes commits
+// above refs/grape/notes-pushed, the last state the remote confirmed).
+// Notes trees are written flat (one entry per commit), which git reads as
+// it reads its own fan-out.
+//
 // # Nothing secret
 //
 // Commit refuses paths that hold state or plans (*.tfstate*, *.tfplan,
