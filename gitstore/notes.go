@@ -58,6 +58,39 @@ func (e *NotePendingError) Unwrap() error { return e.Err }
 // text passes through redact.Text and the same secret checks as committed
 // files; callers redact their run's secrets first.
 func (s *Store) AddNote(ctx context.Context, sha, text string) error {
+	if err := s.lockNotes(ctx); err != nil {
+		return err
+	}
+	defer s.unlockNotes()
+	if err := s.appendNoteLocked(ctx, sha, text); err != nil {
+		return err
+	}
+	if s.remote == nil {
+		return nil
+	}
+	if err := s.pushNotes(ctx); err != nil {
+		n, cerr := s.pendingNotesLocked(ctx)
+		if cerr != nil {
+			n = -1
+		}
+		s.log.Warn("git note not pushed; kept in the workspace clone and retried later", "sha", sha,
+			"pending", n, "url", s.remote.url.display, "error", redact.Text(err.Error()))
+		return &NotePendingError{Pending: n, Err: err}
+	}
+	return nil
+}
+
+// AppendNote is AddNote without the push: the note waits in the clone for
+// the next PushPendingNotes, so several notes go in one push.
+func (s *Store) AppendNote(ctx context.Context, sha, text string) error {
+	if err := s.lockNotes(ctx); err != nil {
+		return err
+	}
+	defer s.unlockNotes()
+	return s.appendNoteLocked(ctx, sha, text)
+}
+
+func (s *Store) appendNoteLocked(ctx context.Context, sha, text string) error {
 	if !isFullSHA(sha) {
 		return fmt.Errorf("adding git note: commit %q is not a full 40-digit SHA", sha)
 	}
@@ -68,10 +101,6 @@ func (s *Store) AddNote(ctx context.Context, sha, text string) error {
 	if what := forbiddenContent([]byte(text)); what != "" {
 		return fmt.Errorf("adding git note to %s: %s (%w)", short(sha), what, ErrForbiddenFile)
 	}
-	if err := s.lockNotes(ctx); err != nil {
-		return err
-	}
-	defer s.unlockNotes()
 	// The commit need not be in this clone: another agent of the fleet may
 	// have made it, and git notes annotate any object name.
 	target := plumbing.NewHash(sha)
@@ -94,18 +123,6 @@ func (s *Store) AddNote(ctx context.Context, sha, text string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("adding git note to %s: %w", short(sha), err)
-	}
-	if s.remote == nil {
-		return nil
-	}
-	if err := s.pushNotes(ctx); err != nil {
-		n, cerr := s.pendingNotesLocked(ctx)
-		if cerr != nil {
-			n = -1
-		}
-		s.log.Warn("git note not pushed; kept in the workspace clone and retried later", "sha", sha,
-			"pending", n, "url", s.remote.url.display, "error", redact.Text(err.Error()))
-		return &NotePendingError{Pending: n, Err: err}
 	}
 	return nil
 }

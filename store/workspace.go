@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -117,6 +118,42 @@ WHERE cluster_id = $1 ORDER BY accepted_at DESC, id DESC`, clusterID)
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[WorkspaceRewrite])
 	if err != nil {
 		return nil, fmt.Errorf("listing accepted rewrites of cluster %s: %w", clusterID, err)
+	}
+	return out, nil
+}
+
+// Ended is a deployment that reached an end, or stopped awaiting approval,
+// with what its git note records besides the row: the config's name and,
+// for a drift check, its report.
+type Ended struct {
+	Deployment
+	ConfigName   string          `db:"config_name"`
+	DriftStatus  *DriftStatus    `db:"drift_status"`
+	DriftDetails json.RawMessage `db:"drift_details"`
+}
+
+// RecentEnds lists the cluster's deployments with a commit that finished at
+// or after since, and those awaiting approval, oldest first (at most 500):
+// the agent writes each one's outcome into its commit's git note — its own
+// runs, and runs a person rejected or a rescuer ended.
+func (s *Store) RecentEnds(ctx context.Context, clusterID string, since time.Time) ([]Ended, error) {
+	rows, err := s.db().Query(ctx, `
+WITH d AS (
+    SELECT `+deploymentColumns+` FROM deployments
+    WHERE cluster_id = $1 AND commit_sha IS NOT NULL
+      AND ((finished_at IS NOT NULL AND finished_at >= $2) OR status = 'awaiting_approval'))
+SELECT d.*, c.name AS config_name, r.status AS drift_status, r.details AS drift_details
+FROM d JOIN configs c ON c.id = d.config_id
+LEFT JOIN LATERAL (SELECT status, details FROM drift_reports
+                   WHERE deployment_id = d.id ORDER BY checked_at DESC LIMIT 1) r ON true
+ORDER BY coalesce(d.finished_at, d.updated_at), d.id
+LIMIT 500`, clusterID, since)
+	if err != nil {
+		return nil, fmt.Errorf("listing ended deployments of cluster %s: %w", clusterID, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Ended])
+	if err != nil {
+		return nil, fmt.Errorf("listing ended deployments of cluster %s: %w", clusterID, err)
 	}
 	return out, nil
 }

@@ -82,3 +82,32 @@ func TestHistoryAnchorFollowsCommitsAndAcceptedRewrites(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestRecentEndsListsWhatNotesRecord(t *testing.T) {
+	b := setup(t)
+	c := b.config(t, "eu-1", "prod")
+	b.config(t, "us-1", "prod")
+	sha := strings.Repeat("a", 40)
+	old := time.Now().Add(-48 * time.Hour)
+	b.committed(t, c, store.ActionApply, nil, sha, old) // finished long ago
+	b.committed(t, c, store.ActionApply, nil, sha, time.Now())
+	d, err := b.st.Enqueue(b.ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: c.ID, Action: store.ActionDrift, SourceCommit: &sha})
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `UPDATE deployments SET status = 'succeeded', started_at = now(), finished_at = now(), commit_sha = $2 WHERE id = $1`, d.ID, sha)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, `INSERT INTO drift_reports (config_id, cluster_id, deployment_id, status, commit_sha, details)
+VALUES ($1, 'eu-1', $2, 'drifted', $3, '{"resources":[{"address":"aws_vpc.this","action":"update","attributes":["tags"]}]}')`, c.ID, d.ID, sha)
+	require.NoError(t, err)
+	// Queued and running deployments are not ends.
+	_, err = b.st.Enqueue(b.ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: c.ID})
+	require.NoError(t, err)
+
+	ends, err := b.st.RecentEnds(b.ctx, "eu-1", time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	require.Len(t, ends, 2)
+	require.Equal(t, "prod", ends[0].ConfigName)
+	require.Nil(t, ends[0].DriftStatus)
+	require.Equal(t, d.ID, ends[1].ID)
+	require.Equal(t, store.DriftDrifted, *ends[1].DriftStatus)
+	require.Contains(t, string(ends[1].DriftDetails), "aws_vpc.this")
+}
