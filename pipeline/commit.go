@@ -46,7 +46,14 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 		// repository alone tells what guarded a change.
 		trailers = append(trailers, gitstore.Trailer{Key: gitstore.TrailerPolicies, Value: policies})
 	}
+	// The branch must still hold the last commit the cluster recorded: a
+	// force-push must not disappear under a fresh commit.
+	require, err := r.Store().HistoryAnchor(ctx, cfg.ClusterID)
+	if err != nil {
+		return "", failed(store.KindInternal, err.Error()), false
+	}
 	res, err := d.Git.Commit(ctx, gitstore.Change{
+		Require:    require,
 		ClusterID:  cfg.ClusterID,
 		ConfigName: cfg.Name,
 		Files:      rd.files,
@@ -63,6 +70,10 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 		var conflict *gitstore.ConflictError
 		if errors.As(err, &conflict) {
 			return "", failed(store.KindGit, conflict.Error()), false
+		}
+		var rewritten *gitstore.HistoryError
+		if errors.As(err, &rewritten) {
+			return "", failed(store.KindGit, rewritten.Error()), false
 		}
 		return "", failed(store.KindGit, fmt.Sprintf("committing the rendering failed: %v", err)), false
 	}

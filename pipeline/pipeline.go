@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/grapehq/grape/auditnote"
 	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/gitstore"
 	"github.com/grapehq/grape/logstream"
@@ -84,11 +85,15 @@ type Pipeline struct {
 	*Deployer
 	// Drift queues drift checks of idle configs when they are due.
 	Drift *drift.Service
-	git   *gitstore.Store
-	red   *redact.Redactor
-	pool  *pgxpool.Pool
-	m     *metrics.Metrics
-	spill string
+	// Notes writes every end into its commit's git note; its Observer wakes
+	// it after each run.
+	Notes     *auditnote.Writer
+	stopNotes func()
+	git       *gitstore.Store
+	red       *redact.Redactor
+	pool      *pgxpool.Pool
+	m         *metrics.Metrics
+	spill     string
 }
 
 var _ reconciler.Work = (*Pipeline)(nil)
@@ -173,7 +178,9 @@ func New(ctx context.Context, c Config) (*Pipeline, error) {
 	dep := &Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: rc.Infracost,
 		Policy: judge, Redact: red.Redact,
 		SecretVars: secretVars(c.Environ, cat), Drift: recorder, Log: log}
-	return &Pipeline{Deployer: dep, Drift: svc, git: git, red: red, pool: c.Pool, m: c.Metrics, spill: filepath.Join(dataDir, "spill")}, nil
+	p := &Pipeline{Deployer: dep, Drift: svc, git: git, red: red, pool: c.Pool, m: c.Metrics, spill: filepath.Join(dataDir, "spill")}
+	p.startNotes(ctx, c, "terraform "+v, log)
+	return p, nil
 }
 
 // loadPolicies compiles the agent's policies once (nil when none are
@@ -198,8 +205,31 @@ func loadPolicies(ctx context.Context, c Config, dataDir string, log *slog.Logge
 	return e, nil
 }
 
-// Close releases the audit repository.
-func (p *Pipeline) Close() { p.git.Close() }
+// startNotes runs the git notes writer: every end goes into its commit's
+// note; pending notes are pushed at start, after each run and every minute.
+func (p *Pipeline) startNotes(ctx context.Context, c Config, engine string, log *slog.Logger) {
+	p.Notes = auditnote.New(auditnote.Writer{Git: p.git, Store: c.Store, ClusterID: c.ClusterID, Redactor: p.red,
+		Engine: engine, Pending: c.Metrics.SetNotesPending, Log: log})
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); p.Notes.Run(ctx) }()
+	p.stopNotes = func() {
+		cancel()
+		<-done
+		// The last runs' notes, before the process goes.
+		sweepCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Notes.Sweep(sweepCtx); err != nil {
+			log.Warn("writing the last git notes failed; the next start writes them", "err", err)
+		}
+	}
+}
+
+// Close writes the last git notes and releases the audit repository.
+func (p *Pipeline) Close() {
+	p.stopNotes()
+	p.git.Close()
+}
 
 // OpenLogs is the agent's reconciler.LogOpener: a redacting log stream that
 // spills to <data-dir>/spill/<deployment> while the database is away.

@@ -240,7 +240,7 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
 		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly, Notifier: n,
 		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
-		Logger: log, Observer: m, Logs: p.OpenLogs,
+		Logger: log, Observer: p.Notes.Observer(m), Logs: p.OpenLogs,
 	})
 	if err != nil {
 		p.Close()
