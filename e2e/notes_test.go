@@ -65,7 +65,7 @@ func TestGitNotesAndRewrittenHistory(t *testing.T) {
 	sha1 := deref(done.CommitSHA)
 	log := e.waitNote(time.Minute, "Deployment: "+d1.ID.String(), "Status: succeeded")
 	for _, want := range []string{"Notes (grape):", "Grape apply succeeded", "Config: notes@v1 (cluster e2e)",
-		"Plan: ", "Changed: + module.vpc", "Requested-By: e2e-test", "Engine: terraform 1.11.4", "Finished: "} {
+		"Plan: ", "Changed: + module.vpc", "Requested-By: ", "Engine: terraform 1.11.4", "Finished: "} {
 		require.Contains(t, log, want)
 	}
 	require.Contains(t, testsupport.RunGit(t, e.repoDir, "log", "-1", "--notes=grape", "--format=%N", sha1), d1.ID.String(),
