@@ -34,6 +34,7 @@ import (
 
 	"github.com/grapehq/grape/gitstore"
 	"github.com/grapehq/grape/internal/backoff"
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/runner"
@@ -194,13 +195,13 @@ func EventFor(e store.Ended, engine string) gitstore.Event {
 		Config:      e.ConfigName,
 		Action:      string(d.Action),
 		Status:      string(d.Status),
-		ErrorKind:   string(deref(d.ErrorKind)),
-		Error:       deref(d.Error),
+		ErrorKind:   string(ptr.Deref(d.ErrorKind)),
+		Error:       ptr.Deref(d.Error),
 		RequestedBy: d.RequestedBy,
-		ApprovedBy:  deref(d.ApprovedBy),
+		ApprovedBy:  ptr.Deref(d.ApprovedBy),
 		Engine:      engine,
-		Started:     deref(d.StartedAt),
-		Finished:    deref(d.FinishedAt),
+		Started:     ptr.Deref(d.StartedAt),
+		Finished:    ptr.Deref(d.FinishedAt),
 	}
 	if d.ConfigVersion != nil {
 		ev.ConfigVersion = *d.ConfigVersion
@@ -272,12 +273,4 @@ func cost(raw json.RawMessage) string {
 		return fmt.Sprintf("%s %s/month", c.TotalMonthlyCost, c.Currency)
 	}
 	return fmt.Sprintf("%s %s/month (total %s %s/month)", diff, c.Currency, c.TotalMonthlyCost, c.Currency)
-}
-
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
 }

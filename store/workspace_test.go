@@ -111,3 +111,36 @@ VALUES ($1, 'eu-1', $2, 'drifted', $3, '{"resources":[{"address":"aws_vpc.this",
 	require.Equal(t, store.DriftDrifted, *ends[1].DriftStatus)
 	require.Contains(t, string(ends[1].DriftDetails), "aws_vpc.this")
 }
+
+// TestAgentRoleReadsOnlyItsRewritesAndCannotWriteThem: an agent learns its
+// own cluster's anchor and ends through row-level security, sees nothing of
+// another cluster's, and cannot excuse a rewrite itself.
+func TestAgentRoleReadsOnlyItsRewritesAndCannotWriteThem(t *testing.T) {
+	t.Parallel()
+	tn := newTenancy(t, plainPostgres)
+	a, b := tn.seed(t, "a"), tn.seed(t, "b")
+	for _, s := range []seeded{a, b} {
+		_, err := tn.pool.Exec(tn.ctx, `UPDATE deployments SET commit_sha = $2 WHERE id = $1`, s.running.ID, strings.Repeat("c", 40))
+		require.NoError(t, err)
+		_, err = tn.admin.AcceptRewrite(tn.ctx, store.AcceptRewriteParams{ClusterID: s.cluster, Tip: strings.Repeat("d", 40), Reason: "seed", By: "admin"})
+		require.NoError(t, err)
+	}
+	asA, poolA, _ := tn.agent(t, a.cluster)
+	anchor, err := asA.HistoryAnchor(tn.ctx, a.cluster)
+	require.NoError(t, err)
+	require.Equal(t, strings.Repeat("d", 40), anchor)
+	anchor, err = asA.HistoryAnchor(tn.ctx, b.cluster)
+	require.NoError(t, err)
+	require.Empty(t, anchor, "another cluster's anchor is invisible")
+	list, err := asA.ListRewrites(tn.ctx, b.cluster)
+	require.NoError(t, err)
+	require.Empty(t, list)
+	list, err = asA.ListRewrites(tn.ctx, a.cluster)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+
+	_, err = asA.AcceptRewrite(tn.ctx, store.AcceptRewriteParams{ClusterID: a.cluster, Reason: "cover my tracks", By: "agent"})
+	requireRefused(t, err, "an agent cannot accept a rewrite")
+	_, err = poolA.Exec(tn.ctx, `DELETE FROM workspace_rewrites`)
+	requireRefused(t, err, "an agent cannot delete acceptances")
+}
