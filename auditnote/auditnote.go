@@ -139,14 +139,18 @@ func (w *Writer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	shas := make([]string, 0, len(ends))
+	for _, e := range ends {
+		shas = append(shas, *e.CommitSHA)
+	}
+	notes, err := w.Git.Notes(ctx, shas)
+	if err != nil {
+		return err
+	}
 	added := 0
 	for _, e := range ends {
 		sha := *e.CommitSHA
-		note, err := w.Git.Note(ctx, sha)
-		if err != nil {
-			return err
-		}
-		if HasEvent(note, e.ID.String(), string(e.Status)) {
+		if HasEvent(notes[sha], e.ID.String(), string(e.Status)) {
 			continue
 		}
 		text := w.Redactor.Redact(EventFor(e, w.Engine).Text())
@@ -159,6 +163,12 @@ func (w *Writer) Sweep(ctx context.Context) error {
 			return err
 		}
 		added++
+		// Two ends on one commit (a plan parked, then applied) each see
+		// the other's event.
+		notes[sha], err = w.Git.Note(ctx, sha)
+		if err != nil {
+			return err
+		}
 	}
 	n, err := w.Git.PushPendingNotes(ctx)
 	if w.Pending != nil {

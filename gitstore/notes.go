@@ -154,6 +154,36 @@ func (s *Store) Note(ctx context.Context, sha string) (string, error) {
 	return out, nil
 }
 
+// Notes returns the notes on the given commits (missing ones are left
+// out), reading the notes tree once.
+func (s *Store) Notes(ctx context.Context, shas []string) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.withObjects(ctx, func() error {
+		head, err := s.refHash(NotesRef)
+		if err != nil || head.IsZero() {
+			return err
+		}
+		notes, err := s.readNotes(head)
+		if err != nil {
+			return err
+		}
+		for _, sha := range shas {
+			if blob, ok := notes[sha]; ok {
+				b, err := s.blobContent(blob)
+				if err != nil {
+					return err
+				}
+				out[sha] = string(b)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading git notes: %w", err)
+	}
+	return out, nil
+}
+
 // PushPendingNotes pushes notes that earlier pushes could not deliver and
 // returns how many are still pending. The agent calls it at start and on a
 // ticker. Local workspaces have nothing to push.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,7 +134,8 @@ type Ended struct {
 }
 
 // RecentEnds lists the cluster's deployments with a commit that finished at
-// or after since, and those awaiting approval, oldest first (at most 500):
+// or after since, and those awaiting approval: the newest 500, returned
+// oldest first so notes list events in the order they happened:
 // the agent writes each one's outcome into its commit's git note — its own
 // runs, and runs a person rejected or a rescuer ended.
 func (s *Store) RecentEnds(ctx context.Context, clusterID string, since time.Time) ([]Ended, error) {
@@ -146,7 +148,7 @@ SELECT d.*, c.name AS config_name, r.status AS drift_status, r.details AS drift_
 FROM d JOIN configs c ON c.id = d.config_id
 LEFT JOIN LATERAL (SELECT status, details FROM drift_reports
                    WHERE deployment_id = d.id ORDER BY checked_at DESC LIMIT 1) r ON true
-ORDER BY coalesce(d.finished_at, d.updated_at), d.id
+ORDER BY coalesce(d.finished_at, d.updated_at) DESC, d.id DESC
 LIMIT 500`, clusterID, since)
 	if err != nil {
 		return nil, fmt.Errorf("listing ended deployments of cluster %s: %w", clusterID, err)
@@ -155,5 +157,6 @@ LIMIT 500`, clusterID, since)
 	if err != nil {
 		return nil, fmt.Errorf("listing ended deployments of cluster %s: %w", clusterID, err)
 	}
+	slices.Reverse(out)
 	return out, nil
 }
