@@ -27,6 +27,11 @@ COMMENT ON TABLE workspace_rewrites IS 'Rewrites of the audit branch an operator
 CREATE INDEX deployments_cluster_commits ON deployments (cluster_id, started_at DESC)
     WHERE commit_sha IS NOT NULL AND source_commit IS NULL AND action <> 'drift';
 
+-- The agents' sweep for outcomes to write into git notes (RecentEnds):
+-- finished_at is set once, so this index costs the hot heartbeat path nothing.
+CREATE INDEX deployments_cluster_finished ON deployments (cluster_id, finished_at)
+    WHERE finished_at IS NOT NULL AND commit_sha IS NOT NULL;
+
 ALTER TABLE workspace_rewrites ENABLE ROW LEVEL SECURITY;
 -- Agents read their cluster's acceptances; only the owner (the admin CLI)
 -- records them: an agent must not be able to excuse a rewrite it finds.
