@@ -216,6 +216,9 @@ func EventFor(e store.Ended, engine string) gitstore.Event {
 	if d.ConfigVersion != nil {
 		ev.ConfigVersion = *d.ConfigVersion
 	}
+	if ev.ErrorKind == string(store.KindRejected) {
+		ev.Outcome = "rejected"
+	}
 	if len(d.PlanSummary) > 0 {
 		var p runner.PlanSummary
 		if json.Unmarshal(d.PlanSummary, &p) == nil {

@@ -18,7 +18,10 @@ type Event struct {
 	Action        string
 	// Status is the deployment's status at this event: succeeded, failed,
 	// cancelled, awaiting_approval; for a drift check Drift says more.
-	Status    string
+	Status string
+	// Outcome, if set, is what the summary line says instead of Status
+	// ("rejected" for a plan a person turned down; its Status is cancelled).
+	Outcome   string
 	ErrorKind string
 	Error     string
 	// Plan counts; nil when no plan was made.
@@ -61,6 +64,8 @@ func (e Event) Text() string {
 	switch {
 	case e.Drift != "":
 		what = "drift check: " + e.Drift
+	case e.Outcome != "":
+		what += " " + e.Outcome
 	case e.Status != "":
 		what += " " + e.Status
 	}
