@@ -150,24 +150,25 @@ func (w *Writer) Sweep(ctx context.Context) error {
 	added := 0
 	for _, e := range ends {
 		sha := *e.CommitSHA
-		if HasEvent(notes[sha], e.ID.String(), string(e.Status)) {
-			continue
-		}
-		text := w.Redactor.Redact(EventFor(e, w.Engine).Text())
-		if err := w.Git.AppendNote(ctx, sha, text); err != nil {
-			if errors.Is(err, gitstore.ErrForbiddenFile) {
-				// Never retried into a loop: the event is logged and skipped.
-				w.Log.Error("git note refused: it would hold a secret", "deployment_id", e.ID, "err", err)
+		for _, ev := range eventsOf(e) {
+			if HasEvent(notes[sha], e.ID.String(), string(ev.Status)) {
 				continue
 			}
-			return err
-		}
-		added++
-		// Two ends on one commit (a plan parked, then applied) each see
-		// the other's event.
-		notes[sha], err = w.Git.Note(ctx, sha)
-		if err != nil {
-			return err
+			text := w.Redactor.Redact(EventFor(ev, w.Engine).Text())
+			if err := w.Git.AppendNote(ctx, sha, text); err != nil {
+				if errors.Is(err, gitstore.ErrForbiddenFile) {
+					// Never retried into a loop: the event is logged and skipped.
+					w.Log.Error("git note refused: it would hold a secret", "deployment_id", e.ID, "err", err)
+					continue
+				}
+				return err
+			}
+			added++
+			// Two ends on one commit (a plan parked, then applied) each
+			// see the other's event.
+			if notes[sha], err = w.Git.Note(ctx, sha); err != nil {
+				return err
+			}
 		}
 	}
 	n, err := w.Git.PushPendingNotes(ctx)
@@ -183,6 +184,20 @@ func (w *Writer) Sweep(ctx context.Context) error {
 		w.Log.Debug("git notes written", "added", added)
 	}
 	return nil
+}
+
+// eventsOf is the events an end stands for: a plan that waited for a
+// person (approved or rejected since) first gets its awaiting_approval
+// event, in case the approval came before the sweep that would have
+// written it; then the end itself.
+func eventsOf(e store.Ended) []store.Ended {
+	if e.Status == store.StatusAwaitingApproval || !e.RequireApproval || (e.ApprovedAt == nil && e.RejectedAt == nil) {
+		return []store.Ended{e}
+	}
+	parked := e
+	parked.Status = store.StatusAwaitingApproval
+	parked.ErrorKind, parked.Error, parked.ApprovedBy, parked.FinishedAt = nil, nil, nil, nil
+	return []store.Ended{parked, e}
 }
 
 // HasEvent says whether note holds the event of deployment id at status.

@@ -112,6 +112,18 @@ func TestSweepWritesEveryEndOnceAndWaitsForTheRemote(t *testing.T) {
 	}
 	ok := end(store.StatusSucceeded, "", "")
 	rejected := end(store.StatusCancelled, "rejected", "rejected by carol: password "+secret+" leaked in plan")
+	// A plan approved before any sweep saw it parked.
+	pd, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: cfg.ID, RequestedBy: "alice", RequireApproval: true})
+	require.NoError(t, err)
+	approved := pd.ID
+	for _, q := range []string{
+		`UPDATE deployments SET status = 'awaiting_approval', started_at = now(), commit_sha = $2 WHERE id = $1`,
+		`UPDATE deployments SET approved_at = now(), approved_by = 'bob' WHERE id = $1 AND $2 <> ''`,
+		`UPDATE deployments SET status = 'succeeded', finished_at = now() WHERE id = $1 AND $2 <> ''`,
+	} {
+		_, err = pool.Exec(ctx, q, approved, res.SHA)
+		require.NoError(t, err)
+	}
 
 	var pending []int
 	writer := func(g *gitstore.Store) *auditnote.Writer {
@@ -122,9 +134,9 @@ func TestSweepWritesEveryEndOnceAndWaitsForTheRemote(t *testing.T) {
 
 	proxy.Down()
 	require.NoError(t, wa.Sweep(ctx), "a remote that is away is not an error")
-	require.Equal(t, 2, pending[len(pending)-1])
+	require.Equal(t, 4, pending[len(pending)-1])
 	require.NoError(t, wa.Sweep(ctx))
-	require.Equal(t, 2, pending[len(pending)-1], "a second sweep adds nothing twice")
+	require.Equal(t, 4, pending[len(pending)-1], "a second sweep adds nothing twice")
 
 	proxy.Up()
 	require.NoError(t, wb.Sweep(ctx), "the other agent writes the same events")
@@ -140,4 +152,9 @@ func TestSweepWritesEveryEndOnceAndWaitsForTheRemote(t *testing.T) {
 	assert.Contains(t, log, "Error: rejected: rejected by carol")
 	assert.NotContains(t, log, secret)
 	assert.Contains(t, log, "Grape apply succeeded")
+	assert.Contains(t, log, "Grape apply rejected")
+	assert.Equal(t, 2, strings.Count(log, "Deployment: "+approved.String()), "parked, then applied:\n%s", log)
+	parked := strings.Index(log, "Deployment: "+approved.String()+"\n    Config: prod@v1 (cluster eu-1)\n    Action: apply\n    Status: awaiting_approval")
+	applied := strings.Index(log, "Deployment: "+approved.String()+"\n    Config: prod@v1 (cluster eu-1)\n    Action: apply\n    Status: succeeded")
+	assert.True(t, parked >= 0 && applied > parked, "the parked event comes first:\n%s", log)
 }

@@ -3,11 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
@@ -50,6 +52,8 @@ func TestPlanOnlyApprovalAndRefusal(t *testing.T) {
 	require.True(t, parked.RequireApproval)
 	require.NotEmpty(t, parked.PlanSummary)
 	require.Zero(t, e.vpcCount())
+	// The parked plan is an end of its own in the commit's git note.
+	e.waitNote(time.Minute, "Deployment: "+d.ID.String(), "Status: awaiting_approval")
 	require.Contains(t, e.grape("approve", d.ID.String()), "awaiting_approval")
 	applied := e.wait(d.ID, 3*time.Minute, store.StatusSucceeded)
 	require.Equal(t, deref(parked.CommitSHA), deref(applied.CommitSHA))
@@ -80,6 +84,13 @@ func TestPlanOnlyApprovalAndRefusal(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.KindRejected, deref(rejected.ErrorKind))
 	require.NotContains(t, e.aws("ec2", "describe-vpcs"), `"Value": "three"`)
+
+	// Each end is an event in the commit's git note: the parked plan, then
+	// its apply with the approver; the rejection by a person.
+	e.waitNote(time.Minute, "Grape apply rejected", "Error: rejected: rejected by e2e-test")
+	note := testsupport.RunGit(t, e.repoDir, "log", "-1", "--notes=grape", "--format=%N", deref(applied.CommitSHA))
+	require.Less(t, strings.Index(note, "Status: awaiting_approval"), strings.Index(note, "Status: succeeded"), note)
+	require.Contains(t, note, "Approved-By: e2e-test")
 }
 
 // TestCancelDuringApply: SIGINT reaches terraform, it stops, the deployment
