@@ -53,7 +53,7 @@ func TestPlanOnlyApprovalAndRefusal(t *testing.T) {
 	require.NotEmpty(t, parked.PlanSummary)
 	require.Zero(t, e.vpcCount())
 	// The parked plan is an end of its own in the commit's git note.
-	e.waitNote(time.Minute, "Deployment: "+d.ID.String(), "Status: awaiting_approval")
+	e.waitNote("Deployment: "+d.ID.String(), "Status: awaiting_approval")
 	require.Contains(t, e.grape("approve", d.ID.String()), "awaiting_approval")
 	applied := e.wait(d.ID, 3*time.Minute, store.StatusSucceeded)
 	require.Equal(t, deref(parked.CommitSHA), deref(applied.CommitSHA))
@@ -87,7 +87,7 @@ func TestPlanOnlyApprovalAndRefusal(t *testing.T) {
 
 	// Each end is an event in the commit's git note: the parked plan, then
 	// its apply with the approver; the rejection by a person.
-	e.waitNote(time.Minute, "Grape apply rejected", "Error: rejected: rejected by e2e-test")
+	e.waitNote("Grape apply rejected", "Error: rejected: rejected by e2e-test")
 	note := testsupport.RunGit(t, e.repoDir, "log", "-1", "--notes=grape", "--format=%N", deref(applied.CommitSHA))
 	require.Less(t, strings.Index(note, "Status: awaiting_approval"), strings.Index(note, "Status: succeeded"), note)
 	require.Contains(t, note, "Approved-By: e2e-test")
