@@ -11,6 +11,7 @@ import (
 	tfjson "github.com/hashicorp/terraform-json"
 
 	"github.com/grapehq/grape/internal/errkind"
+	"github.com/grapehq/grape/plandiff"
 )
 
 // DefaultPlanFile is where Plan saves the plan, relative to the run directory.
@@ -27,6 +28,9 @@ type PlanOptions struct {
 	// PlanFile is where the plan is saved; relative paths are inside the
 	// run directory. Default DefaultPlanFile.
 	PlanFile string
+	// NoDiff leaves the attribute-level diff out of the log and shows
+	// terraform's one line per resource instead (benchmarks compare both).
+	NoDiff bool
 }
 
 // PlanResult is what a successful plan produced.
@@ -40,10 +44,17 @@ type PlanResult struct {
 	// Drift is set for drift checks (PlanOptions.DetailedExitCode) that
 	// found changes.
 	Drift *DriftDetails
-	// PlanJSON is the saved plan as terraform show -json gave it (encoded
-	// again), for checks that read plan JSON such as policies. It holds
-	// sensitive values in plain text: never store or log it.
+	// Plan is the saved plan as `terraform show -json` read it. It holds
+	// sensitive values in plain text: never store or log it; Diff is the
+	// redacted form.
+	Plan *tfjson.Plan
+	// PlanJSON is Plan encoded again (for checks that read plan JSON, such
+	// as policies and infracost), so no second `terraform show` is needed.
+	// Same rules as Plan.
 	PlanJSON []byte
+	// Diff is the plan's attribute-level changes without sensitive values,
+	// for the deployment row.
+	Diff *plandiff.Diff
 }
 
 // PlanSummary is stored on the deployment (jsonb) so reviewers need not read
@@ -86,11 +97,16 @@ type DriftedResource struct {
 	// SensitiveChanged is true when a sensitive attribute differs too; its
 	// name is not recorded.
 	SensitiveChanged bool `json:"sensitive_changed,omitempty"`
+	// Changes are the changed values with old -> new, leaf by leaf, from
+	// the plan diff: sensitive ones carry no value, unknown ones no new one.
+	Changes []plandiff.Attribute `json:"changes,omitempty"`
 }
 
 // Plan runs terraform plan -out and reads the saved plan back with
-// terraform show -json for the summary. On failure the plan file is removed,
-// so nothing half-planned can be applied.
+// terraform show -json for the summary and the diff. The diff is written to
+// the log in place of terraform's one line per resource, before the summary
+// line. On failure the plan file is removed, so nothing half-planned can be
+// applied.
 func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, error) {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
@@ -110,6 +126,7 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 	s.agentf("terraform plan%s -out=%s", destroy, relTo(dir, planFile))
 
 	js := s.jsonStream()
+	js.hold = !o.NoDiff
 	stderr := s.rawWriter(s.stderr)
 	var res PlanResult
 	err = r.run(ctx, j, s, "plan", r.t.Plan, func(ctx context.Context, tf *tfexec.Terraform) error {
@@ -129,17 +146,23 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 		if err != nil {
 			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "terraform show -json could not read the saved plan; see the log", Err: err}
 		}
-		planJSON, err := json.Marshal(plan)
+		raw, err := json.Marshal(plan)
 		if err != nil {
 			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "encoding the saved plan as JSON failed", Err: err}
 		}
-		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan), PlanJSON: planJSON}
+		diff := plandiff.Build(plan)
+		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan), Plan: plan, PlanJSON: raw, Diff: diff}
 		if o.DetailedExitCode && changes {
-			res.Drift = drift(plan)
+			res.Drift = drift(plan, diff)
+		}
+		if js.hold {
+			js.Flush()
+			js.release(plandiff.Lines(plan), diff.Empty())
 		}
 		return nil
 	})
 	js.Flush()
+	js.release(nil, false) // plan failed: what was held goes out as terraform said it
 	stderr.Flush()
 	if err != nil {
 		_ = os.Remove(planFile)
@@ -187,9 +210,13 @@ func summarize(p *tfjson.Plan) PlanSummary {
 	return sum
 }
 
-// drift lists what a drift plan would change, with attribute names but no
-// values.
-func drift(p *tfjson.Plan) *DriftDetails {
+// drift lists what a drift plan would change, with attribute names and the
+// diff's non-sensitive old -> new values.
+func drift(p *tfjson.Plan, diff *plandiff.Diff) *DriftDetails {
+	byAddr := map[string][]plandiff.Attribute{}
+	for _, r := range diff.Resources {
+		byAddr[r.Address] = r.Attributes
+	}
 	d := &DriftDetails{Resources: []DriftedResource{}}
 	for _, rc := range p.ResourceChanges {
 		if rc.Change == nil {
@@ -216,6 +243,7 @@ func drift(p *tfjson.Plan) *DriftDetails {
 		dr := DriftedResource{Address: rc.Address, Action: action}
 		if action == "update" || action == "replace" {
 			dr.Attributes, dr.SensitiveChanged = changedAttributes(rc.Change)
+			dr.Changes = byAddr[rc.Address]
 		}
 		d.Resources = append(d.Resources, dr)
 	}

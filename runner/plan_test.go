@@ -9,6 +9,8 @@ import (
 	tfjson "github.com/hashicorp/terraform-json"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/plandiff"
 )
 
 // fakeSecret is the basic module's sensitive default; the recorded plan JSON
@@ -59,21 +61,35 @@ func TestSummarize(t *testing.T) {
 }
 
 func TestDrift(t *testing.T) {
-	got := drift(loadPlan(t, "update_replace_sensitive.json"))
+	p := loadPlan(t, "update_replace_sensitive.json")
+	got := drift(p, plandiff.Build(p))
 	assert.Equal(t, &DriftDetails{Resources: []DriftedResource{
-		// output is known only after apply, so only input is compared
-		{Address: "terraform_data.greeting", Action: "update", Attributes: []string{"input"}},
+		// output is known only after apply, so only input is compared by
+		// name; the changes say both, with values
+		{Address: "terraform_data.greeting", Action: "update", Attributes: []string{"input"}, Changes: []plandiff.Attribute{
+			{Path: "input", Action: "change", Old: "hello", New: "bonjour"},
+			{Path: "output", Action: "change", Old: "hello", Unknown: true},
+		}},
 		// id and output are unknown; input is unchanged
-		{Address: "terraform_data.pinned", Action: "replace", Attributes: []string{"triggers_replace"}},
-		// the changed input is sensitive: flagged, not named
-		{Address: "terraform_data.secret", Action: "update", SensitiveChanged: true},
+		{Address: "terraform_data.pinned", Action: "replace", Attributes: []string{"triggers_replace"}, Changes: []plandiff.Attribute{
+			{Path: "id", Action: "change", Old: "26baf04a-69a0-5156-0403-06e1aa820d4f", Unknown: true},
+			{Path: "output", Action: "change", Old: "pinned", Unknown: true},
+			{Path: "triggers_replace[0]", Action: "remove", Old: "hello", ForcesReplacement: true},
+			{Path: "triggers_replace[0]", Action: "add", New: "bonjour", ForcesReplacement: true},
+		}},
+		// the changed input is sensitive: flagged, not named, no values;
+		// output echoes the secret unmarked and is redacted too
+		{Address: "terraform_data.secret", Action: "update", SensitiveChanged: true, Changes: []plandiff.Attribute{
+			{Path: "input", Action: "change", Sensitive: true},
+			{Path: "output", Action: "change", Sensitive: true, Unknown: true},
+		}},
 	}}, got)
 	b, err := json.Marshal(got)
 	require.NoError(t, err)
 	assert.NotContains(t, string(b), fakeSecret)
-	assert.NotContains(t, string(b), "bonjour")
 
-	got = drift(loadPlan(t, "destroy.json"))
+	p = loadPlan(t, "destroy.json")
+	got = drift(p, plandiff.Build(p))
 	require.Len(t, got.Resources, 3)
 	assert.Equal(t, DriftedResource{Address: "terraform_data.greeting", Action: "delete"}, got.Resources[0])
 }

@@ -192,6 +192,8 @@ func TestLifecycle(t *testing.T) {
 	assert.False(t, res.Changes)
 	assert.Equal(t, PlanSummary{Resources: []ResourceChange{}}, res.Summary)
 	assert.Nil(t, res.Drift)
+	assert.True(t, res.Diff.Empty())
+	assert.Contains(t, rec.all(), "No changes. Your infrastructure matches the configuration.")
 
 	require.NoError(t, os.WriteFile(filepath.Join(j.Dir, "change.auto.tfvars.json"), []byte(`{"greeting":"bonjour","secret":"another-s3cr3t"}`), 0o644))
 	res, err = r.Plan(ctx, j, PlanOptions{DetailedExitCode: true})
@@ -201,11 +203,29 @@ func TestLifecycle(t *testing.T) {
 	assert.Equal(t, 2, res.Summary.Change)
 	assert.Equal(t, 1, res.Summary.Destroy)
 	assert.Equal(t, 1, res.Summary.Replace)
+	require.NotNil(t, res.Drift)
+	for i := range res.Drift.Resources {
+		res.Drift.Resources[i].Changes = nil // the plandiff goldens cover them
+	}
 	assert.Equal(t, &DriftDetails{Resources: []DriftedResource{
 		{Address: "terraform_data.greeting", Action: "update", Attributes: []string{"input"}},
 		{Address: "terraform_data.pinned", Action: "replace", Attributes: []string{"triggers_replace"}},
 		{Address: "terraform_data.secret", Action: "update", SensitiveChanged: true},
 	}}, res.Drift)
+	// The log shows the diff, attribute by attribute, before terraform's
+	// summary line, and no secret.
+	log := rec.all()
+	diffAt := strings.Index(log, "  # terraform_data.greeting will be updated in-place")
+	require.GreaterOrEqual(t, diffAt, 0, log)
+	assert.Contains(t, log[diffAt:], `~ input  = "hello" -> "bonjour"`)
+	assert.Contains(t, log[diffAt:], `~ input  = (sensitive value)`)
+	assert.Contains(t, log[diffAt:], "# forces replacement")
+	assert.Greater(t, strings.Index(log, "Plan: 1 to add, 2 to change, 1 to destroy."), diffAt)
+	assert.NotContains(t, log, "Plan to update", "the diff replaces terraform's one line per resource")
+	assert.NotContains(t, log, fakeSecret)
+	assert.NotContains(t, log, "another-s3cr3t")
+	require.NotNil(t, res.Plan)
+	assert.Contains(t, string(res.PlanJSON), "another-s3cr3t", "PlanJSON is the plan as terraform wrote it, for the policy check")
 	require.NoError(t, r.Apply(ctx, j, res.PlanFile))
 
 	// Two destroy plans of the same state: applying one makes the other stale.
@@ -225,7 +245,7 @@ func TestLifecycle(t *testing.T) {
 	e = asError(t, r.Apply(ctx, j, "never-planned.tfplan"))
 	assert.Contains(t, e.Msg, "never-planned.tfplan is missing")
 
-	log := rec.all()
+	log = rec.all()
 	for _, secret := range []string{"s3cr3t-value-never-logged", "another-s3cr3t"} {
 		assert.NotContains(t, log, secret, "a sensitive value reached the log")
 	}

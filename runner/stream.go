@@ -111,6 +111,38 @@ type jsonStream struct {
 	s       *sink
 	diags   []tfjson.Diagnostic
 	applied bool // terraform reported "Apply complete!" / "Destroy complete!"
+	// hold keeps plan's per-resource lines (planned_change, resource_drift)
+	// and its summary line back until release: the diff replaces the first
+	// and goes before the second.
+	hold    bool
+	held    []string
+	summary []string
+}
+
+// heldTypes are the plan messages the attribute diff replaces.
+var heldTypes = map[string]bool{"planned_change": true, "resource_drift": true}
+
+// release writes diff and then the held summary; with a nil diff (no plan
+// to show) it writes the held lines as terraform sent them. empty drops the
+// "Plan: 0 to add…" line, which terraform does not print under "No changes."
+func (js *jsonStream) release(diff []string, empty bool) {
+	if !js.hold {
+		return
+	}
+	js.hold = false
+	if diff == nil {
+		js.s.lines(js.s.stdout, js.held...)
+	} else {
+		js.s.lines(js.s.stdout, "")
+		js.s.lines(js.s.stdout, diff...)
+		if len(js.summary) > 0 && !empty {
+			js.s.lines(js.s.stdout, "")
+		}
+	}
+	if !empty || diff == nil {
+		js.s.lines(js.s.stdout, js.summary...)
+	}
+	js.held, js.summary = nil, nil
 }
 
 func (s *sink) jsonStream() *jsonStream {
@@ -135,6 +167,14 @@ func (js *jsonStream) handle(line []byte) {
 	}
 	msg := strings.Trim(m.Message, "\n")
 	if msg == "" {
+		return
+	}
+	switch {
+	case js.hold && heldTypes[m.Type]:
+		js.held = append(js.held, strings.Split(msg, "\n")...)
+		return
+	case js.hold && m.Type == "change_summary":
+		js.summary = append(js.summary, strings.Split(msg, "\n")...)
 		return
 	}
 	js.s.lines(js.s.stdout, strings.Split(msg, "\n")...)

@@ -1,0 +1,82 @@
+package plandiff
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	tfjson "github.com/hashicorp/terraform-json"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
+
+// canaries are the test passwords gen.sh planted in the plans.
+var canaries = []string{"CANARY-tfdata-one", "CANARY-tfdata-two", "CANARY-aws-one", "CANARY-aws-two", "CANARY"}
+
+func loadPlan(t testing.TB, name string) (*tfjson.Plan, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "plans", name+".json"))
+	require.NoError(t, err)
+	var p tfjson.Plan
+	require.NoError(t, json.Unmarshal(raw, &p))
+	return &p, raw
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "golden", name)
+	if *update {
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+		return
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test ./plandiff -update to create it")
+	assert.Equal(t, string(want), got)
+}
+
+// TestGolden renders every recorded plan (text and data) and compares with
+// the golden files; no canary may appear in either.
+func TestGolden(t *testing.T) {
+	plans, err := filepath.Glob(filepath.Join("testdata", "plans", "*.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, plans)
+	for _, f := range plans {
+		name := strings.TrimSuffix(filepath.Base(f), ".json")
+		t.Run(name, func(t *testing.T) {
+			p, raw := loadPlan(t, name)
+			var sb strings.Builder
+			require.NoError(t, Render(&sb, p))
+			text := sb.String()
+			data, err := json.MarshalIndent(Build(p), "", "  ")
+			require.NoError(t, err)
+			for _, c := range canaries {
+				if strings.Contains(string(raw), c) {
+					t.Logf("%s holds canary %s", name, c)
+				}
+				assert.NotContains(t, text, c, "sensitive value in the rendered plan")
+				assert.NotContains(t, string(data), c, "sensitive value in the diff data")
+			}
+			golden(t, name+".txt", text)
+			golden(t, name+".json", string(data)+"\n")
+		})
+	}
+}
+
+// TestCanaryPresentInInput guards the canary test itself: the plans must
+// really carry the secrets in plain text, or the absence proves nothing.
+func TestCanaryPresentInInput(t *testing.T) {
+	for name, canary := range map[string]string{
+		"tfdata_create": "CANARY-tfdata-one",
+		"tfdata_update": "CANARY-tfdata-two",
+		"aws_update":    "CANARY-aws-two",
+	} {
+		_, raw := loadPlan(t, name)
+		assert.Contains(t, string(raw), canary, name)
+	}
+}
