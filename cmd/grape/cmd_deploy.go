@@ -26,7 +26,7 @@ log live and exit 0 only if it succeeded.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var (
 				db, cluster, cfgRef, action, who string
-				approval, follow                 bool
+				approval, follow, noColor        bool
 			)
 			dbFlag(fs, &db)
 			fs.StringVar(&cluster, "cluster", "", "cluster id")
@@ -34,6 +34,7 @@ log live and exit 0 only if it succeeded.`,
 			fs.StringVar(&action, "action", "apply", "plan, apply or destroy")
 			fs.BoolVar(&approval, "require-approval", false, "stop after plan until someone runs grape approve")
 			fs.BoolVar(&follow, "follow", false, "print the log live until the deployment ends")
+			noColorFlag(fs, &noColor)
 			whoFlag(fs, &who)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if cluster == "" || cfgRef == "" {
@@ -65,7 +66,7 @@ log live and exit 0 only if it succeeded.`,
 					if !follow {
 						return nil
 					}
-					return followLogs(ctx, st, db, d.ID, cio.stdout)
+					return followLogs(ctx, st, db, d.ID, newLinePrinter(cio, noColor))
 				})
 			}
 		},
@@ -165,9 +166,10 @@ log live and exit 0 only if it succeeded.`,
 		summary: "print a deployment's log; with --follow, tail it live and exit with its outcome",
 		flags: func(fs *flag.FlagSet) runFunc {
 			var db string
-			var follow bool
+			var follow, noColor bool
 			dbFlag(fs, &db)
 			fs.BoolVar(&follow, "follow", false, "tail live until the deployment ends; exit 0 only if it succeeded")
+			noColorFlag(fs, &noColor)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				id, err := parseDeploymentID(args)
 				if err != nil {
@@ -177,8 +179,9 @@ log live and exit 0 only if it succeeded.`,
 					if _, err := st.GetDeployment(ctx, id); err != nil {
 						return err
 					}
+					p := newLinePrinter(cio, noColor)
 					if follow {
-						return followLogs(ctx, st, db, id, cio.stdout)
+						return followLogs(ctx, st, db, id, p)
 					}
 					var after int64
 					for {
@@ -187,7 +190,7 @@ log live and exit 0 only if it succeeded.`,
 							return err
 						}
 						for _, l := range lines {
-							printLine(cio.stdout, l)
+							p.line(l)
 							after = l.Seq
 						}
 						if len(lines) < 5000 {
@@ -198,14 +201,6 @@ log live and exit 0 only if it succeeded.`,
 			}
 		},
 	})
-}
-
-func printLine(w io.Writer, l store.LogLine) {
-	if l.Stream == store.StreamAgent {
-		fmt.Fprintf(w, "[grape] %s\n", l.Line)
-		return
-	}
-	fmt.Fprintln(w, l.Line)
 }
 
 func printDeployment(w io.Writer, d store.Deployment) error {

@@ -41,13 +41,14 @@ stays and is reused by the next run.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var f agentFlags
 			var aws, listen, action string
-			var once bool
+			var once, noColor bool
 			f.register(fs)
 			f.registerMetrics(fs)
 			fs.StringVar(&aws, "aws", "auto", "where terraform's AWS calls go: moto (the local emulator), real (your credentials), or auto (moto when installed)")
 			fs.StringVar(&listen, "listen", "127.0.0.1:8080", "portal address (empty: no portal)")
 			fs.StringVar(&action, "action", "apply", "what --once runs on the sample config: plan, apply or destroy")
 			fs.BoolVar(&once, "run-once", false, "alias of --once")
+			noColorFlag(fs, &noColor)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if f.dataDir == defaultDataDir() {
 					f.dataDir = filepath.Join(defaultDataDir(), "dev")
@@ -66,13 +67,13 @@ stays and is reused by the next run.`,
 				if err != nil {
 					return usagef("--action: %v", err)
 				}
-				return runDev(ctx, cio, &f, aws, listen, act)
+				return runDev(ctx, cio, &f, aws, listen, act, newLinePrinter(cio, noColor))
 			}
 		},
 	})
 }
 
-func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, action store.Action) error {
+func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, action store.Action, p linePrinter) error {
 	out := cio.stdout
 	log, err := f.logs.logger(cio.stderr)
 	if err != nil {
@@ -190,7 +191,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	fmt.Fprintf(out, "\nqueued %s of the sample config: deployment %s\n\n", action, d.ID)
 	go func() { agentDone <- parts.agent.Run(runCtx) }()
 	status, err := logstream.Follow(ctx, st, n, d.ID, 0, func(l store.LogLine) error {
-		printLine(out, l)
+		p.line(l)
 		return nil
 	})
 	cancelRun()
