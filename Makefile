@@ -85,6 +85,6 @@ generate: ## regenerate supabase/migrations and docs from the code
 bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~20 minutes
 	@set -o pipefail; { \
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./reconciler ./pipeline ./logstream ./e2e ./drift ./policy && \
-	  $(GO) test -run '^$$' -bench . -benchtime 100x -timeout 30m ./gitstore ./redact && \
+	  $(GO) test -run '^$$' -bench . -benchtime 100x -timeout 30m ./gitstore ./redact ./plandiff ./termsafe && \
 	  $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./runner ./render ./store ; \
 	} 2>&1 | $(GO) run ./internal/benchtable

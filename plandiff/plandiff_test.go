@@ -80,3 +80,33 @@ func TestCanaryPresentInInput(t *testing.T) {
 		assert.Contains(t, string(raw), canary, name)
 	}
 }
+
+// TestDriftNote: terraform lists a drifted object under "Objects have
+// changed outside of Terraform" only for the attributes the plan depends on
+// (relevant_attributes). The recorded drift plan reverts the tags itself, so
+// terraform listed none; here the VPC's tags are marked relevant, as a
+// resource reading them would make them, and the note must show exactly
+// that attribute, old -> new, and nothing of the other drifted resources.
+func TestDriftNote(t *testing.T) {
+	p, _ := loadPlan(t, "aws_drift")
+	require.Empty(t, p.RelevantAttributes)
+	p.RelevantAttributes = []tfjson.ResourceAttribute{{Resource: "aws_vpc.this", Attribute: []json.RawMessage{json.RawMessage(`"tags"`)}}}
+	var sb strings.Builder
+	require.NoError(t, Render(&sb, p))
+	text := sb.String()
+	note, plan, ok := strings.Cut(text, "Terraform will perform the following actions:")
+	require.True(t, ok, text)
+	assert.Contains(t, note, "Note: Objects have changed outside of Terraform")
+	assert.Contains(t, note, "  # aws_vpc.this has changed")
+	assert.Contains(t, note, `~ "team"      = "blue" -> "red"`)
+	assert.Contains(t, note, `+ "edited-by" = "console"`)
+	assert.NotContains(t, note, "tags_all", "not relevant to the plan")
+	assert.NotContains(t, note, "aws_subnet", "its drift is not relevant to the plan")
+	assert.Contains(t, plan, `~ "team"      = "red" -> "blue"`)
+	golden(t, "aws_drift_relevant.txt", text)
+
+	d := Build(p)
+	require.Len(t, d.Drift, 1)
+	assert.Equal(t, "aws_vpc.this", d.Drift[0].Address)
+	assert.Contains(t, d.Drift[0].Attributes, Attribute{Path: "tags.team", Action: "change", Old: "blue", New: "red"})
+}
