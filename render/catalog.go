@@ -38,6 +38,9 @@ const (
 	maxTemplateFiles     = 500
 	maxTemplateDirDepth  = 8
 	versionFile          = "VERSION"
+	// LockFile is terraform's dependency lock file. At the top of a template
+	// set it pins the providers of every module; each rendering carries it.
+	LockFile = ".terraform.lock.hcl"
 	moduleReadme         = "README.md"
 	tagsInput            = "tags"
 	enabledKey           = "enabled"
@@ -62,6 +65,9 @@ type Catalog struct {
 	// Digest is "sha256:<hex>" over every file of the set (paths and bytes),
 	// so two sets with the same VERSION but different content differ.
 	Digest string
+	// Lock is the set's provider lock file (LockFile), nil when the set has
+	// none. It is part of Digest: a provider upgrade is a new set.
+	Lock []byte
 
 	modules []*Module
 	byName  map[string]*Module
@@ -165,6 +171,12 @@ func Load(fsys fs.FS) (*Catalog, error) {
 		return nil, fmt.Errorf("template set VERSION %q is not a version: use letters, digits and . + _ - (at most 64), e.g. 1.0.0", truncate(version, 40))
 	}
 	c := &Catalog{Version: version, Digest: digestFiles(files), byName: map[string]*Module{}}
+	if lock, ok := files[LockFile]; ok {
+		if _, diags := hclsyntax.ParseConfig(lock, LockFile, hcl.InitialPos); diags.HasErrors() {
+			return nil, fmt.Errorf("template set %s is not valid HCL: %s; regenerate it with `grape templates lock`", LockFile, diags.Error())
+		}
+		c.Lock = lock
+	}
 
 	byModule := map[string]map[string][]byte{}
 	for p, b := range files {
@@ -241,13 +253,13 @@ func readTemplateFiles(fsys fs.FS) (map[string][]byte, error) {
 			return nil
 		}
 		base := path.Base(p)
-		if strings.HasPrefix(base, ".") {
+		if strings.HasPrefix(base, ".") && p != LockFile {
 			if d.IsDir() {
 				return fs.SkipDir
 			}
 			return nil
 		}
-		if !templateFileRE.MatchString(base) {
+		if !templateFileRE.MatchString(base) && p != LockFile {
 			return fmt.Errorf("template set: file name %q is not allowed: use letters, digits and . _ - only", p)
 		}
 		if strings.Count(p, "/") >= maxTemplateDirDepth {
@@ -259,7 +271,7 @@ func readTemplateFiles(fsys fs.FS) (map[string][]byte, error) {
 		case !d.Type().IsRegular():
 			return fmt.Errorf("template set: %s is not a regular file (symlinks and devices are not allowed)", p)
 		}
-		if !strings.Contains(p, "/") && p != versionFile {
+		if !strings.Contains(p, "/") && p != versionFile && p != LockFile {
 			return nil // top-level README, LICENSE, ...: not part of the set
 		}
 		info, err := d.Info()

@@ -18,7 +18,7 @@ import (
 // checked as Load does.
 func LoadGit(ctx context.Context, url, ref, cacheDir string) (*Catalog, error) {
 	snap, err := gitfetch.Fetch(ctx, gitfetch.Request{
-		URL: url, Ref: ref, CacheDir: cacheDir, Kind: "templates",
+		URL: url, Ref: ref, CacheDir: cacheDir, Kind: "templates", KeepHidden: []string{LockFile},
 		Limits: gitfetch.Limits{MaxFileSize: maxTemplateFileSize, MaxTotalSize: maxTemplateSetSize, MaxFiles: maxTemplateFiles},
 	})
 	if err != nil {

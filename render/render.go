@@ -146,6 +146,11 @@ func (c *Catalog) Render(in *Intent, meta Meta) (*Tree, error) {
 	}
 	t.Files[FileMetadata] = md
 	t.Files[FileGitignore] = []byte(gitignore)
+	if c.Lock != nil {
+		// Committed with the rendering, so the providers a run uses are the
+		// ones reviewed, and an upgrade is a visible commit.
+		t.Files[LockFile] = bytes.Clone(c.Lock)
+	}
 	// Every module is copied, enabled or not: Terraform needs the source of
 	// a count = 0 module at init.
 	for _, m := range c.modules {
@@ -168,9 +173,9 @@ func nonNil(s []string) []string {
 const gitignore = `# Written by Grape. A rendering is reviewed and committed; these never are.
 
 # Terraform's working directory (providers, modules, backend settings).
+# .terraform.lock.hcl is not ignored: it comes from the template set and
+# pins the providers every run uses.
 .terraform/
-# Re-created on every run from the agent's provider mirror.
-.terraform.lock.hcl
 
 # State belongs in the backend: it holds every attribute, secrets included.
 *.tfstate

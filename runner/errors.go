@@ -31,6 +31,10 @@ func phaseKind(phase string) errkind.Kind {
 	return errkind.Internal
 }
 
+// ErrLockFileChanged is wrapped by the init Error when terraform init would
+// have changed the committed provider lock file.
+var ErrLockFileChanged = errors.New("provider lock file changed by terraform init")
+
 // Error is what every Runner method returns when terraform did not do what
 // was asked. Use errors.As to get it; errors.Is(err, errkind.ErrCancelRequested) and
 // errors.Is(err, context.DeadlineExceeded) work through Unwrap.

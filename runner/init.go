@@ -1,16 +1,32 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 
 	"github.com/grapehq/grape/internal/errkind"
 )
 
+// LockFile is terraform's dependency lock file, committed with each
+// rendering.
+const LockFile = ".terraform.lock.hcl"
+
 // Init runs terraform init in the job's directory with the runner's CLI
 // config (shared plugin cache, optional mirror) and the job's backend config.
+//
+// A committed lock file is used read-only: terraform-exec has no option for
+// `init -lockfile=readonly` (hashicorp/terraform-exec#602) and refuses
+// TF_CLI_ARGS_init, so Init compares the file after init and fails, with the
+// committed file put back, when terraform changed it (a provider or
+// platform it did not cover). Without a committed lock file terraform
+// writes one for the run, and Init says so.
 func (r *Runner) Init(ctx context.Context, j Job) error {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
@@ -19,6 +35,11 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 	}
 	j.Dir = dir
 	s.agentf("terraform init%s", backendKeys(j.BackendConfig))
+	lockPath := filepath.Join(dir, LockFile)
+	committed, err := os.ReadFile(lockPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &Error{Kind: KindInit, Phase: "init", Msg: fmt.Sprintf("reading %s: %v", LockFile, err), Err: err}
+	}
 
 	js := s.jsonStream()
 	stderr := s.rawWriter(s.stderr)
@@ -48,5 +69,30 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 	js.Flush()
 	raw.Flush()
 	stderr.Flush()
-	return finish("init", err, js)
+	if err := finish("init", err, js); err != nil {
+		return err
+	}
+	return checkLock(s, lockPath, committed)
+}
+
+// checkLock fails the run when init changed the committed lock file.
+func checkLock(s *sink, lockPath string, committed []byte) error {
+	after, err := os.ReadFile(lockPath)
+	switch {
+	case committed == nil && err == nil:
+		s.agentf("no %s in the commit: terraform chose the provider versions for this run itself; lock them in the template set (grape templates lock) so every run uses the same ones", LockFile)
+		return nil
+	case committed == nil:
+		return nil // nothing to lock: a module without providers
+	case err == nil && bytes.Equal(after, committed):
+		return nil
+	}
+	// Put the committed file back, so nothing of this run can be mistaken
+	// for the locked selection.
+	if werr := os.WriteFile(lockPath, committed, 0o644); werr != nil {
+		err = errors.Join(err, werr)
+	}
+	msg := fmt.Sprintf("terraform init changed the committed provider lock file %s: the providers it installed (versions, or checksums for this platform) are not the locked ones; "+
+		"regenerate the lock file with `grape templates lock` for this agent's platform and provider source, and deploy the new rendering", LockFile)
+	return &Error{Kind: KindInit, Phase: "init", Msg: msg, Err: errors.Join(ErrLockFileChanged, err)}
 }

@@ -18,7 +18,7 @@ import (
 	"io/fs"
 )
 
-//go:embed VERSION vpc eks rds karpenter
+//go:embed VERSION .terraform.lock.hcl vpc eks rds karpenter
 var files embed.FS
 
 //go:embed policies

@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing/fstest"
@@ -53,6 +54,10 @@ type Request struct {
 	// Limits keep a mistaken or hostile repository from exhausting the
 	// process.
 	Limits Limits
+	// KeepHidden lists hidden files (paths relative to the tree's root)
+	// that are read all the same: a template set's .terraform.lock.hcl.
+	// Every other hidden file and directory is skipped.
+	KeepHidden []string
 }
 
 // Limits bound what a fetched tree may hold.
@@ -108,7 +113,7 @@ func Fetch(ctx context.Context, req Request) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading %s from %s: %w", req.Kind, shown, err)
 	}
-	files, err := commitFS(commit, subdir, req.Kind, req.Limits)
+	files, err := commitFS(commit, subdir, req.Kind, req.Limits, req.KeepHidden)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s from %s at %s: %w", req.Kind, shown, commit.Hash, err)
 	}
@@ -226,7 +231,7 @@ func resolveCommit(ctx context.Context, repo *git.Repository, ref string) (*gito
 
 // commitFS reads a commit's tree (or a subdirectory of it) into memory,
 // within the limits.
-func commitFS(c *gitobject.Commit, subdir, kind string, lim Limits) (fstest.MapFS, error) {
+func commitFS(c *gitobject.Commit, subdir, kind string, lim Limits, keep []string) (fstest.MapFS, error) {
 	tree, err := c.Tree()
 	if err != nil {
 		return nil, err
@@ -251,7 +256,7 @@ func commitFS(c *gitobject.Commit, subdir, kind string, lim Limits) (fstest.MapF
 		}
 		// Hidden entries are skipped; the walker still descends into hidden
 		// directories, so their contents are filtered by ancestor.
-		if strings.HasPrefix(path.Base(name), ".") || hiddenAncestor(name) {
+		if (strings.HasPrefix(path.Base(name), ".") && !slices.Contains(keep, name)) || hiddenAncestor(name) {
 			continue
 		}
 		switch entry.Mode {
