@@ -33,14 +33,14 @@ import (
 // a git repository the agent fetches; these keep a mistaken or hostile one
 // from exhausting the agent.
 const (
-	maxTemplateFileSize  = 1 << 20
-	maxTemplateSetSize   = 8 << 20
-	maxTemplateFiles     = 500
-	maxTemplateDirDepth  = 8
-	versionFile          = "VERSION"
+	maxTemplateFileSize = 1 << 20
+	maxTemplateSetSize  = 8 << 20
+	maxTemplateFiles    = 500
+	maxTemplateDirDepth = 8
+	versionFile         = "VERSION"
 	// LockFile is terraform's dependency lock file. At the top of a template
 	// set it pins the providers of every module; each rendering carries it.
-	LockFile = ".terraform.lock.hcl"
+	LockFile             = ".terraform.lock.hcl"
 	moduleReadme         = "README.md"
 	tagsInput            = "tags"
 	enabledKey           = "enabled"

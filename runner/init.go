@@ -38,7 +38,7 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 	lockPath := filepath.Join(dir, LockFile)
 	committed, err := os.ReadFile(lockPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return &Error{Kind: KindInit, Phase: "init", Msg: fmt.Sprintf("reading %s: %v", LockFile, err), Err: err}
+		return &Error{Kind: errkind.Init, Phase: "init", Msg: fmt.Sprintf("reading %s: %v", LockFile, err), Err: err}
 	}
 
 	js := s.jsonStream()
@@ -94,5 +94,5 @@ func checkLock(s *sink, lockPath string, committed []byte) error {
 	}
 	msg := fmt.Sprintf("terraform init changed the committed provider lock file %s: the providers it installed (versions, or checksums for this platform) are not the locked ones; "+
 		"regenerate the lock file with `grape templates lock` for this agent's platform and provider source, and deploy the new rendering", LockFile)
-	return &Error{Kind: KindInit, Phase: "init", Msg: msg, Err: errors.Join(ErrLockFileChanged, err)}
+	return &Error{Kind: errkind.Init, Phase: "init", Msg: msg, Err: errors.Join(ErrLockFileChanged, err)}
 }

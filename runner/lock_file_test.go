@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/errkind"
 	"github.com/grapehq/grape/internal/testsupport"
 )
 
@@ -55,7 +56,7 @@ func TestInitLockFile(t *testing.T) {
 		err := r.Init(ctx, j)
 		var e *Error
 		require.True(t, errors.As(err, &e), "%v", err)
-		assert.Equal(t, KindInit, e.Kind)
+		assert.Equal(t, errkind.Init, e.Kind)
 		assert.True(t, errors.Is(err, ErrLockFileChanged))
 		assert.Contains(t, e.Msg, "terraform init changed the committed provider lock file .terraform.lock.hcl")
 		assert.Contains(t, e.Msg, "grape templates lock")
