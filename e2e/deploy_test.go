@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
@@ -72,6 +73,17 @@ func TestDeployLifecycle(t *testing.T) {
 	require.Zero(t, summary.Change+summary.Destroy)
 	requireApplyLog(t, lines, summary)
 	requireOrder(t, lines, "[agent] phase: render", "[agent] phase: commit", "[agent] phase: init", "[agent] phase: plan", "[agent] phase: apply", "[agent] succeeded")
+	// The providers come from the committed lock file: no warning about
+	// checksums terraform had to compute itself, and the diff (not one line
+	// per resource) precedes terraform's summary.
+	require.NotContains(t, joinLines(lines), "Incomplete lock file information")
+	requireOrder(t, lines, "Terraform will perform the following actions:", "will be created", "(sensitive value)", "Plan: ")
+	var created plandiff.Diff
+	require.NoError(t, json.Unmarshal(applied.PlanDiff, &created))
+	require.Len(t, created.Resources, summary.Add)
+	password := findAttribute(t, created, "aws_db_instance", "password")
+	require.True(t, password.Sensitive, "%+v", password)
+	require.Nil(t, password.New)
 
 	// The row's commit is the remote's tip, holds the rendering of exactly
 	// this intent, and is what the agent said it committed.
@@ -100,6 +112,14 @@ func TestDeployLifecycle(t *testing.T) {
 	lines2 := e.logs(d2.ID)
 	requireGapless(t, lines2)
 	requireLine(t, lines2, "Plan: 0 to add, 1 to change, 0 to destroy.")
+	// The reviewer sees exactly what changes, in the log and on the row.
+	requireOrder(t, lines2, "will be updated in-place", "~ backup_retention_period", "7 -> 3", "Plan: 0 to add, 1 to change, 0 to destroy.")
+	var diff plandiff.Diff
+	require.NoError(t, json.Unmarshal(changed.PlanDiff, &diff))
+	require.Len(t, diff.Resources, 1, "%s", changed.PlanDiff)
+	require.Equal(t, "update", diff.Resources[0].Action)
+	require.Contains(t, diff.Resources[0].Attributes, plandiff.Attribute{Path: "backup_retention_period", Action: "change", Old: float64(7), New: float64(3)})
+	require.Contains(t, e.git("ls-tree", "--name-only", deref(changed.CommitSHA), "clusters/e2e/lifecycle/"), ".terraform.lock.hcl", "the provider lock file is committed with the rendering")
 	body := e.git("log", "-1", "--format=%b", deref(changed.CommitSHA))
 	require.Contains(t, body, "modules.rds.backup_retention_period: 7 → 3")
 	require.Contains(t, e.aws("rds", "describe-db-instances"), `"BackupRetentionPeriod": 3`)
@@ -119,6 +139,24 @@ func TestDeployLifecycle(t *testing.T) {
 	for _, secret := range []string{awsSecret, dbPassword} {
 		e.requireNowhere(secret)
 	}
+}
+
+// findAttribute returns the one attribute at path of the diff's resource
+// of type typ.
+func findAttribute(t *testing.T, d plandiff.Diff, typ, path string) plandiff.Attribute {
+	t.Helper()
+	for _, r := range d.Resources {
+		if !strings.Contains(r.Address, typ+".") {
+			continue
+		}
+		for _, a := range r.Attributes {
+			if a.Path == path {
+				return a
+			}
+		}
+	}
+	t.Fatalf("no %s attribute %s in the diff", typ, path)
+	return plandiff.Attribute{}
 }
 
 // requireApplyLog checks every planned resource was reported created, in

@@ -55,7 +55,9 @@ type Deployer struct {
 	Cost bool
 	// Policy judges every plan before it is applied (nil: no policies).
 	Policy *policy.Engine
-	// Redact is the agent's log redactor, applied to policy messages too.
+	// Redact is the agent's log redactor, applied to policy messages and
+	// to what is stored beside the logs (the plan diff, drift details);
+	// nil: nothing more is removed than terraform marked sensitive.
 	Redact func(string) string
 	// Drift records drift reports and acts on them (webhook, auto-remediation).
 	Drift DriftRecorder

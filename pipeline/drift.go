@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
@@ -97,6 +98,9 @@ func (d *Deployer) recordDrift(ctx context.Context, r *reconciler.Run, cfg store
 		details := plan.Drift
 		if details == nil {
 			details = &runner.DriftDetails{}
+		}
+		for i := range details.Resources {
+			details.Resources[i].Changes = plandiff.RedactAttributes(details.Resources[i].Changes, d.Redact)
 		}
 		b, err := json.Marshal(details)
 		if err != nil {

@@ -123,6 +123,10 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 	if err := r.Store().SetPlanSummary(ctx, dep.ID, r.AgentID(), plan.Summary); err != nil {
 		return lost(err)
 	}
+	// The diff went to the log with the plan (runner); the row gets it too.
+	if err := r.Store().SetPlanDiff(ctx, dep.ID, r.AgentID(), plan.Diff.Redacted(d.Redact)); err != nil {
+		return lost(err)
+	}
 	r.Logs.Agentf("plan: %d to add, %d to change, %d to destroy, %d to replace", plan.Summary.Add, plan.Summary.Change, plan.Summary.Destroy, plan.Summary.Replace)
 	if d.Cost {
 		if err := r.SetPhase(ctx, store.PhaseCost); err != nil {

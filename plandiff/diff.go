@@ -258,3 +258,72 @@ func actionOf(c *tfjson.Change) string {
 	}
 	return ""
 }
+
+// Redacted returns a copy of d with redact applied to every path and string
+// value: the agent's own secret redaction on top of terraform's sensitive
+// marks, before the diff is stored.
+func (d *Diff) Redacted(redact func(string) string) *Diff {
+	if d == nil || redact == nil {
+		return d
+	}
+	out := &Diff{Resources: redactResources(d.Resources, redact), Drift: redactResources(d.Drift, redact)}
+	if d.Outputs != nil {
+		out.Outputs = redactAttributes(d.Outputs, redact)
+	}
+	if out.Resources == nil {
+		out.Resources = []Resource{}
+	}
+	return out
+}
+
+func redactResources(rs []Resource, redact func(string) string) []Resource {
+	if rs == nil {
+		return nil
+	}
+	out := make([]Resource, len(rs))
+	for i, r := range rs {
+		r.Attributes = redactAttributes(r.Attributes, redact)
+		out[i] = r
+	}
+	return out
+}
+
+// RedactAttributes is Redacted for a list of attributes (drift details).
+func RedactAttributes(as []Attribute, redact func(string) string) []Attribute {
+	if redact == nil {
+		return as
+	}
+	return redactAttributes(as, redact)
+}
+
+func redactAttributes(as []Attribute, redact func(string) string) []Attribute {
+	out := make([]Attribute, len(as))
+	for i, a := range as {
+		a.Path = redact(a.Path)
+		a.Old, a.New = redactValue(a.Old, redact), redactValue(a.New, redact)
+		out[i] = a
+	}
+	return out
+}
+
+// redactValue redacts strings, also inside the whole old value of a
+// collection that becomes "(known after apply)".
+func redactValue(v any, redact func(string) string) any {
+	switch x := v.(type) {
+	case string:
+		return redact(x)
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[redact(k)] = redactValue(e, redact)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = redactValue(e, redact)
+		}
+		return out
+	}
+	return v // numbers, bools and null hold no text
+}

@@ -110,3 +110,41 @@ func TestDriftNote(t *testing.T) {
 	assert.Equal(t, "aws_vpc.this", d.Drift[0].Address)
 	assert.Contains(t, d.Drift[0].Attributes, Attribute{Path: "tags.team", Action: "change", Old: "blue", New: "red"})
 }
+
+func TestRedacted(t *testing.T) {
+	p, _ := loadPlan(t, "tfdata_update")
+	d := Build(p)
+	// "blue" also sits in the whole old value of app's output (a map that
+	// becomes known after apply).
+	red := d.Redacted(func(s string) string {
+		return strings.ReplaceAll(strings.ReplaceAll(s, "green", "***"), "blue", "***")
+	})
+	b, err := json.Marshal(red)
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "green")
+	assert.NotContains(t, string(b), "blue")
+	assert.Contains(t, string(b), `"new":"***"`)
+	orig, err := json.Marshal(d)
+	require.NoError(t, err)
+	assert.Contains(t, string(orig), "green", "Redacted copies; the diff itself is unchanged")
+}
+
+// TestWriteTable prints the stored form of each recorded plan, as `grape
+// status --diff` does, after a round trip through JSON (as from the row).
+func TestWriteTable(t *testing.T) {
+	for _, name := range []string{"tfdata_update", "tfdata_noop", "aws_update"} {
+		t.Run(name, func(t *testing.T) {
+			p, _ := loadPlan(t, name)
+			b, err := json.Marshal(Build(p))
+			require.NoError(t, err)
+			var d Diff
+			require.NoError(t, json.Unmarshal(b, &d))
+			var sb strings.Builder
+			require.NoError(t, WriteTable(&sb, &d))
+			for _, c := range canaries {
+				assert.NotContains(t, sb.String(), c)
+			}
+			golden(t, name+".table", sb.String())
+		})
+	}
+}

@@ -120,8 +120,11 @@ type Deployment struct {
 	Attempt           int             `db:"attempt"`
 	MaxAttempts       int             `db:"max_attempts"`
 	PlanSummary       json.RawMessage `db:"plan_summary"`
-	Outputs           json.RawMessage `db:"outputs"`
-	Cost              json.RawMessage `db:"cost"`
+	// PlanDiff is the plan's attribute-level diff (plandiff.Diff), without
+	// sensitive values. NULL until planned.
+	PlanDiff json.RawMessage `db:"plan_diff"`
+	Outputs  json.RawMessage `db:"outputs"`
+	Cost     json.RawMessage `db:"cost"`
 	// Policy holds the policies' verdicts on the plan (policy.Result):
 	// digest, verdicts and messages, never plan values.
 	Policy    json.RawMessage `db:"policy"`
@@ -140,7 +143,7 @@ func (d Deployment) PhaseName() Phase {
 const deploymentColumns = `id, config_id, cluster_id, status, action, phase, config_version, source_commit,
     require_approval, approved_at, approved_by, rejected_at, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
-    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, outputs, cost, policy, created_at, updated_at`
+    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy, created_at, updated_at`
 
 func collectDeployment(rows pgx.Rows, what string) (Deployment, error) {
 	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deployment])
@@ -335,6 +338,12 @@ func (s *Store) SetCommit(ctx context.Context, id uuid.UUID, agentID, sha string
 // SetPlanSummary stores the plan's summary (counts and addresses).
 func (s *Store) SetPlanSummary(ctx context.Context, id uuid.UUID, agentID string, summary any) error {
 	return s.updateOwned(ctx, id, agentID, "plan summary", `plan_summary = $3`, summary)
+}
+
+// SetPlanDiff stores the plan's attribute-level diff (a plandiff.Diff,
+// already redacted).
+func (s *Store) SetPlanDiff(ctx context.Context, id uuid.UUID, agentID string, diff any) error {
+	return s.updateOwned(ctx, id, agentID, "plan diff", `plan_diff = $3`, diff)
 }
 
 // SetPolicy stores the policies' verdicts on the plan (a policy.Result). A

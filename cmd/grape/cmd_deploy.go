@@ -13,7 +13,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/termsafe"
 )
 
 func init() {
@@ -78,13 +80,17 @@ log live and exit 0 only if it succeeded.`,
 		summary: "show one deployment, or list recent deployments",
 		flags: func(fs *flag.FlagSet) runFunc {
 			var db, cluster string
-			var asJSON bool
+			var asJSON, diff bool
 			dbFlag(fs, &db)
 			fs.StringVar(&cluster, "cluster", "", "only this cluster (list)")
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.BoolVar(&diff, "diff", false, "print the deployment's plan diff: each changed attribute, old -> new (with --json: the stored diff)")
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if len(args) > 1 {
 					return usagef("want at most one deployment id")
+				}
+				if diff && len(args) != 1 {
+					return usagef("--diff needs a deployment id")
 				}
 				var id uuid.UUID
 				if len(args) == 1 {
@@ -98,6 +104,9 @@ log live and exit 0 only if it succeeded.`,
 						d, err := st.GetDeployment(ctx, id)
 						if err != nil {
 							return err
+						}
+						if diff {
+							return printPlanDiff(cio.stdout, d, asJSON)
 						}
 						if asJSON {
 							return writeJSON(cio.stdout, d)
@@ -201,6 +210,26 @@ log live and exit 0 only if it succeeded.`,
 			}
 		},
 	})
+}
+
+// printPlanDiff prints the stored plan diff. Its values come from the
+// managed infrastructure, so they pass through termsafe like log lines.
+func printPlanDiff(w io.Writer, d store.Deployment, asJSON bool) error {
+	var pd *plandiff.Diff
+	if len(d.PlanDiff) > 0 {
+		if err := json.Unmarshal(d.PlanDiff, &pd); err != nil {
+			return fmt.Errorf("reading the plan diff of deployment %s: %w", d.ID, err)
+		}
+	}
+	if asJSON {
+		return writeJSON(w, pd)
+	}
+	var b strings.Builder
+	if err := plandiff.WriteTable(&b, pd); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, termsafe.Clean(b.String(), false))
+	return err
 }
 
 func printDeployment(w io.Writer, d store.Deployment) error {
