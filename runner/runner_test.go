@@ -22,6 +22,7 @@ import (
 
 	"github.com/grapehq/grape/internal/errkind"
 	"github.com/grapehq/grape/internal/testsupport"
+	"github.com/grapehq/grape/plandiff"
 )
 
 // recorder is a job's log sink: every line terraform and the runner print.
@@ -559,9 +560,12 @@ func TestDriftAgainstMoto(t *testing.T) {
 	assert.Equal(t, "aws_vpc.this", got.Address)
 	assert.Equal(t, "update", got.Action)
 	assert.Equal(t, []string{"tags", "tags_all"}, got.Attributes)
+	// The details say what the plan would put back, old -> new.
+	assert.Contains(t, got.Changes, plandiff.Attribute{Path: "tags.Name", Action: "change", Old: "changed-out-of-band", New: "grape-drift"})
+	assert.Contains(t, got.Changes, plandiff.Attribute{Path: "tags_all.Name", Action: "change", Old: "changed-out-of-band", New: "grape-drift"})
 	b, err := json.Marshal(drifted.Drift)
 	require.NoError(t, err)
-	assert.NotContains(t, string(b), "changed-out-of-band", "drift details must not carry values")
+	assert.Contains(t, string(b), `"changes":[`)
 }
 
 func mustReal(t *testing.T, p string) string {
