@@ -132,7 +132,7 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 		if err := r.SetPhase(ctx, store.PhaseCost); err != nil {
 			return lost(err)
 		}
-		if est, err := d.Runner.Cost(ctx, j, plan.PlanFile); err == nil && est != nil {
+		if est, err := d.Runner.Cost(ctx, j, plan.PlanFile, plan.PlanJSON); err == nil && est != nil {
 			if err := r.Store().SetCost(ctx, dep.ID, r.AgentID(), est); err != nil {
 				return lost(err)
 			}

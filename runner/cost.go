@@ -114,12 +114,13 @@ func ParseInfracost(b []byte) (*CostEstimate, error) {
 	return est, nil
 }
 
-// Cost estimates the monthly cost of a saved plan with Infracost: terraform
-// show -json of the plan, then infracost breakdown on that JSON. It never
+// Cost estimates the monthly cost of a saved plan with Infracost: infracost
+// breakdown on the plan's JSON — planJSON when the caller has it
+// (PlanResult.PlanJSON), else terraform show -json of the plan. It never
 // fails a deployment: when Infracost is disabled, missing or failing it
 // writes one Agent line and returns nil. Only a cancellation of ctx is
 // returned as an error, since the deployment is stopping anyway.
-func (r *Runner) Cost(ctx context.Context, j Job, planFile string) (*CostEstimate, error) {
+func (r *Runner) Cost(ctx context.Context, j Job, planFile string, planJSON []byte) (*CostEstimate, error) {
 	s := newSink(j)
 	if !r.cfg.Infracost {
 		s.agentf("cost estimate skipped: Infracost is not enabled")
@@ -157,17 +158,20 @@ func (r *Runner) Cost(ctx context.Context, j Job, planFile string) (*CostEstimat
 	var est *CostEstimate
 	err = r.run(ctx, j, s, "cost", r.t.Cost, func(ctx context.Context, tf *tfexec.Terraform) error {
 		tf.SetStderr(stderr)
-		var planJSON bytes.Buffer
-		tf.SetStdout(&planJSON) // the raw JSON; it holds values, so it goes to a private file only
-		if _, err := tf.ShowPlanFile(ctx, planFile); err != nil {
-			return fmt.Errorf("terraform show -json of the plan: %w", err)
+		if planJSON == nil {
+			var shown bytes.Buffer
+			tf.SetStdout(&shown) // the raw JSON; it holds values, so it goes to a private file only
+			if _, err := tf.ShowPlanFile(ctx, planFile); err != nil {
+				return fmt.Errorf("terraform show -json of the plan: %w", err)
+			}
+			planJSON = shown.Bytes()
 		}
 		f, err := os.CreateTemp(dir, ".grape-plan-*.json")
 		if err != nil {
 			return fmt.Errorf("writing plan JSON for infracost: %w", err)
 		}
 		defer os.Remove(f.Name())
-		_, werr := f.Write(planJSON.Bytes())
+		_, werr := f.Write(planJSON)
 		if err := errors.Join(werr, f.Close()); err != nil {
 			return fmt.Errorf("writing plan JSON for infracost: %w", err)
 		}

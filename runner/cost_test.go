@@ -74,7 +74,7 @@ func TestCostSkipped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &Runner{cfg: Config{Infracost: tt.enabled}}
 			var lines []string
-			est, err := r.Cost(context.Background(), Job{Dir: t.TempDir(), Agent: func(m string) { lines = append(lines, m) }}, "grape.tfplan")
+			est, err := r.Cost(context.Background(), Job{Dir: t.TempDir(), Agent: func(m string) { lines = append(lines, m) }}, "grape.tfplan", nil)
 			require.NoError(t, err)
 			assert.Nil(t, est)
 			assert.Equal(t, []string{tt.want}, lines)
