@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -132,4 +133,44 @@ func TestFollowQueued(t *testing.T) {
 	c.ok("cancel", second)
 	assert.Equal(t, 1, <-code, "a cancelled deployment ends follow with exit 1")
 	assert.Contains(t, tm.waitFor(t, "ended cancelled"), "ended cancelled")
+}
+
+// TestStatusDiff prints a stored plan diff. Values from the managed
+// infrastructure are quoted with their control characters escaped (and the
+// output passes through termsafe too).
+func TestStatusDiff(t *testing.T) {
+	c := newCLI(t)
+	c.ok("migrate")
+	c.ok("cluster", "create", "diff-1")
+	spec := writeFile(t, "intent.json", `{"region":"eu-central-1","modules":{"vpc":{}}}`)
+	c.ok("config", "apply", "--cluster", "diff-1", "--name", "prod", "-f", spec)
+	id := c.ok("deploy", "--cluster", "diff-1", "--config", "prod")
+	assert.Contains(t, c.ok("status", id, "--diff"), "no plan diff recorded")
+
+	pool := testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"])
+	_, err := pool.Exec(context.Background(), `UPDATE deployments SET plan_diff = $2 WHERE id = $1`, id,
+		`{"resources":[{"address":"aws_vpc.this","action":"update","attributes":[
+		  {"path":"tags.team","action":"change","old":"blue","new":"gr\u001b[2Jeen"},
+		  {"path":"cidr_block","action":"add","old":null,"new":"10.0.0.0/16"},
+		  {"path":"arn","action":"change","old":"arn:1","new":null,"unknown":true},
+		  {"path":"password","action":"change","old":null,"new":null,"sensitive":true}]}]}`)
+	require.NoError(t, err)
+	out := c.ok("status", id, "--diff")
+	assert.Contains(t, out, "aws_vpc.this (update)")
+	assert.Contains(t, out, `~ tags.team   "blue" -> "gr\x1b[2Jeen"`, "values are quoted, control characters escaped")
+	assert.Contains(t, out, `+ cidr_block  "10.0.0.0/16"`)
+	assert.Contains(t, out, `~ arn         "arn:1" -> (known after apply)`)
+	assert.Contains(t, out, `~ password    (sensitive value)`)
+	assert.NotContains(t, out, "\x1b")
+	assert.JSONEq(t, `"update"`, func() string {
+		var d struct {
+			Resources []struct{ Action string } `json:"resources"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(c.ok("status", id, "--diff", "--json")), &d))
+		require.Len(t, d.Resources, 1)
+		return `"` + d.Resources[0].Action + `"`
+	}())
+	_, errOut, code := c.run("", "status", "--diff")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--diff needs a deployment id")
 }
