@@ -124,8 +124,14 @@ func TestDeployLifecycle(t *testing.T) {
 	require.Contains(t, body, "modules.rds.backup_retention_period: 7 → 3")
 	require.Contains(t, e.aws("rds", "describe-db-instances"), `"BackupRetentionPeriod": 3`)
 
-	// 3. Destroy.
+	// 3. Destroy. Deleting a VPC and a database needs a person (the
+	// default policy pack warns), even on a config that does not require
+	// approval: the run parks with the warnings, and applies once approved.
 	d3 := e.deploy(cfg, store.ActionDestroy)
+	parked := e.wait(d3.ID, 5*time.Minute, store.StatusAwaitingApproval)
+	require.Contains(t, string(parked.Policy), "aws_db_instance")
+	require.Contains(t, string(parked.Policy), "aws_vpc")
+	e.grape("approve", d3.ID.String())
 	destroyed := e.wait(d3.ID, 5*time.Minute, store.StatusSucceeded)
 	require.NoError(t, json.Unmarshal(destroyed.PlanSummary, &summary))
 	require.Len(t, summary.Resources, summary.Destroy)
