@@ -8,4 +8,4 @@ COMMENT ON COLUMN deployments.plan_diff IS 'Attribute-level plan diff (docs/plan
 
 GRANT UPDATE (plan_diff) ON deployments TO grape_agent;
 
-INSERT INTO grape_schema_migrations (version, name) VALUES (7, 'plan_diff');
+INSERT INTO grape_schema_migrations (version, name) VALUES (6, 'plan_diff');
