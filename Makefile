@@ -41,8 +41,13 @@ dev: build ## like demo, but keeps running with the portal on http://127.0.0.1:8
 	./bin/grape dev --data-dir $(DEMO_DIR) $(if $(MIRROR),--provider-mirror $(MIRROR))
 
 .PHONY: test
-test: lint ## vet, gofmt, and every test with the race detector (starts its own PostgreSQL, moto, git servers)
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+test: ## install what the tests need (Chromium, a cached OpenTofu build), then vet, gofmt, and every test with -race
+	@tofu=$$(scripts/ensure-test-deps) && $(MAKE) --no-print-directory lint && \
+	  GRAPE_TEST_TOFU=$$tofu $(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: test-deps
+test-deps: ## install Chromium where missing and build OpenTofu once per version (cached under ~/.cache/grape/tofu)
+	@scripts/ensure-test-deps
 
 .PHONY: test-faults
 test-faults: ## only the fault-injection and bad-input suites (part of make test)
@@ -83,7 +88,7 @@ generate: ## regenerate supabase/migrations and docs from the code
 # operation.
 .PHONY: bench
 bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~20 minutes
-	@set -o pipefail; { \
+	@set -o pipefail; tofu=$$(scripts/ensure-test-deps) && export GRAPE_TEST_TOFU=$$tofu && { \
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./reconciler ./pipeline ./logstream ./e2e ./drift ./policy && \
 	  $(GO) test -run '^$$' -bench . -benchtime 100x -timeout 30m ./gitstore ./redact ./plandiff ./termsafe && \
 	  $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./runner ./render ./store ; \

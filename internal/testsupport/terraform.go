@@ -26,6 +26,50 @@ func TerraformBinary(t testing.TB) string {
 	return p
 }
 
+// EnvTofu names the OpenTofu binary the tests run as the second engine.
+// `make test` sets it (scripts/ensure-test-deps builds and caches tofu).
+const EnvTofu = "GRAPE_TEST_TOFU"
+
+// TofuBinary returns the OpenTofu binary from GRAPE_TEST_TOFU, else the one
+// scripts/ensure-test-deps caches, or fails the test naming the command that
+// provides it.
+func TofuBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(EnvTofu); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s=%s: %v (unset it, or run scripts/ensure-test-deps)", EnvTofu, p, err)
+		}
+		return p
+	}
+	cache, err := os.UserCacheDir()
+	if err == nil {
+		p := filepath.Join(cache, "grape", "tofu", TofuVersion, "tofu")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("OpenTofu not found: run scripts/ensure-test-deps (builds tofu %s once and caches it; make test does this) or set %s", TofuVersion, EnvTofu)
+	return ""
+}
+
+// TofuVersion is the OpenTofu release the tests run.
+const TofuVersion = "v1.10.10"
+
+// Engine is one IaC engine the tests run against.
+type Engine struct {
+	Name   string // "terraform" or "opentofu", as runner.Engine names them
+	Binary string
+}
+
+// Engines lists terraform and OpenTofu, for tests that must hold under both.
+func Engines(t testing.TB) []Engine {
+	t.Helper()
+	return []Engine{
+		{Name: "terraform", Binary: TerraformBinary(t)},
+		{Name: "opentofu", Binary: TofuBinary(t)},
+	}
+}
+
 // TerraformCLIConfig writes a CLI config that installs providers from the
 // local filesystem mirror (no registry access here) and returns its path, to
 // be passed as TF_CLI_CONFIG_FILE.
