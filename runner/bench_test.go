@@ -38,7 +38,7 @@ func BenchmarkInit(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				r := newBenchRunner(b, Config{ProviderMirror: mirror.dir})
 				if !cached {
-					body, err := cliConfig("", mirror.dir)
+					body, err := cliConfig("", mirror.dir, nil, nil)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -22,8 +22,13 @@ import (
 // Config is fixed for the agent's lifetime.
 type Config struct {
 	// TerraformBinary is a path or a name looked up on PATH; "" means
-	// "terraform". An OpenTofu binary works where terraform-exec allows it.
+	// "terraform". It may be terraform or OpenTofu: New detects which.
 	TerraformBinary string
+	// CLIConfigFile is the operator's own terraform CLI config
+	// (--terraform-cli-config); "" takes TF_CLI_CONFIG_FILE from the agent's
+	// environment, if set. Its blocks are kept in the config the runner
+	// writes (see cliConfig).
+	CLIConfigFile string
 	// DataDir holds the shared plugin cache (<DataDir>/plugin-cache) and the
 	// CLI config the runner writes (<DataDir>/terraformrc).
 	DataDir string
@@ -79,11 +84,18 @@ type Runner struct {
 	t         Timeouts
 	log       *slog.Logger
 	idle      tfPool
+	engine    Engine
 }
 
-// New checks the configuration, creates the plugin cache and writes the CLI
-// config every terraform command will use.
+// New is NewContext without a deadline of the caller's.
 func New(cfg Config) (*Runner, error) {
+	return NewContext(context.Background(), cfg)
+}
+
+// NewContext checks the configuration, detects the engine (terraform or
+// OpenTofu) and its version, creates the plugin cache and writes the CLI
+// config every terraform command will use.
+func NewContext(ctx context.Context, cfg Config) (*Runner, error) {
 	bin := cfg.TerraformBinary
 	if bin == "" {
 		bin = "terraform"
@@ -123,21 +135,54 @@ func New(cfg Config) (*Runner, error) {
 	if _, err := BuildEnv(EnvSpec{Extra: cfg.ExtraEnv}); err != nil {
 		return nil, err
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	engine, err := DetectEngine(dctx, path)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("detecting the engine of %s: %w", path, err)
+	}
+	log.Info("IaC engine", "engine", engine.Name, "version", engine.Version, "binary", path)
+	var mirrorFor func(string) (string, error)
+	if engine.Name == EngineOpenTofu {
+		layouts := map[string]string{}
+		mirrorFor = func(m string) (string, error) {
+			if out, ok := layouts[m]; ok {
+				return out, nil
+			}
+			// One layout per mirror path (the flag's, the file's).
+			out, err := tofuMirror(filepath.Join(dataDir, fmt.Sprintf("tofu-mirror-%d", len(layouts))), m)
+			layouts[m] = out
+			return out, err
+		}
+		if mirror != "" {
+			if mirror, err = mirrorFor(mirror); err != nil {
+				return nil, err
+			}
+		}
+	}
+	op, err := operatorCLIConfig(cfg.CLIConfigFile, log)
+	if err != nil {
+		return nil, err
+	}
 	cacheDir := filepath.Join(dataDir, "plugin-cache")
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating plugin cache: %w", err)
 	}
-	body, err := cliConfig(cacheDir, mirror)
+	body, err := cliConfig(cacheDir, mirror, op, mirrorFor)
 	if err != nil {
 		return nil, err
 	}
 	cliPath := filepath.Join(dataDir, "terraformrc")
-	if err := writeFileAtomic(cliPath, []byte(body), 0o644); err != nil {
+	// 0600: an operator's config may hold registry credentials.
+	if err := writeFileAtomic(cliPath, []byte(body), 0o600); err != nil {
 		return nil, fmt.Errorf("writing terraform CLI config: %w", err)
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if op != nil {
+		log.Info("terraform CLI config merged", "file", op.name, "into", cliPath)
 	}
 	return &Runner{
 		cfg:       cfg,
@@ -147,7 +192,32 @@ func New(cfg Config) (*Runner, error) {
 		environ:   os.Environ(),
 		t:         cfg.Timeouts.withDefaults(),
 		log:       log,
+		engine:    engine,
 	}, nil
+}
+
+// operatorCLIConfig reads the operator's CLI config: the named file, else an
+// inherited TF_CLI_CONFIG_FILE; nil when there is neither. A missing
+// inherited file is ignored, as terraform ignores it; a named one is an error.
+func operatorCLIConfig(name string, log *slog.Logger) (*operatorConfig, error) {
+	inherited := name == ""
+	if inherited {
+		name = os.Getenv("TF_CLI_CONFIG_FILE")
+	}
+	if name == "" {
+		return nil, nil
+	}
+	body, err := os.ReadFile(name)
+	switch {
+	case err != nil && inherited && errors.Is(err, os.ErrNotExist):
+		log.Warn("TF_CLI_CONFIG_FILE names a file that does not exist; ignored, as terraform would", "file", name)
+		return nil, nil
+	case err != nil && inherited:
+		return nil, fmt.Errorf("reading the terraform CLI config named by TF_CLI_CONFIG_FILE: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("reading the terraform CLI config named by --terraform-cli-config: %w", err)
+	}
+	return &operatorConfig{name: name, body: body}, nil
 }
 
 // Binary is the absolute path of the terraform binary the runner uses.
@@ -156,17 +226,12 @@ func (r *Runner) Binary() string { return r.bin }
 // CLIConfigFile is the path of the CLI config the runner wrote.
 func (r *Runner) CLIConfigFile() string { return r.cliConfig }
 
-// Version runs `terraform version` and returns the version, e.g. "1.11.4".
-func (r *Runner) Version(ctx context.Context) (string, error) {
-	tf, err := r.terraform(r.cfg.DataDir, nil)
-	if err != nil {
-		return "", err
-	}
-	v, _, err := tf.Version(ctx, true)
-	if err != nil {
-		return "", fmt.Errorf("running %s version: %w", r.bin, err)
-	}
-	return v.String(), nil
+// Engine is the engine behind the binary and its version, detected by New.
+func (r *Runner) Engine() Engine { return r.engine }
+
+// Version is the engine's version, e.g. "1.11.4", detected by New.
+func (r *Runner) Version(context.Context) (string, error) {
+	return r.engine.Version, nil
 }
 
 // Job is one run directory and where its output goes.

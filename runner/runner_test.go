@@ -143,24 +143,29 @@ func asError(t *testing.T, err error) *Error {
 	return e
 }
 
-func TestVersion(t *testing.T) {
-	t.Parallel()
-	r := newRunner(t, Config{})
+func TestVersion(t *testing.T) { eachEngine(t, testVersion) }
+
+func testVersion(t *testing.T, eng testsupport.Engine) {
+	r := newRunner(t, Config{TerraformBinary: eng.Binary})
 	v, err := r.Version(context.Background())
 	require.NoError(t, err)
+	assert.Equal(t, eng.Name, r.Engine().Name)
+	assert.Equal(t, v, r.Engine().Version)
 	out, err := exec.Command(r.Binary(), "version").Output()
 	require.NoError(t, err)
-	assert.Contains(t, string(out), "Terraform v"+v)
+	banner := map[string]string{"terraform": "Terraform", "opentofu": "OpenTofu"}[eng.Name]
+	assert.Contains(t, string(out), banner+" v"+v)
 }
 
 // TestLifecycle walks one run directory through everything a deployment
 // does: init, plan, apply of the saved plan, outputs, a no-op plan, a change
 // (update + replacement + sensitive update) as a drift check, destroy, and a
 // stale plan refused.
-func TestLifecycle(t *testing.T) {
-	t.Parallel()
+func TestLifecycle(t *testing.T) { eachEngine(t, testLifecycle) }
+
+func testLifecycle(t *testing.T, eng testsupport.Engine) {
 	ctx := context.Background()
-	r := newRunner(t, Config{})
+	r := newRunner(t, Config{TerraformBinary: eng.Binary})
 	j, rec := newJob(t, "basic")
 
 	require.NoError(t, r.Init(ctx, j))
@@ -308,9 +313,10 @@ func TestEnvironmentIsolation(t *testing.T) {
 // TestCancelDuringApply: terraform honours SIGINT, stops the provisioner and
 // exits, leaving the provisioner's child behind in its process group; the
 // runner kills that, reports a cancellation, and the state lock is free.
-func TestCancelDuringApply(t *testing.T) {
-	t.Parallel()
-	r := newRunner(t, Config{}) // default 30 s grace: terraform must stop by itself
+func TestCancelDuringApply(t *testing.T) { eachEngine(t, testCancelDuringApply) }
+
+func testCancelDuringApply(t *testing.T, eng testsupport.Engine) {
+	r := newRunner(t, Config{TerraformBinary: eng.Binary}) // default 30 s grace: terraform must stop by itself
 	j, rec := newJob(t, "slow")
 	require.NoError(t, r.Init(context.Background(), j))
 	res, err := r.Plan(context.Background(), j, PlanOptions{})
@@ -354,9 +360,12 @@ func TestCancelDuringApply(t *testing.T) {
 // SIGINT (here a wrapper shell that ignores it and runs the real terraform
 // as its child) has its whole process group killed after the grace period.
 func TestCancelKillsProcessGroupAfterGrace(t *testing.T) {
-	t.Parallel()
+	eachEngine(t, testCancelKillsProcessGroupAfterGrace)
+}
+
+func testCancelKillsProcessGroupAfterGrace(t *testing.T, eng testsupport.Engine) {
 	wrapper := filepath.Join(t.TempDir(), "terraform")
-	script := fmt.Sprintf("#!/bin/sh\ntrap '' INT\n%q \"$@\"\n", testsupport.TerraformBinary(t))
+	script := fmt.Sprintf("#!/bin/sh\ntrap '' INT\n%q \"$@\"\n", eng.Binary)
 	require.NoError(t, os.WriteFile(wrapper, []byte(script), 0o755))
 	r := newRunner(t, Config{TerraformBinary: wrapper, Timeouts: Timeouts{Grace: time.Second}})
 	j, rec := newJob(t, "slow")
@@ -395,9 +404,10 @@ func TestCancelKillsProcessGroupAfterGrace(t *testing.T) {
 	require.NoError(t, err, "a killed terraform's local state lock dies with it")
 }
 
-func TestPhaseTimeout(t *testing.T) {
-	t.Parallel()
-	r := newRunner(t, Config{Timeouts: Timeouts{Apply: 2 * time.Second}})
+func TestPhaseTimeout(t *testing.T) { eachEngine(t, testPhaseTimeout) }
+
+func testPhaseTimeout(t *testing.T, eng testsupport.Engine) {
+	r := newRunner(t, Config{TerraformBinary: eng.Binary, Timeouts: Timeouts{Apply: 2 * time.Second}})
 	j, _ := newJob(t, "slow")
 	require.NoError(t, r.Init(context.Background(), j))
 	res, err := r.Plan(context.Background(), j, PlanOptions{})
@@ -416,9 +426,10 @@ func TestPhaseTimeout(t *testing.T) {
 
 // TestStateLockHeld: another terraform process holds the lock on the same
 // local state; the plan fails at once with the holder named.
-func TestStateLockHeld(t *testing.T) {
-	t.Parallel()
-	r := newRunner(t, Config{})
+func TestStateLockHeld(t *testing.T) { eachEngine(t, testStateLockHeld) }
+
+func testStateLockHeld(t *testing.T, eng testsupport.Engine) {
+	r := newRunner(t, Config{TerraformBinary: eng.Binary})
 	j, _ := newJob(t, "slow")
 	require.NoError(t, r.Init(context.Background(), j))
 
@@ -475,10 +486,11 @@ func TestStateLockHeld(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(j.Dir, DefaultPlanFile))
 }
 
-func TestTerraformErrors(t *testing.T) {
-	t.Parallel()
+func TestTerraformErrors(t *testing.T) { eachEngine(t, testTerraformErrors) }
+
+func testTerraformErrors(t *testing.T, eng testsupport.Engine) {
 	ctx := context.Background()
-	r := newRunner(t, Config{})
+	r := newRunner(t, Config{TerraformBinary: eng.Binary})
 
 	t.Run("failing precondition fails the plan", func(t *testing.T) {
 		j, rec := newJob(t, "precondition")
@@ -513,7 +525,9 @@ func TestTerraformErrors(t *testing.T) {
 // TestDriftAgainstMoto is the one test with the real AWS provider: apply a
 // VPC and a security group to moto, confirm a clean re-plan, change a tag
 // out of band, and expect the drift check to name the VPC's tags.
-func TestDriftAgainstMoto(t *testing.T) {
+func TestDriftAgainstMoto(t *testing.T) { eachEngine(t, testDriftAgainstMoto) }
+
+func testDriftAgainstMoto(t *testing.T, eng testsupport.Engine) {
 	testsupport.TerraformCLIConfig(t) // fails with a clear message when the provider mirror is missing
 	awsCLI, err := exec.LookPath("aws")
 	if err != nil {
@@ -521,11 +535,12 @@ func TestDriftAgainstMoto(t *testing.T) {
 	}
 	moto := testsupport.Moto(t)
 	ctx := context.Background()
-	r := newRunner(t, Config{ProviderMirror: testsupport.ProviderMirror, ExtraEnv: moto.Env("us-east-1")})
+	r := newRunner(t, Config{TerraformBinary: eng.Binary, ProviderMirror: testsupport.ProviderMirror, ExtraEnv: moto.Env("us-east-1")})
 	j, rec := newJob(t, "aws")
 
 	require.NoError(t, r.Init(ctx, j))
-	assert.Contains(t, rec.all(), "Terraform has been successfully initialized!")
+	banner := map[string]string{"terraform": "Terraform", "opentofu": "OpenTofu"}[eng.Name]
+	assert.Contains(t, rec.all(), banner+" has been successfully initialized!")
 	res, err := r.Plan(ctx, j, PlanOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Summary.Add)
@@ -566,6 +581,17 @@ func TestDriftAgainstMoto(t *testing.T) {
 	b, err := json.Marshal(drifted.Drift)
 	require.NoError(t, err)
 	assert.Contains(t, string(b), `"changes":[`)
+}
+
+// eachEngine runs fn as a parallel subtest under terraform and under
+// OpenTofu: every phase must behave the same under both.
+func eachEngine(t *testing.T, fn func(*testing.T, testsupport.Engine)) {
+	for _, e := range testsupport.Engines(t) {
+		t.Run(e.Name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, e)
+		})
+	}
 }
 
 func mustReal(t *testing.T, p string) string {
