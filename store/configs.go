@@ -24,9 +24,17 @@ type Config struct {
 	DriftSchedule   *string         `db:"drift_schedule"`
 	// PolicySet names the policy set (sets/<name>/ of the agents' policy
 	// sources) that judges the config's plans; nil: the common policies only.
-	PolicySet *string   `db:"policy_set"`
-	CreatedAt time.Time `db:"created_at"`
-	UpdatedAt time.Time `db:"updated_at"`
+	PolicySet *string `db:"policy_set"`
+	// ApprovalTimeoutSeconds is how long a deployment of this config may
+	// await approval before it expires (default 24 h).
+	ApprovalTimeoutSeconds int64     `db:"approval_timeout_s"`
+	CreatedAt              time.Time `db:"created_at"`
+	UpdatedAt              time.Time `db:"updated_at"`
+}
+
+// ApprovalTimeout is ApprovalTimeoutSeconds as a duration.
+func (c Config) ApprovalTimeout() time.Duration {
+	return time.Duration(c.ApprovalTimeoutSeconds) * time.Second
 }
 
 // ConfigVersion is one entry of a config's history.
@@ -59,9 +67,12 @@ type ConfigSettings struct {
 	AutoRemediate   *bool
 	DriftSchedule   *string // "" clears it (back to the agent default)
 	PolicySet       *string // "" clears it (the common policies only)
+	// ApprovalTimeout is how long a plan may await approval (>= 1 minute).
+	ApprovalTimeout *time.Duration
 }
 
-const configColumns = `id, cluster_id, name, spec, version, require_approval, auto_remediate, drift_schedule, policy_set, created_at, updated_at`
+const configColumns = `id, cluster_id, name, spec, version, require_approval, auto_remediate, drift_schedule, policy_set,
+    extract(epoch FROM approval_timeout)::bigint AS approval_timeout_s, created_at, updated_at`
 
 // PolicySetPattern repeats the database's rule for policy set names (a
 // directory sets/<name>/ in the agents' policy sources).
@@ -93,16 +104,25 @@ func (s *Store) UpsertConfig(ctx context.Context, clusterID, name string, spec j
 		}
 		policySet = *set.PolicySet
 	}
+	var timeout any
+	if set.ApprovalTimeout != nil {
+		if *set.ApprovalTimeout < time.Minute {
+			return Config{}, fmt.Errorf("approval timeout %s: %w: use at least 1m (e.g. 24h)", *set.ApprovalTimeout, ErrInvalid)
+		}
+		timeout = set.ApprovalTimeout.Seconds()
+	}
 	rows, err := s.db().Query(ctx, `
-INSERT INTO configs (cluster_id, name, spec, require_approval, auto_remediate, drift_schedule, policy_set)
-VALUES ($1, $2, $3, coalesce($4, false), coalesce($5, false), nullif($6::text, ''), nullif($7::text, ''))
+INSERT INTO configs (cluster_id, name, spec, require_approval, auto_remediate, drift_schedule, policy_set, approval_timeout)
+VALUES ($1, $2, $3, coalesce($4, false), coalesce($5, false), nullif($6::text, ''), nullif($7::text, ''),
+    coalesce(make_interval(secs => $8::float8), interval '24 hours'))
 ON CONFLICT (cluster_id, name) DO UPDATE SET
     spec = EXCLUDED.spec,
     require_approval = coalesce($4, configs.require_approval),
     auto_remediate = coalesce($5, configs.auto_remediate),
     drift_schedule = CASE WHEN $6::text IS NULL THEN configs.drift_schedule ELSE nullif($6::text, '') END,
-    policy_set = CASE WHEN $7::text IS NULL THEN configs.policy_set ELSE nullif($7::text, '') END
-RETURNING `+configColumns, clusterID, name, spec, set.RequireApproval, set.AutoRemediate, schedule, policySet)
+    policy_set = CASE WHEN $7::text IS NULL THEN configs.policy_set ELSE nullif($7::text, '') END,
+    approval_timeout = coalesce(make_interval(secs => $8::float8), configs.approval_timeout)
+RETURNING `+configColumns, clusterID, name, spec, set.RequireApproval, set.AutoRemediate, schedule, policySet, timeout)
 	if err != nil {
 		return Config{}, s.configWriteError(clusterID, name, err)
 	}

@@ -127,9 +127,17 @@ type Deployment struct {
 	Cost     json.RawMessage `db:"cost"`
 	// Policy holds the policies' verdicts on the plan (policy.Result):
 	// digest, verdicts and messages, never plan values.
-	Policy    json.RawMessage `db:"policy"`
-	CreatedAt time.Time       `db:"created_at"`
-	UpdatedAt time.Time       `db:"updated_at"`
+	Policy json.RawMessage `db:"policy"`
+	// Engine and EngineVersion name the IaC engine that ran it ("terraform"
+	// or "opentofu") and its version.
+	Engine        *string `db:"engine"`
+	EngineVersion *string `db:"engine_version"`
+	// LogsPrunedAt is when grape prune deleted its log lines.
+	LogsPrunedAt *time.Time `db:"logs_pruned_at"`
+	// AwaitingApprovalAt is when the plan was parked for a person.
+	AwaitingApprovalAt *time.Time `db:"awaiting_approval_at"`
+	CreatedAt          time.Time  `db:"created_at"`
+	UpdatedAt          time.Time  `db:"updated_at"`
 }
 
 // PhaseName returns the phase or "" when none was recorded.
@@ -143,7 +151,8 @@ func (d Deployment) PhaseName() Phase {
 const deploymentColumns = `id, config_id, cluster_id, status, action, phase, config_version, source_commit,
     require_approval, approved_at, approved_by, rejected_at, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
-    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy, created_at, updated_at`
+    commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy,
+    engine, engine_version, logs_pruned_at, awaiting_approval_at, created_at, updated_at`
 
 func collectDeployment(rows pgx.Rows, what string) (Deployment, error) {
 	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deployment])
@@ -353,6 +362,12 @@ func (s *Store) SetPolicy(ctx context.Context, id uuid.UUID, agentID string, res
 	return s.updateOwned(ctx, id, agentID, "policy verdicts", `policy = $3`, result)
 }
 
+// SetEngine records the IaC engine (runner.Engine's name and version) that
+// runs the deployment.
+func (s *Store) SetEngine(ctx context.Context, id uuid.UUID, agentID, engine, version string) error {
+	return s.updateOwned(ctx, id, agentID, "engine", "engine = $3, engine_version = $4", engine, version)
+}
+
 // SetOutputs stores terraform outputs after apply (sensitive ones redacted).
 func (s *Store) SetOutputs(ctx context.Context, id uuid.UUID, agentID string, outputs any) error {
 	return s.updateOwned(ctx, id, agentID, "outputs", `outputs = $3`, outputs)
@@ -363,9 +378,9 @@ func (s *Store) SetCost(ctx context.Context, id uuid.UUID, agentID string, cost 
 	return s.updateOwned(ctx, id, agentID, "cost", `cost = $3`, cost)
 }
 
-func (s *Store) updateOwned(ctx context.Context, id uuid.UUID, agentID, what, set string, arg any) error {
+func (s *Store) updateOwned(ctx context.Context, id uuid.UUID, agentID, what, set string, args ...any) error {
 	tag, err := s.db().Exec(ctx, `UPDATE deployments SET `+set+`
-WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID, arg)
+WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, append([]any{id, agentID}, args...)...)
 	if err != nil {
 		return fmt.Errorf("recording %s of deployment %s: %w", what, id, err)
 	}
@@ -459,7 +474,8 @@ func (s *Store) FinishAndClaim(ctx context.Context, id uuid.UUID, agentID string
 // it. The agent keeps the plan file; the lease is dropped because nothing runs.
 func (s *Store) AwaitApproval(ctx context.Context, id uuid.UUID, agentID string) error {
 	tag, err := s.db().Exec(ctx, `
-UPDATE deployments SET status = 'awaiting_approval', phase = 'approval', lease_expires_at = NULL
+UPDATE deployments SET status = 'awaiting_approval', phase = 'approval', lease_expires_at = NULL,
+    awaiting_approval_at = now()
 WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'`, id, agentID)
 	if err != nil {
 		return fmt.Errorf("parking deployment %s for approval: %w", id, err)

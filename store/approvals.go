@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// ApprovalExpiredReason starts the error of a deployment whose approval
+// expired.
+const ApprovalExpiredReason = "approval expired"
+
+// ExpireApprovals ends the cluster's deployments that have awaited approval
+// longer than their config's approval_timeout: cancelled, "approval
+// expired", with a line in their log. The planning agent discards the saved
+// plan when it sees the status. Any agent of the cluster may call it (the
+// rescue loop does); SKIP LOCKED keeps two sweepers off the same row.
+func (s *Store) ExpireApprovals(ctx context.Context, clusterID string) ([]Deployment, error) {
+	var out []Deployment
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT d.id, extract(epoch FROM c.approval_timeout)::bigint FROM deployments d
+JOIN configs c ON c.id = d.config_id
+WHERE d.cluster_id = $1 AND d.status = 'awaiting_approval'
+  AND coalesce(d.awaiting_approval_at, d.updated_at) + c.approval_timeout < now()
+FOR UPDATE OF d SKIP LOCKED`, clusterID)
+		if err != nil {
+			return err
+		}
+		type expired struct {
+			id      uuid.UUID
+			timeout int64
+		}
+		var due []expired
+		for rows.Next() {
+			var e expired
+			if err := rows.Scan(&e.id, &e.timeout); err != nil {
+				rows.Close()
+				return err
+			}
+			due = append(due, e)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, e := range due {
+			msg := fmt.Sprintf("%s: nobody approved or rejected the plan within %s (the config's approval timeout); the plan was discarded, queue a new deployment to plan again",
+				ApprovalExpiredReason, time.Duration(e.timeout)*time.Second)
+			rows, err := tx.Query(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'cancelled', error = $2,
+    finished_at = now(), lease_expires_at = NULL WHERE id = $1 RETURNING `+deploymentColumns, e.id, msg)
+			if err != nil {
+				return fmt.Errorf("expiring deployment %s: %w", e.id, err)
+			}
+			d, err := collectDeployment(rows, "deployment")
+			if err != nil {
+				return fmt.Errorf("expiring deployment %s: %w", e.id, err)
+			}
+			if err := appendAgentLine(ctx, tx, e.id, msg); err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expiring approvals of cluster %s: %w", clusterID, err)
+	}
+	return out, nil
+}
+
+// Blocker is the deployment a config's later runs wait for.
+type Blocker struct {
+	Deployment Deployment
+	// ExpiresAt is when an approval wait ends by itself; nil otherwise.
+	ExpiresAt *time.Time
+}
+
+// Describe says in one sentence what a run of the config waits for.
+func (b Blocker) Describe(now time.Time) string {
+	d := b.Deployment
+	switch d.Status {
+	case StatusAwaitingApproval:
+		since := d.UpdatedAt
+		if d.AwaitingApprovalAt != nil {
+			since = *d.AwaitingApprovalAt
+		}
+		msg := fmt.Sprintf("waiting for deployment %s, which has awaited approval for %s (grape approve|reject %s)",
+			d.ID, now.Sub(since).Round(time.Second), d.ID)
+		if b.ExpiresAt != nil {
+			msg += fmt.Sprintf("; it expires at %s", b.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		return msg
+	default:
+		return fmt.Sprintf("waiting for deployment %s (%s, %s)", d.ID, d.Status, d.Action)
+	}
+}
+
+// ConfigBlocker returns the active deployment (in progress or awaiting
+// approval) that holds the config's slot, or ErrNotFound when none does.
+func (s *Store) ConfigBlocker(ctx context.Context, configID uuid.UUID) (Blocker, error) {
+	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM deployments
+WHERE config_id = $1 AND status IN ('in_progress', 'awaiting_approval') LIMIT 1`, configID)
+	if err != nil {
+		return Blocker{}, fmt.Errorf("reading what blocks config %s: %w", configID, err)
+	}
+	d, err := collectDeployment(rows, "active deployment")
+	if err != nil {
+		return Blocker{}, err
+	}
+	b := Blocker{Deployment: d}
+	if d.Status == StatusAwaitingApproval {
+		var at time.Time
+		if err := s.db().QueryRow(ctx, `SELECT coalesce(d.awaiting_approval_at, d.updated_at) + c.approval_timeout
+FROM deployments d JOIN configs c ON c.id = d.config_id WHERE d.id = $1`, d.ID).Scan(&at); err != nil {
+			return Blocker{}, fmt.Errorf("reading approval expiry of deployment %s: %w", d.ID, err)
+		}
+		b.ExpiresAt = &at
+	}
+	return b, nil
+}

@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// PruneOptions says what grape prune deletes.
+type PruneOptions struct {
+	// LogsBefore: the log lines of deployments that finished before it go;
+	// the deployment rows stay, with logs_pruned_at set.
+	LogsBefore time.Time
+	// HistoryBefore, when set, also deletes drift reports checked and
+	// deployments finished before it, except what the agent still needs: per
+	// config the latest succeeded apply (drift checks and remediation run its
+	// commit), the latest other deployment (the drift scheduler's idleness)
+	// and the latest drift report (the config's drift status).
+	HistoryBefore time.Time
+	// DryRun counts what would go and deletes nothing.
+	DryRun bool
+	// BatchLines bounds the lines one DELETE removes (default 5,000): each
+	// batch is its own short transaction, so live appends to running
+	// deployments (other keys of the same index) never wait behind a prune.
+	BatchLines int
+}
+
+// PruneResult counts what went (or, in a dry run, would go).
+type PruneResult struct {
+	LogDeployments     int64 // deployments whose logs were pruned
+	LogLines           int64
+	DriftReports       int64
+	DeletedDeployments int64
+}
+
+// pruneDeploymentsPerPass bounds how many deployments one pass lists.
+const pruneDeploymentsPerPass = 200
+
+// Prune deletes old log lines (and history, see PruneOptions) in bounded
+// batches. Running and parked deployments have no finished_at and are never
+// touched. It can be stopped at any point: every batch commits on its own,
+// and a deployment is marked pruned only once its last line is gone, so the
+// next run carries on.
+func (s *Store) Prune(ctx context.Context, o PruneOptions) (PruneResult, error) {
+	var res PruneResult
+	if o.LogsBefore.IsZero() {
+		return res, fmt.Errorf("prune: %w: no cutoff for logs (--older-than)", ErrInvalid)
+	}
+	if !o.HistoryBefore.IsZero() && o.HistoryBefore.After(o.LogsBefore) {
+		return res, fmt.Errorf("prune: %w: the history cutoff must be older than the log cutoff (--history longer than --older-than)", ErrInvalid)
+	}
+	if o.BatchLines <= 0 {
+		o.BatchLines = 5000
+	}
+	if o.DryRun {
+		return s.pruneCount(ctx, o)
+	}
+	for {
+		rows, err := s.db().Query(ctx, `SELECT id FROM deployments
+WHERE finished_at < $1 AND logs_pruned_at IS NULL ORDER BY finished_at LIMIT $2`, o.LogsBefore, pruneDeploymentsPerPass)
+		if err != nil {
+			return res, fmt.Errorf("listing deployments to prune: %w", err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return res, fmt.Errorf("listing deployments to prune: %w", err)
+		}
+		for _, id := range ids {
+			n, err := s.pruneLogsOf(ctx, id, o.BatchLines)
+			res.LogLines += n
+			if err != nil {
+				return res, err
+			}
+			res.LogDeployments++
+		}
+		if len(ids) < pruneDeploymentsPerPass {
+			break
+		}
+	}
+	if o.HistoryBefore.IsZero() {
+		return res, nil
+	}
+	var err error
+	if res.DriftReports, err = s.deleteInBatches(ctx, "drift reports", pruneDriftSQL, o.HistoryBefore); err != nil {
+		return res, err
+	}
+	res.DeletedDeployments, err = s.deleteInBatches(ctx, "deployments", pruneDeploymentsSQL, o.HistoryBefore)
+	return res, err
+}
+
+// pruneLogsOf deletes one deployment's lines, oldest first, a batch per
+// statement, then marks it pruned.
+func (s *Store) pruneLogsOf(ctx context.Context, id uuid.UUID, batch int) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.db().Exec(ctx, `DELETE FROM deployment_logs WHERE deployment_id = $1 AND seq IN (
+    SELECT seq FROM deployment_logs WHERE deployment_id = $1 ORDER BY seq LIMIT $2)`, id, batch)
+		if err != nil {
+			return total, fmt.Errorf("pruning log lines of deployment %s: %w", id, err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(batch) {
+			break
+		}
+	}
+	if _, err := s.db().Exec(ctx, `UPDATE deployments SET logs_pruned_at = now()
+WHERE id = $1 AND finished_at IS NOT NULL AND logs_pruned_at IS NULL`, id); err != nil {
+		return total, fmt.Errorf("marking deployment %s pruned: %w", id, err)
+	}
+	return total, nil
+}
+
+// The rows the agent still needs are kept (see PruneOptions.HistoryBefore).
+const (
+	keepDeployments = `
+    (SELECT DISTINCT ON (config_id) id FROM deployments
+      WHERE action = 'apply' AND status = 'succeeded' AND commit_sha IS NOT NULL
+      ORDER BY config_id, finished_at DESC)
+    UNION
+    (SELECT DISTINCT ON (config_id) id FROM deployments WHERE action <> 'drift'
+      ORDER BY config_id, created_at DESC, id DESC)`
+	pruneDeploymentsSQL = `DELETE FROM deployments WHERE id IN (
+    SELECT id FROM deployments WHERE finished_at < $1 AND id NOT IN (` + keepDeployments + `)
+    LIMIT $2)`
+	pruneDriftSQL = `DELETE FROM drift_reports WHERE id IN (
+    SELECT id FROM drift_reports WHERE checked_at < $1 AND id NOT IN (
+        SELECT DISTINCT ON (config_id) id FROM drift_reports ORDER BY config_id, checked_at DESC)
+    LIMIT $2)`
+)
+
+// historyBatch bounds the rows of one history DELETE. A deployment's delete
+// also deletes its remaining log lines (by trigger); they are normally
+// pruned already, as the history cutoff is the older one.
+const historyBatch = 500
+
+func (s *Store) deleteInBatches(ctx context.Context, what, query string, before time.Time) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.db().Exec(ctx, query, before, historyBatch)
+		if err != nil {
+			return total, fmt.Errorf("pruning %s: %w", what, err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < historyBatch {
+			return total, nil
+		}
+	}
+}
+
+// pruneCount answers a dry run.
+func (s *Store) pruneCount(ctx context.Context, o PruneOptions) (PruneResult, error) {
+	var res PruneResult
+	err := s.db().QueryRow(ctx, `SELECT count(*), coalesce(sum(
+    (SELECT count(*) FROM deployment_logs l WHERE l.deployment_id = d.id)), 0)::bigint
+FROM deployments d WHERE finished_at < $1 AND logs_pruned_at IS NULL`, o.LogsBefore).Scan(&res.LogDeployments, &res.LogLines)
+	if err != nil {
+		return res, fmt.Errorf("counting logs to prune: %w", err)
+	}
+	if o.HistoryBefore.IsZero() {
+		return res, nil
+	}
+	err = s.db().QueryRow(ctx, `SELECT
+    (SELECT count(*) FROM drift_reports WHERE checked_at < $1 AND id NOT IN (
+        SELECT DISTINCT ON (config_id) id FROM drift_reports ORDER BY config_id, checked_at DESC)),
+    (SELECT count(*) FROM deployments WHERE finished_at < $1 AND id NOT IN (`+keepDeployments+`))`,
+		o.HistoryBefore).Scan(&res.DriftReports, &res.DeletedDeployments)
+	if err != nil {
+		return res, fmt.Errorf("counting history to prune: %w", err)
+	}
+	return res, nil
+}
