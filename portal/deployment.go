@@ -280,11 +280,15 @@ func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if _, err := s.st.GetDeployment(ctx, id); err != nil {
+	d, err := s.st.GetDeployment(ctx, id)
+	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Disposition", `inline; filename="deployment-`+id.String()+`.log"`)
+	if d.LogsPrunedAt != nil {
+		fmt.Fprintf(w, "[grape] this log was pruned at %s (log retention, grape prune)\n", d.LogsPrunedAt.UTC().Format(time.RFC3339))
+	}
 	var after int64
 	for {
 		batch, err := s.st.ReadLogs(ctx, id, after, 5000)

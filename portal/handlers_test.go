@@ -689,3 +689,24 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		require.ErrorContains(t, err, c.want, c.name)
 	}
 }
+
+// TestPrunedLogIsSaid: a deployment whose log was pruned says so on its
+// page and in the plain-text log, and shows the engine that ran it.
+func TestPrunedLogIsSaid(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	d := e.running(e.cfg, store.EnqueueParams{})
+	require.NoError(t, e.st.SetEngine(e.ctx, d.ID, testAgent, "opentofu", "1.10.10"))
+	e.addLines(d.ID, 1, store.StreamStdout, "Apply complete!")
+	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
+	res, err := e.st.Prune(e.ctx, store.PruneOptions{LogsBefore: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.LogLines)
+
+	_, page := c.get("/deployments/" + d.ID.String())
+	require.Contains(t, page, `id="log-pruned">This log was pruned on`)
+	require.Contains(t, page, "<dt>Engine</dt><dd>opentofu 1.10.10</dd>")
+	require.NotContains(t, page, "Apply complete!")
+	_, body := c.do(http.MethodGet, "/deployments/"+d.ID.String()+"/log", nil, nil)
+	require.True(t, strings.HasPrefix(body, "[grape] this log was pruned at "), body)
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/store"
@@ -24,6 +25,7 @@ nothing is stored when it is invalid. The config's version increases when anythi
 				db, cluster, name, file, schedule, policySet string
 				approval, remediate                          optionalBool
 				noPolicySet                                  bool
+				approvalTimeout                              time.Duration
 				tmpl                                         templateFlags
 			)
 			dbFlag(fs, &db)
@@ -35,6 +37,7 @@ nothing is stored when it is invalid. The config's version increases when anythi
 			fs.StringVar(&schedule, "drift-schedule", "", "this config's drift schedule: a cron expression, @every 6h, or off")
 			fs.StringVar(&policySet, "policy-set", "", "policy set (sets/<name>/ of the agents' policy sources) that judges this config's plans besides the common policies")
 			fs.BoolVar(&noPolicySet, "no-policy-set", false, "clear the config's policy set: only the common policies judge it")
+			fs.DurationVar(&approvalTimeout, "approval-timeout", 0, "how long a plan may await approval before it expires, cancelled and discarded (at least 1m; default for a new config 24h; 0 keeps the stored value)")
 			tmpl.register(fs)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if cluster == "" || name == "" {
@@ -55,6 +58,12 @@ nothing is stored when it is invalid. The config's version increases when anythi
 					return err
 				}
 				set := store.ConfigSettings{RequireApproval: approval.ptr(), AutoRemediate: remediate.ptr()}
+				if approvalTimeout != 0 {
+					if approvalTimeout < time.Minute {
+						return usagef("--approval-timeout %s: use at least 1m (e.g. 24h)", approvalTimeout)
+					}
+					set.ApprovalTimeout = &approvalTimeout
+				}
 				if schedule != "" {
 					if err := validateSchedule(schedule); err != nil {
 						return usagef("--drift-schedule: %v", err)

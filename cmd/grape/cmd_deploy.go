@@ -185,10 +185,14 @@ log live and exit 0 only if it succeeded.`,
 					return err
 				}
 				return withStore(ctx, db, func(st *store.Store) error {
-					if _, err := st.GetDeployment(ctx, id); err != nil {
+					d, err := st.GetDeployment(ctx, id)
+					if err != nil {
 						return err
 					}
 					p := newLinePrinter(cio, noColor)
+					if d.LogsPrunedAt != nil {
+						fmt.Fprintf(cio.stdout, "[grape] %s\n", prunedNote(d))
+					}
 					if follow {
 						return followLogs(ctx, st, db, id, p)
 					}
@@ -210,6 +214,12 @@ log live and exit 0 only if it succeeded.`,
 			}
 		},
 	})
+}
+
+// prunedNote says the log is gone and what is left of the deployment.
+func prunedNote(d store.Deployment) string {
+	return fmt.Sprintf("the log of this deployment was pruned at %s (log retention, grape prune); its status, plan summary, outputs and error are kept: grape status %s",
+		d.LogsPrunedAt.UTC().Format(time.RFC3339), d.ID)
 }
 
 // printPlanDiff prints the stored plan diff. Its values come from the
@@ -250,6 +260,9 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 	if d.CommitSHA != nil {
 		row("commit", *d.CommitSHA)
 	}
+	if d.Engine != nil {
+		row("engine", *d.Engine+" "+ptr.Deref(d.EngineVersion))
+	}
 	if d.RequireApproval {
 		approved := "no"
 		if d.ApprovedAt != nil {
@@ -273,6 +286,9 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 	row("created", d.CreatedAt.Format(time.RFC3339))
 	if d.FinishedAt != nil {
 		row("finished", d.FinishedAt.Format(time.RFC3339))
+	}
+	if d.LogsPrunedAt != nil {
+		row("log", "pruned at "+d.LogsPrunedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
