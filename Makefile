@@ -87,9 +87,10 @@ generate: ## regenerate supabase/migrations and docs from the code
 # their own samples) inside one iteration; git and init ones repeat a single
 # operation.
 .PHONY: bench
-bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~20 minutes
+bench: ## run the benchmarks (fsync-on PostgreSQL, real git, terraform) and print a table; ~30 minutes
 	@set -o pipefail; tofu=$$(scripts/ensure-test-deps) && export GRAPE_TEST_TOFU=$$tofu && { \
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./reconciler ./pipeline ./logstream ./e2e ./drift ./policy && \
-	  $(GO) test -run '^$$' -bench . -benchtime 100x -timeout 30m ./gitstore ./redact ./plandiff ./termsafe && \
-	  $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./runner ./render ./store ; \
+	  $(GO) test -run '^$$' -bench . -skip 'WorkspaceUpkeep' -benchtime 100x -timeout 30m ./gitstore ./redact ./plandiff ./termsafe && \
+	  $(GO) test -run '^$$' -bench . -skip 'PruneWhileAppending' -benchtime 3x -timeout 30m ./runner ./render ./store && \
+	  $(GO) test -run '^$$' -bench 'WorkspaceUpkeep|PruneWhileAppending' -benchtime 1x -timeout 60m ./gitstore ./store ; \
 	} 2>&1 | $(GO) run ./internal/benchtable

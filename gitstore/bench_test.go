@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -235,4 +238,86 @@ func runCommits(b *testing.B, f *benchFixture, commit func(context.Context, gits
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(ms(durations[len(durations)/2]), "p50-ms")
 	b.ReportMetric(ms(durations[len(durations)*9/10]), "p90-ms")
+}
+
+// BenchmarkWorkspaceUpkeep commits 10,000 deployments (4-module renderings
+// over 30 configs; GRAPE_BENCH_UPKEEP_COMMITS changes the count) to a local
+// workspace and reports what the automatic packing keeps bounded: loose
+// objects and packs at the end, the workspace's size, and commit latency of
+// the first and the last 1,000 commits (flat means history does not cost).
+// One op is the whole run; make bench runs it with -benchtime 1x.
+func BenchmarkWorkspaceUpkeep(b *testing.B) {
+	commits := 10_000
+	if v := os.Getenv("GRAPE_BENCH_UPKEEP_COMMITS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2000 {
+			b.Fatalf("GRAPE_BENCH_UPKEEP_COMMITS=%q: want a number >= 2000", v)
+		}
+		commits = n
+	}
+	ctx := context.Background()
+	for range b.N {
+		dir := filepath.Join(b.TempDir(), "workspace")
+		s, err := gitstore.Open(ctx, gitstore.Options{Dir: dir, Logger: quietLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat := make([]time.Duration, 0, commits)
+		maxLoose := 0
+		for i := 1; i <= commits; i++ {
+			cluster, cfg := benchTarget(i)
+			start := time.Now()
+			if _, err := s.Commit(ctx, change(cluster, cfg, i, rendering(i, allModules...), allModules...)); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+			if i%100 == 0 {
+				n, err := gitstore.LooseObjectCount(s)
+				if err != nil {
+					b.Fatal(err)
+				}
+				maxLoose = max(maxLoose, n)
+			}
+		}
+		loose, err := gitstore.LooseObjectCount(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		packs, err := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+		pct := func(d []time.Duration, p float64) float64 {
+			d = slices.Clone(d)
+			slices.Sort(d)
+			return float64(d[min(len(d)-1, int(float64(len(d))*p))].Microseconds()) / 1000
+		}
+		b.ReportMetric(float64(loose), "loose-objects-end")
+		b.ReportMetric(float64(maxLoose), "loose-objects-max")
+		b.ReportMetric(float64(len(packs)), "packs-end")
+		b.ReportMetric(float64(duBytes(b, dir))/(1<<20), "workspace-MiB")
+		b.ReportMetric(pct(lat[:1000], 0.5), "p50-ms-first1k")
+		b.ReportMetric(pct(lat[len(lat)-1000:], 0.5), "p50-ms-last1k")
+		b.ReportMetric(pct(lat[:1000], 0.99), "p99-ms-first1k")
+		b.ReportMetric(pct(lat[len(lat)-1000:], 0.99), "p99-ms-last1k")
+		b.ReportMetric(pct(lat, 1), "max-ms")
+	}
+}
+
+func duBytes(b *testing.B, root string) int64 {
+	var n int64
+	err := filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi, err := d.Info(); err == nil && !d.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }

@@ -443,7 +443,28 @@ func (s *Store) finish(ctx context.Context, c Change, commit plumbing.Hash, atte
 	}
 	s.log.Debug("git commit recorded", "sha", commit.String(), "cluster", c.ClusterID, "config", c.ConfigName,
 		"empty", empty, "attempts", attempts, "took", time.Since(start))
+	s.upkeep(ctx)
 	return Result{SHA: commit.String(), Empty: empty, Pushed: s.remote != nil, Attempts: attempts}, nil
+}
+
+// upkeep packs the workspace once enough objects were written since the
+// last look (counting is free; listing loose objects is a directory scan).
+// The commit is already published: a failure here is only logged, and the
+// next commit tries again.
+func (s *Store) upkeep(ctx context.Context) {
+	if s.written < looseLimit {
+		return
+	}
+	err := s.withObjects(ctx, func() error {
+		res, err := s.maintainLocked(ctx, looseLimit, packLimit)
+		if err == nil {
+			s.written = res.LooseAfter
+		}
+		return err
+	})
+	if err != nil {
+		s.log.Warn("packing the git workspace failed; retried after the next commit", "dir", s.opts.Dir, "error", err)
+	}
 }
 
 // errStale means the branch moved between reading its tip and updating it.

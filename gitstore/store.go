@@ -114,6 +114,10 @@ type Store struct {
 	// deployment's commit).
 	notesSem chan struct{}
 
+	// written counts objects written since the loose objects were last
+	// counted (guarded by objSem); see upkeep.
+	written int
+
 	// unanswered is the last commit whose push failed without a clear
 	// answer (guarded by writeSem); see ownUnanswered.
 	unanswered plumbing.Hash
@@ -397,5 +401,6 @@ func (s *Store) writeObject(o *plumbing.MemoryObject) (plumbing.Hash, error) {
 	if _, err := s.st.SetEncodedObject(o); err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("writing %s %s to %s: %w", o.Type(), h, s.opts.Dir, err)
 	}
+	s.written++
 	return h, nil
 }
