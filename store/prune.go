@@ -22,10 +22,16 @@ type PruneOptions struct {
 	HistoryBefore time.Time
 	// DryRun counts what would go and deletes nothing.
 	DryRun bool
-	// BatchLines bounds the lines one DELETE removes (default 5,000): each
+	// BatchLines bounds the lines one DELETE removes (default 2,000): each
 	// batch is its own short transaction, so live appends to running
-	// deployments (other keys of the same index) never wait behind a prune.
+	// deployments (other keys of the same index) never wait on a lock.
 	BatchLines int
+	// Rest is how long the prune pauses after each batch, as a multiple of
+	// the time the batch took (default 1: the prune uses the disk at most
+	// half the time, whatever the server's speed, so live appends keep
+	// their latency; measured in BenchmarkPruneWhileAppending). Negative:
+	// no pause.
+	Rest float64
 }
 
 // PruneResult counts what went (or, in a dry run, would go).
@@ -53,7 +59,10 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (PruneResult, error) 
 		return res, fmt.Errorf("prune: %w: the history cutoff must be older than the log cutoff (--history longer than --older-than)", ErrInvalid)
 	}
 	if o.BatchLines <= 0 {
-		o.BatchLines = 5000
+		o.BatchLines = 2000
+	}
+	if o.Rest == 0 {
+		o.Rest = 1
 	}
 	if o.DryRun {
 		return s.pruneCount(ctx, o)
@@ -69,7 +78,7 @@ WHERE finished_at < $1 AND logs_pruned_at IS NULL ORDER BY finished_at LIMIT $2`
 			return res, fmt.Errorf("listing deployments to prune: %w", err)
 		}
 		for _, id := range ids {
-			n, err := s.pruneLogsOf(ctx, id, o.BatchLines)
+			n, err := s.pruneLogsOf(ctx, id, o.BatchLines, o.Rest)
 			res.LogLines += n
 			if err != nil {
 				return res, err
@@ -93,15 +102,19 @@ WHERE finished_at < $1 AND logs_pruned_at IS NULL ORDER BY finished_at LIMIT $2`
 
 // pruneLogsOf deletes one deployment's lines, oldest first, a batch per
 // statement, then marks it pruned.
-func (s *Store) pruneLogsOf(ctx context.Context, id uuid.UUID, batch int) (int64, error) {
+func (s *Store) pruneLogsOf(ctx context.Context, id uuid.UUID, batch int, rest float64) (int64, error) {
 	var total int64
 	for {
+		start := time.Now()
 		tag, err := s.db().Exec(ctx, `DELETE FROM deployment_logs WHERE deployment_id = $1 AND seq IN (
     SELECT seq FROM deployment_logs WHERE deployment_id = $1 ORDER BY seq LIMIT $2)`, id, batch)
 		if err != nil {
 			return total, fmt.Errorf("pruning log lines of deployment %s: %w", id, err)
 		}
 		total += tag.RowsAffected()
+		if err := pause(ctx, time.Duration(float64(time.Since(start))*rest)); err != nil {
+			return total, fmt.Errorf("pruning log lines of deployment %s: %w", id, err)
+		}
 		if tag.RowsAffected() < int64(batch) {
 			break
 		}
@@ -111,6 +124,21 @@ WHERE id = $1 AND finished_at IS NOT NULL AND logs_pruned_at IS NULL`, id); err 
 		return total, fmt.Errorf("marking deployment %s pruned: %w", id, err)
 	}
 	return total, nil
+}
+
+// pause sleeps for d unless ctx ends first.
+func pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // The rows the agent still needs are kept (see PruneOptions.HistoryBefore).
