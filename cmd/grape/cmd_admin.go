@@ -7,10 +7,10 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 )
 
@@ -119,21 +119,25 @@ a Supabase admin to run instead and changes nothing.`,
 
 	register(&command{
 		name:    "version",
-		summary: "print the Grape, Go and terraform versions",
+		summary: "print the Grape and Go versions and the engine (terraform or OpenTofu) with its version",
 		flags: func(fs *flag.FlagSet) runFunc {
 			var tf string
 			fs.StringVar(&tf, "terraform-binary", "terraform", "the terraform (or OpenTofu) binary to report")
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				fmt.Fprintf(cio.stdout, "grape %s\n%s %s/%s\n", grapeVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-				out, err := exec.CommandContext(ctx, tf, "version").Output()
+				path, err := exec.LookPath(tf)
 				if err != nil {
-					// version reports what it finds; a missing terraform is
+					// version reports what it finds; a missing engine is
 					// part of the answer, not a failure of the command.
-					fmt.Fprintf(cio.stdout, "terraform: not available (%s: %v)\n", tf, err)
+					fmt.Fprintf(cio.stdout, "engine: not found (%s: %v)\n", tf, err)
 					return nil
 				}
-				first, _, _ := strings.Cut(string(out), "\n")
-				fmt.Fprintln(cio.stdout, first)
+				e, err := runner.DetectEngine(ctx, path)
+				if err != nil {
+					fmt.Fprintf(cio.stdout, "engine: unknown (%v)\n", err)
+					return nil
+				}
+				fmt.Fprintf(cio.stdout, "engine: %s (%s)\n", e, path)
 				return nil
 			}
 		},

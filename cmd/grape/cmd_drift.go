@@ -156,6 +156,13 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 					return err
 				}
 				defer parts.close()
+				// Say what the check waits for: a parked approval holds the
+				// config's slot until it is decided or expires.
+				if blk, err := st.ConfigBlocker(ctx, cfg.ID); err == nil {
+					fmt.Fprintf(cio.stderr, "drift check of %s/%s: %s\n", cfg.ClusterID, cfg.Name, blk.Describe(time.Now()))
+				} else if !isNotFound(err) {
+					return err
+				}
 				d, err := parts.agent.RunNow(ctx, store.EnqueueParams{ClusterID: f.cluster, ConfigID: cfg.ID, Action: store.ActionDrift,
 					SourceCommit: commit, RequestedBy: "grape drift check", MaxAttempts: 1})
 				if err != nil {
