@@ -16,56 +16,64 @@ const ApprovalExpiredReason = "approval expired"
 // ExpireApprovals ends the cluster's deployments that have awaited approval
 // longer than their config's approval_timeout: cancelled, "approval
 // expired", with a line in their log. The planning agent discards the saved
-// plan when it sees the status. Any agent of the cluster may call it (the
-// rescue loop does); SKIP LOCKED keeps two sweepers off the same row.
-func (s *Store) ExpireApprovals(ctx context.Context, clusterID string) ([]Deployment, error) {
-	var out []Deployment
-	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT d.id, extract(epoch FROM c.approval_timeout)::bigint FROM deployments d
+// plan when it sees the status. RescueExpired runs the same sweep, so every
+// agent's rescue loop expires approvals; SKIP LOCKED keeps two sweepers off
+// the same row.
+func (s *Store) ExpireApprovals(ctx context.Context, clusterID string) ([]Rescued, error) {
+	var out []Rescued
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) (err error) {
+		out, err = expireApprovals(ctx, tx, clusterID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expiring approvals of cluster %s: %w", clusterID, err)
+	}
+	return out, nil
+}
+
+func expireApprovals(ctx context.Context, tx pgx.Tx, clusterID string) ([]Rescued, error) {
+	rows, err := tx.Query(ctx, `SELECT d.id, extract(epoch FROM c.approval_timeout)::bigint FROM deployments d
 JOIN configs c ON c.id = d.config_id
 WHERE d.cluster_id = $1 AND d.status = 'awaiting_approval'
   AND coalesce(d.awaiting_approval_at, d.updated_at) + c.approval_timeout < now()
 FOR UPDATE OF d SKIP LOCKED`, clusterID)
-		if err != nil {
-			return err
-		}
-		type expired struct {
-			id      uuid.UUID
-			timeout int64
-		}
-		var due []expired
-		for rows.Next() {
-			var e expired
-			if err := rows.Scan(&e.id, &e.timeout); err != nil {
-				rows.Close()
-				return err
-			}
-			due = append(due, e)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, e := range due {
-			msg := fmt.Sprintf("%s: nobody approved or rejected the plan within %s (the config's approval timeout); the plan was discarded, queue a new deployment to plan again",
-				ApprovalExpiredReason, time.Duration(e.timeout)*time.Second)
-			rows, err := tx.Query(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'cancelled', error = $2,
-    finished_at = now(), lease_expires_at = NULL WHERE id = $1 RETURNING `+deploymentColumns, e.id, msg)
-			if err != nil {
-				return fmt.Errorf("expiring deployment %s: %w", e.id, err)
-			}
-			d, err := collectDeployment(rows, "deployment")
-			if err != nil {
-				return fmt.Errorf("expiring deployment %s: %w", e.id, err)
-			}
-			if err := appendAgentLine(ctx, tx, e.id, msg); err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return nil
-	})
 	if err != nil {
-		return nil, fmt.Errorf("expiring approvals of cluster %s: %w", clusterID, err)
+		return nil, err
+	}
+	type expired struct {
+		id      uuid.UUID
+		timeout int64
+	}
+	var due []expired
+	for rows.Next() {
+		var e expired
+		if err := rows.Scan(&e.id, &e.timeout); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		due = append(due, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []Rescued
+	for _, e := range due {
+		msg := fmt.Sprintf("%s: nobody approved or rejected the plan within %s (the config's approval timeout); the plan was discarded, queue a new deployment to plan again",
+			ApprovalExpiredReason, time.Duration(e.timeout)*time.Second)
+		rows, err := tx.Query(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'cancelled', error = $2,
+    finished_at = now(), lease_expires_at = NULL WHERE id = $1 RETURNING `+deploymentColumns, e.id, msg)
+		if err != nil {
+			return nil, fmt.Errorf("expiring deployment %s: %w", e.id, err)
+		}
+		d, err := collectDeployment(rows, "deployment")
+		if err != nil {
+			return nil, fmt.Errorf("expiring deployment %s: %w", e.id, err)
+		}
+		if err := appendAgentLine(ctx, tx, e.id, msg); err != nil {
+			return nil, err
+		}
+		out = append(out, Rescued{Deployment: d, Decision: RescueDecision{
+			Outcome: Outcome{Status: StatusCancelled, Kind: KindCancelled, Error: msg}, Note: msg}})
 	}
 	return out, nil
 }

@@ -177,13 +177,18 @@ func TestApprovalExpiry(t *testing.T) {
 	expired, err := b.st.ExpireApprovals(b.ctx, "eu-1")
 	require.NoError(t, err)
 	assert.Empty(t, expired, "not yet due")
+	rescued, err := b.st.RescueExpired(b.ctx, "eu-1", time.Hour)
+	require.NoError(t, err)
+	assert.Empty(t, rescued, "not yet due")
 
 	_, err = b.pool.Exec(b.ctx, `UPDATE deployments SET awaiting_approval_at = now() - interval '11 minutes' WHERE id = $1`, d.ID)
 	require.NoError(t, err)
-	expired, err = b.st.ExpireApprovals(b.ctx, "eu-1")
+	// The agents' rescue loop runs the sweep.
+	expired, err = b.st.RescueExpired(b.ctx, "eu-1", time.Hour)
 	require.NoError(t, err)
 	require.Len(t, expired, 1)
-	got := expired[0]
+	got := expired[0].Deployment
+	assert.Equal(t, got.Error, &expired[0].Decision.Note)
 	assert.Equal(t, store.StatusCancelled, got.Status)
 	require.NotNil(t, got.Error)
 	assert.True(t, strings.HasPrefix(*got.Error, "approval expired: nobody approved or rejected the plan within 10m0s"), *got.Error)

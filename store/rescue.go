@@ -65,8 +65,9 @@ type Rescued struct {
 }
 
 // RescueExpired ends or requeues the cluster's in-progress deployments whose
-// lease has expired, and fails approved deployments whose planning agent is
-// gone (their saved plan went with it). Any live agent of the cluster may
+// lease has expired, fails approved deployments whose planning agent is
+// gone (their saved plan went with it), and cancels approvals that expired
+// (ExpireApprovals). Any live agent of the cluster may
 // call it; SKIP LOCKED keeps two rescuers off the same row.
 func (s *Store) RescueExpired(ctx context.Context, clusterID string, agentOffline time.Duration) ([]Rescued, error) {
 	var out []Rescued
@@ -128,6 +129,13 @@ FOR UPDATE SKIP LOCKED`, clusterID, agentOffline.Seconds())
 			}
 			out = append(out, Rescued{Deployment: d, Decision: dec})
 		}
+
+		// Plans nobody decided on within their config's approval timeout.
+		lapsed, err := expireApprovals(ctx, tx, clusterID)
+		if err != nil {
+			return err
+		}
+		out = append(out, lapsed...)
 		return nil
 	})
 	if err != nil {

@@ -614,6 +614,24 @@ VALUES ($1, $2, $3, 'drifted', $4, 1200, '{"changed":["aws_vpc.main"]}') RETURNI
 	require.NotEmpty(t, notes)
 	require.Contains(t, notes[len(notes)-1].Line, "agent-gone that holds the saved plan is offline")
 
+	// An approval nobody decided on within the config's timeout: the
+	// rescuer, as the agent role, expires it (grants and policies allow it).
+	parked, err := tn.admin.Enqueue(ctx, store.EnqueueParams{ClusterID: a.cluster, ConfigID: a.stage.ID, RequireApproval: true})
+	require.NoError(t, err)
+	got, err = asA.Claim(ctx, a.cluster, me, lease)
+	require.NoError(t, err)
+	require.Equal(t, parked.ID, got.ID)
+	require.NoError(t, asA.SetEngine(ctx, parked.ID, me, "opentofu", "1.10.10"))
+	require.NoError(t, asA.AwaitApproval(ctx, parked.ID, me))
+	_, err = tn.pool.Exec(ctx, `UPDATE deployments SET awaiting_approval_at = now() - interval '25 hours' WHERE id = $1`, parked.ID)
+	require.NoError(t, err)
+	rescued, err = asA.RescueExpired(ctx, a.cluster, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, rescued, 1)
+	require.Equal(t, store.StatusCancelled, rescued[0].Deployment.Status)
+	require.Equal(t, "opentofu", *rescued[0].Deployment.Engine)
+	require.Contains(t, *rescued[0].Deployment.Error, "approval expired")
+
 	// Agent liveness.
 	require.NoError(t, asA.AgentHeartbeat(ctx, me))
 	require.NoError(t, asA.AgentStopped(ctx, me))
