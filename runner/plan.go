@@ -103,10 +103,10 @@ type DriftedResource struct {
 }
 
 // Plan runs terraform plan -out and reads the saved plan back with
-// terraform show -json for the summary and the diff. The diff is written to
-// the log in place of terraform's one line per resource, before the summary
-// line. On failure the plan file is removed, so nothing half-planned can be
-// applied.
+// terraform show -json for the summary and the diff — except for a drift
+// check whose exit code says nothing changed. The diff is written to the log
+// in place of terraform's one line per resource, before the summary line. On
+// failure the plan file is removed, so nothing half-planned can be applied.
 func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, error) {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
@@ -142,6 +142,16 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 		// PlanJSON left the stream attached as stdout; show -json must not
 		// be rendered into the log (it holds values).
 		tf.SetStdout(nil)
+		if o.DetailedExitCode && !changes {
+			// A drift check in sync: exit code 0 under -detailed-exitcode
+			// means no resource or output changes, so there is nothing for
+			// show -json to summarise. It would load every provider's schema
+			// again (~3 s for AWS), the largest cost of a drift check after
+			// the plan itself. Deployments keep it: cost and policies read
+			// the plan JSON even when it is empty.
+			res = PlanResult{PlanFile: planFile, Summary: PlanSummary{Resources: []ResourceChange{}}, Diff: plandiff.Build(&tfjson.Plan{})}
+			return nil
+		}
 		plan, err := tf.ShowPlanFile(ctx, planFile)
 		if err != nil {
 			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "terraform show -json could not read the saved plan; see the log", Err: err}

@@ -600,3 +600,43 @@ func mustReal(t *testing.T, p string) string {
 	require.NoError(t, err)
 	return real
 }
+
+// TestNoShowWithoutChanges: a plan whose exit code says "no changes" is not
+// read back with show -json (a provider schema load, ~3 s with AWS, for
+// nothing); a plan with changes is.
+func TestNoShowWithoutChanges(t *testing.T) { eachEngine(t, testNoShowWithoutChanges) }
+
+func testNoShowWithoutChanges(t *testing.T, eng testsupport.Engine) {
+	calls := filepath.Join(t.TempDir(), "calls")
+	wrapper := filepath.Join(t.TempDir(), "tf")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$1\" >> %q\nexec %q \"$@\"\n", calls, eng.Binary)
+	require.NoError(t, os.WriteFile(wrapper, []byte(script), 0o755))
+	r := newRunner(t, Config{TerraformBinary: wrapper})
+	j, _ := newJob(t, "basic")
+	ctx := context.Background()
+	require.NoError(t, r.Init(ctx, j))
+	count := func(cmd string) int {
+		b, err := os.ReadFile(calls)
+		require.NoError(t, err)
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if l == cmd {
+				n++
+			}
+		}
+		return n
+	}
+	res, err := r.Plan(ctx, j, PlanOptions{})
+	require.NoError(t, err)
+	require.True(t, res.Changes)
+	assert.Equal(t, 1, count("show"), "a plan with changes is summarised from show -json")
+	require.NoError(t, r.Apply(ctx, j, res.PlanFile))
+
+	res, err = r.Plan(ctx, j, PlanOptions{DetailedExitCode: true, PlanFile: "clean.tfplan"})
+	require.NoError(t, err)
+	assert.False(t, res.Changes)
+	assert.Equal(t, PlanSummary{Resources: []ResourceChange{}}, res.Summary)
+	assert.FileExists(t, res.PlanFile)
+	assert.Equal(t, 1, count("show"), "no show -json for a plan without changes")
+	assert.Equal(t, 2, count("plan"))
+}
