@@ -3,6 +3,7 @@ package portal
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -260,13 +261,26 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 			break
 		}
 	}
+	// A queued run says what holds its config's slot (a parked approval
+	// holds it until decided or expired).
+	var waitsFor string
+	if d.Status == store.StatusQueued {
+		blk, err := s.st.ConfigBlocker(ctx, d.ConfigID)
+		switch {
+		case err == nil:
+			waitsFor = blk.Describe(time.Now())
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+	}
 	s.render(w, r, http.StatusOK, "deployment", view{Title: "Deployment " + shortID(d.ID), Nav: "deployments", Data: struct {
 		D         store.Deployment
 		Config    store.Config
 		State     deploymentState
 		Lines     []store.LogLine
 		Truncated bool
-	}{d, cfg, s.state(d), lines, truncated}})
+		WaitsFor  string
+	}{d, cfg, s.state(d), lines, truncated, waitsFor}})
 	return nil
 }
 

@@ -710,3 +710,17 @@ func TestPrunedLogIsSaid(t *testing.T) {
 	_, body := c.do(http.MethodGet, "/deployments/"+d.ID.String()+"/log", nil, nil)
 	require.True(t, strings.HasPrefix(body, "[grape] this log was pruned at "), body)
 }
+
+// TestQueuedPageSaysWhatItWaitsFor: a run queued behind a parked approval
+// names it on its page, with when it expires.
+func TestQueuedPageSaysWhatItWaitsFor(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	parked := e.awaitingApproval(e.cfg)
+	queued := e.enqueue(e.cfg, store.EnqueueParams{})
+	_, page := c.get("/deployments/" + queued.ID.String())
+	require.Contains(t, page, `id="waits-for">Queued: waiting for deployment `+parked.ID.String()+", which has awaited approval for")
+	require.Contains(t, page, "it expires at")
+	_, page = c.get("/deployments/" + parked.ID.String())
+	require.NotContains(t, page, `id="waits-for"`)
+}

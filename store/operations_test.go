@@ -174,6 +174,17 @@ func TestApprovalExpiry(t *testing.T) {
 	assert.WithinDuration(t, time.Now().Add(timeout), *blk.ExpiresAt, time.Minute)
 	assert.Contains(t, blk.Describe(time.Now()), "has awaited approval for")
 
+	long, err := b.st.LongApprovalWaits(b.ctx, "eu-1")
+	require.NoError(t, err)
+	assert.Empty(t, long, "not waited half its timeout yet")
+	_, err = b.pool.Exec(b.ctx, `UPDATE deployments SET awaiting_approval_at = now() - interval '6 minutes' WHERE id = $1`, d.ID)
+	require.NoError(t, err)
+	long, err = b.st.LongApprovalWaits(b.ctx, "eu-1")
+	require.NoError(t, err)
+	require.Len(t, long, 1)
+	assert.Equal(t, d.ID, long[0].Deployment.ID)
+	assert.WithinDuration(t, time.Now().Add(4*time.Minute), *long[0].ExpiresAt, time.Minute)
+
 	expired, err := b.st.ExpireApprovals(b.ctx, "eu-1")
 	require.NoError(t, err)
 	assert.Empty(t, expired, "not yet due")

@@ -111,7 +111,10 @@ log live and exit 0 only if it succeeded.`,
 						if asJSON {
 							return writeJSON(cio.stdout, d)
 						}
-						return printDeployment(cio.stdout, d)
+						if err := printDeployment(cio.stdout, d); err != nil {
+							return err
+						}
+						return printBlocker(ctx, cio.stdout, st, d)
 					}
 					ds, err := st.ListDeployments(ctx, store.ListFilter{ClusterID: cluster, Limit: 30})
 					if err != nil {
@@ -193,6 +196,9 @@ log live and exit 0 only if it succeeded.`,
 					if d.LogsPrunedAt != nil {
 						fmt.Fprintf(cio.stdout, "[grape] %s\n", prunedNote(d))
 					}
+					if err := printBlocker(ctx, cio.stdout, st, d); err != nil {
+						return err
+					}
 					if follow {
 						return followLogs(ctx, st, db, id, p)
 					}
@@ -214,6 +220,24 @@ log live and exit 0 only if it succeeded.`,
 			}
 		},
 	})
+}
+
+// printBlocker says what a queued deployment waits for: its config's
+// running or parked deployment (an approval holds the slot until it is
+// decided or expires).
+func printBlocker(ctx context.Context, w io.Writer, st *store.Store, d store.Deployment) error {
+	if d.Status != store.StatusQueued {
+		return nil
+	}
+	blk, err := st.ConfigBlocker(ctx, d.ConfigID)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "[grape] queued: %s\n", blk.Describe(time.Now()))
+	return nil
 }
 
 // prunedNote says the log is gone and what is left of the deployment.

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/internal/testsupport"
+	"github.com/grapehq/grape/runner"
+	"github.com/grapehq/grape/store"
+)
+
+// engineIntent is a VPC without NAT (fast on moto) with S3 state.
+func engineIntent(name string, publicIPs bool) string {
+	return fmt.Sprintf(`{"region": "eu-central-1", "modules": {"vpc": {"nat_gateway": "none", "name": %q, "map_public_ip_on_launch": %t}},
+  "backend": {"type": "s3", "bucket": "grape-state", "key": "e2e/%s.tfstate", "region": "eu-central-1", "use_path_style": true}}`, name, publicIPs, name)
+}
+
+// TestEngineLifecycle runs a VPC's whole life — apply, a change, drift
+// found by `grape drift check`, destroy — under terraform and under
+// OpenTofu, each agent started with its engine as --terraform-binary and the
+// same provider mirror (laid out for OpenTofu by the runner). Each
+// deployment records the engine, and its commit says it in a trailer.
+func TestEngineLifecycle(t *testing.T) {
+	for _, eng := range testsupport.Engines(t) {
+		t.Run(eng.Name, func(t *testing.T) {
+			t.Parallel()
+			testEngineLifecycle(t, eng)
+		})
+	}
+}
+
+func testEngineLifecycle(t *testing.T, eng testsupport.Engine) {
+	e := newEnv(t, envOptions{})
+	e.aws("s3api", "create-bucket", "--bucket", "grape-state", "--create-bucket-configuration", "LocationConstraint="+region)
+	name := "net-" + strings.TrimPrefix(eng.Name, "open")
+	cfg := e.config(name, engineIntent(name, false))
+	e.startAgent("agent-1", "--terraform-binary", eng.Binary)
+	engine, err := runner.DetectEngine(e.ctx, eng.Binary)
+	require.NoError(t, err)
+
+	requireEngine := func(d store.Deployment) {
+		t.Helper()
+		require.Equal(t, eng.Name, deref(d.Engine), "deployment %s", d.ID)
+		require.Equal(t, engine.Version, deref(d.EngineVersion))
+		if d.CommitSHA != nil {
+			msg := e.git("log", "-1", "--format=%B", *d.CommitSHA)
+			require.Contains(t, msg, "Grape-Engine: "+engine.String())
+		}
+	}
+
+	// 1. Apply.
+	applied := e.wait(e.deploy(cfg, store.ActionApply).ID, 4*time.Minute, store.StatusSucceeded)
+	var summary runner.PlanSummary
+	require.NoError(t, json.Unmarshal(applied.PlanSummary, &summary))
+	require.Positive(t, summary.Add)
+	lines := e.logs(applied.ID)
+	requireApplyLog(t, lines, summary)
+	requireEngine(applied)
+
+	// 2. A change: the public subnets are updated in place.
+	cfg = e.config(name, engineIntent(name, true))
+	changed := e.wait(e.deploy(cfg, store.ActionApply).ID, 4*time.Minute, store.StatusSucceeded)
+	require.NoError(t, json.Unmarshal(changed.PlanSummary, &summary))
+	require.Equal(t, [3]int{0, 2, 0}, [3]int{summary.Add, summary.Change, summary.Destroy}, "plan summary %s", changed.PlanSummary)
+	requireEngine(changed)
+
+	// 3. Drift: in sync, then a tag added out of band is found.
+	drift := func() (int, store.DriftReport) {
+		a := e.startAgentArgsOnce("drift-check", "drift", "check", "--config", name, "--json", "--terraform-binary", eng.Binary)
+		var rep store.DriftReport
+		require.NoError(t, json.Unmarshal([]byte(a.stdout), &rep), "drift check printed: %s\n%s", a.stdout, a.stderr)
+		return a.code, rep
+	}
+	code, rep := drift()
+	require.Equal(t, 0, code, "in sync after apply: %+v", rep)
+	var vpcs struct{ Vpcs []struct{ VpcId string } }
+	require.NoError(t, json.Unmarshal([]byte(e.aws("ec2", "describe-vpcs", "--filters", "Name=tag:Name,Values="+name)), &vpcs))
+	require.Len(t, vpcs.Vpcs, 1)
+	e.aws("ec2", "create-tags", "--resources", vpcs.Vpcs[0].VpcId, "--tags", "Key=owner,Value=console-user")
+	code, rep = drift()
+	require.Equal(t, 2, code, "drifted: %+v", rep)
+	require.Contains(t, string(rep.Details), "module.vpc[0].aws_vpc.this")
+	check, err := e.st.GetDeployment(e.ctx, *rep.DeploymentID)
+	require.NoError(t, err)
+	require.Equal(t, eng.Name, deref(check.Engine))
+
+	// 4. Destroy.
+	destroyed := e.wait(e.deploy(cfg, store.ActionDestroy).ID, 4*time.Minute, store.StatusSucceeded)
+	require.NoError(t, json.Unmarshal(destroyed.PlanSummary, &summary))
+	requireLine(t, e.logs(destroyed.ID), fmt.Sprintf("Apply complete! Resources: 0 added, 0 changed, %d destroyed.", summary.Destroy))
+	require.NotContains(t, e.aws("ec2", "describe-vpcs", "--filters", "Name=tag:Name,Values="+name), vpcs.Vpcs[0].VpcId)
+	requireEngine(destroyed)
+}
