@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,4 +97,35 @@ func testEngineLifecycle(t *testing.T, eng testsupport.Engine) {
 	requireLine(t, e.logs(destroyed.ID), fmt.Sprintf("Apply complete! Resources: 0 added, 0 changed, %d destroyed.", summary.Destroy))
 	require.NotContains(t, e.aws("ec2", "describe-vpcs", "--filters", "Name=tag:Name,Values="+name), vpcs.Vpcs[0].VpcId)
 	requireEngine(destroyed)
+}
+
+// TestApprovalExpires: a plan nobody decides on within the config's
+// approval timeout is cancelled ("approval expired"), its saved plan is
+// removed from the agent's data dir, nothing is applied, and the run queued
+// behind it — which said what it waited for — goes ahead.
+func TestApprovalExpires(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	cfg := e.config("gated", fmt.Sprintf(vpcOnly, "expiring"), "--require-approval", "--approval-timeout", "1m")
+	a := e.startAgent("agent-1")
+
+	d := e.deploy(cfg, store.ActionApply)
+	parked := e.wait(d.ID, 3*time.Minute, store.StatusAwaitingApproval)
+	runDir := filepath.Join(a.dataDir, "runs", d.ID.String())
+	require.DirExists(t, runDir, "the saved plan waits in the run dir")
+	behind := e.deploy(cfg, store.ActionPlan)
+	require.Contains(t, e.grape("status", behind.ID.String()), "queued: waiting for deployment "+d.ID.String()+", which has awaited approval for")
+
+	expired := e.wait(d.ID, 3*time.Minute, store.StatusCancelled)
+	require.True(t, strings.HasPrefix(deref(expired.Error), "approval expired: nobody approved or rejected the plan within 1m0s"), deref(expired.Error))
+	require.GreaterOrEqual(t, expired.FinishedAt.Sub(*parked.AwaitingApprovalAt), time.Minute)
+	requireLine(t, e.logs(d.ID), "approval expired")
+	require.Eventually(t, func() bool { _, err := os.Stat(runDir); return os.IsNotExist(err) }, time.Minute, 200*time.Millisecond,
+		"the expired plan's run dir should be removed")
+	require.Zero(t, e.vpcCount(), "an expired plan is never applied")
+	require.Contains(t, a.output(), "approval expired: deployment cancelled")
+
+	e.wait(behind.ID, 3*time.Minute, store.StatusSucceeded)
+	_, _, err := e.grapeResult("approve", d.ID.String())
+	require.Error(t, err, "an expired plan cannot be approved")
 }

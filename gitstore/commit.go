@@ -447,16 +447,16 @@ func (s *Store) finish(ctx context.Context, c Change, commit plumbing.Hash, atte
 	return Result{SHA: commit.String(), Empty: empty, Pushed: s.remote != nil, Attempts: attempts}, nil
 }
 
-// upkeep packs the workspace once enough objects were written since the
-// last look (counting is free; listing loose objects is a directory scan).
-// The commit is already published: a failure here is only logged, and the
-// next commit tries again.
+// upkeep packs the loose objects once enough were written since the last
+// look (counting is free; listing loose objects is a directory scan). The
+// commit is already published: a failure here is only logged, and the next
+// commit tries again. Merging packs is Maintain's, outside commits.
 func (s *Store) upkeep(ctx context.Context) {
 	if s.written < looseLimit {
 		return
 	}
 	err := s.withObjects(ctx, func() error {
-		res, err := s.maintainLocked(ctx, looseLimit, packLimit)
+		res, err := s.packLoose(ctx, looseLimit)
 		if err == nil {
 			s.written = res.LooseAfter
 		}

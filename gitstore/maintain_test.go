@@ -70,6 +70,11 @@ func TestCommitsKeepLooseObjectsBounded(t *testing.T) {
 	res, err := s.Maintain(ctx)
 	require.NoError(t, err)
 	assert.LessOrEqual(t, res.LooseAfter, 620)
+	assert.Equal(t, 2, res.Merged, "two packs of ~600 objects merge into one")
+	assert.Equal(t, 1, res.PacksAfter)
+	again, err := s.Maintain(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, again.Merged, "nothing left to merge")
 	r := reviewer{t, dir}
 	r.fsck()
 	assert.Equal(t, "250", r.trailer("main", "Grape-Deployment"))

@@ -36,6 +36,7 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 		{Key: "Grape-Cluster", Value: cfg.ClusterID},
 		{Key: "Grape-Action", Value: string(dep.Action)},
 		{Key: "Grape-Templates", Value: rd.catalog.Version},
+		{Key: "Grape-Engine", Value: d.Runner.Engine().String()},
 	}
 	policies, o := d.policyDigest(cfg)
 	if o != nil {

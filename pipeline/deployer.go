@@ -24,6 +24,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+
+	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/gitstore"
 	"github.com/grapehq/grape/policy"
@@ -65,6 +68,11 @@ type Deployer struct {
 	// (benchmarks, metrics).
 	Timing func(d store.Deployment, mark TimingMark)
 	Log    *slog.Logger
+
+	// active are the deployments whose Execute is running here: their run
+	// dirs are not Upkeep's to remove.
+	activeMu sync.Mutex
+	active   map[uuid.UUID]bool
 }
 
 // TimingMark names a moment in a deployment's life, for overhead figures.
@@ -87,12 +95,39 @@ func (d *Deployer) mark(r *reconciler.Run, m TimingMark) {
 // except while the deployment awaits approval: its saved plan is what gets
 // applied.
 func (d *Deployer) Execute(ctx context.Context, r *reconciler.Run) (o store.Outcome) {
+	d.setActive(r.Deployment.ID, true)
+	defer d.setActive(r.Deployment.ID, false)
 	defer func() {
 		if o.Status != store.StatusAwaitingApproval {
 			d.removeRunDir(r)
 		}
 	}()
+	// Which engine ran it is part of the record (and of its commit's
+	// trailers): a fleet moving from terraform to OpenTofu can tell.
+	e := d.Runner.Engine()
+	if err := r.Store().SetEngine(ctx, r.Deployment.ID, r.AgentID(), e.Name, e.Version); err != nil {
+		return lost(err)
+	}
 	return d.execute(ctx, r)
+}
+
+func (d *Deployer) setActive(id uuid.UUID, on bool) {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	if d.active == nil {
+		d.active = map[uuid.UUID]bool{}
+	}
+	if on {
+		d.active[id] = true
+	} else {
+		delete(d.active, id)
+	}
+}
+
+func (d *Deployer) isActive(id uuid.UUID) bool {
+	d.activeMu.Lock()
+	defer d.activeMu.Unlock()
+	return d.active[id]
 }
 
 func (d *Deployer) execute(ctx context.Context, r *reconciler.Run) store.Outcome {

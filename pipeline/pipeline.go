@@ -17,6 +17,7 @@ import (
 	"github.com/grapehq/grape/auditnote"
 	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/metrics"
 	"github.com/grapehq/grape/policy"
@@ -94,9 +95,13 @@ type Pipeline struct {
 	pool      *pgxpool.Pool
 	m         *metrics.Metrics
 	spill     string
+	store     *store.Store
 }
 
-var _ reconciler.Work = (*Pipeline)(nil)
+var (
+	_ reconciler.Work     = (*Pipeline)(nil)
+	_ reconciler.Upkeeper = (*Pipeline)(nil)
+)
 
 // New builds the pipeline: it loads the template set, opens the audit
 // repository, checks terraform, ends processes a dead agent's terraform
@@ -138,17 +143,17 @@ func New(ctx context.Context, c Config) (*Pipeline, error) {
 	}
 	rc := c.Runner
 	rc.DataDir, rc.Logger = dataDir, log
-	tf, err := runner.New(rc)
-	if err != nil {
-		git.Close()
-		return nil, err
-	}
-	v, err := tf.Version(ctx)
+	// NewContext detects the engine (terraform or OpenTofu) and logs it.
+	tf, err := runner.NewContext(ctx, rc)
 	if err != nil {
 		git.Close()
 		return nil, fmt.Errorf("--terraform-binary %s: %w", rc.TerraformBinary, err)
 	}
-	log.Info("terraform found", "binary", tf.Binary(), "version", v)
+	// A workspace that grew loose objects under an older agent is packed
+	// once now; later, commits keep it packed.
+	if _, err := git.Maintain(ctx); err != nil {
+		log.Warn("packing the audit repository failed; retried after the next commit", "err", err)
+	}
 
 	runs := filepath.Join(dataDir, "runs")
 	// Providers of a terraform that died with a killed agent run on; end
@@ -178,8 +183,8 @@ func New(ctx context.Context, c Config) (*Pipeline, error) {
 	dep := &Deployer{Templates: templates, Git: git, Runner: tf, DataDir: dataDir, Cost: rc.Infracost,
 		Policy: judge, Redact: red.Redact,
 		SecretVars: secretVars(c.Environ, cat), Drift: recorder, Log: log}
-	p := &Pipeline{Deployer: dep, Drift: svc, git: git, red: red, pool: c.Pool, m: c.Metrics, spill: filepath.Join(dataDir, "spill")}
-	p.startNotes(ctx, c, "terraform "+v, log)
+	p := &Pipeline{Deployer: dep, Drift: svc, git: git, red: red, pool: c.Pool, m: c.Metrics, spill: filepath.Join(dataDir, "spill"), store: c.Store}
+	p.startNotes(ctx, c, tf.Engine().String(), log)
 	return p, nil
 }
 
@@ -261,6 +266,40 @@ func (s spillCleanup) Close(ctx context.Context) error {
 		return err
 	}
 	return os.RemoveAll(s.dir)
+}
+
+// Upkeep is the reconciler's periodic housekeeping call: it keeps the audit
+// repository packed, and it removes the run
+// dirs (saved plan, secret.tfvars.json) of deployments that were parked for
+// approval here and have ended elsewhere — the approval expired, or someone
+// rejected or cancelled it while this agent was not running it.
+func (p *Pipeline) Upkeep(ctx context.Context) {
+	// Merging the workspace's packs waits for a commit in progress and is
+	// bounded (gitstore's mergeCap): here, between deployments, not in one.
+	if _, err := p.git.Maintain(ctx); err != nil && ctx.Err() == nil {
+		p.Log.Warn("packing the audit repository failed", "err", err)
+	}
+	runs := filepath.Join(p.DataDir, "runs")
+	entries, err := os.ReadDir(runs)
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		id, err := uuid.Parse(e.Name())
+		if err != nil || p.isActive(id) {
+			continue
+		}
+		d, err := p.store.GetDeployment(ctx, id)
+		if err != nil || !d.Status.Final() {
+			continue // parked, or unreadable now: the next pass looks again
+		}
+		dir := filepath.Join(runs, e.Name())
+		if err := os.RemoveAll(dir); err != nil {
+			p.Log.Warn("removing the run dir of an ended deployment failed", "dir", dir, "err", err)
+			continue
+		}
+		p.Log.Info("discarded the saved plan of a deployment that ended while parked", "deployment_id", id, "status", d.Status, "error", ptr.Deref(d.Error))
+	}
 }
 
 // removeLeftovers deletes the run dirs a previous agent process left behind

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,14 @@ var (
 // writes that outcome (after the run's logs are flushed).
 type Work interface {
 	Execute(ctx context.Context, run *Run) store.Outcome
+}
+
+// Upkeeper is optional on a Work: the agent calls Upkeep every 10 seconds
+// from its maintenance loop, for housekeeping the work's own files need
+// (the pipeline discards saved plans whose deployment no longer awaits
+// approval: expired, rejected or cancelled on another agent).
+type Upkeeper interface {
+	Upkeep(ctx context.Context)
 }
 
 // WorkFunc adapts a function to Work.
@@ -125,6 +134,10 @@ type Agent struct {
 	runs  map[uuid.UUID]*Run
 	abort context.CancelCauseFunc
 	wg    sync.WaitGroup
+
+	// warnedWaits are the parked deployments already warned about as
+	// waiting long for approval (maintenance loop only).
+	warnedWaits map[uuid.UUID]bool
 }
 
 // New builds an agent. connString is used for the dedicated LISTEN
@@ -341,6 +354,9 @@ func (a *Agent) maintain(ctx context.Context) {
 				a.log.Warn("agent heartbeat failed", "err", err)
 			}
 			cancel()
+			if u, ok := a.work.(Upkeeper); ok {
+				u.Upkeep(ctx)
+			}
 		}
 	}
 }
@@ -358,9 +374,41 @@ func (a *Agent) rescueOnce(ctx context.Context) {
 	}
 	for _, r := range rescued {
 		a.opts.Observer.Rescued(r)
-		a.log.Warn("took back a deployment from a lost agent", "deployment_id", r.Deployment.ID,
+		msg := "took back a deployment from a lost agent"
+		if strings.HasPrefix(r.Decision.Note, store.ApprovalExpiredReason) {
+			msg = "approval expired: deployment cancelled, its config is free again"
+		}
+		a.log.Warn(msg, "deployment_id", r.Deployment.ID,
 			"config_id", r.Deployment.ConfigID, "requeued", r.Decision.Requeue, "note", r.Decision.Note)
 	}
+	a.warnLongWaits(qctx)
+}
+
+// warnLongWaits logs, once per deployment, a plan that has waited for
+// approval more than half its config's approval timeout: someone should
+// decide before it expires, and the config runs nothing else meanwhile.
+func (a *Agent) warnLongWaits(ctx context.Context) {
+	waits, err := a.st.LongApprovalWaits(ctx, a.opts.ClusterID)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("listing long approval waits failed", "err", err)
+		}
+		return
+	}
+	if a.warnedWaits == nil {
+		a.warnedWaits = map[uuid.UUID]bool{}
+	}
+	now := map[uuid.UUID]bool{}
+	for _, w := range waits {
+		id := w.Deployment.ID
+		now[id] = true
+		if a.warnedWaits[id] {
+			continue
+		}
+		a.log.Warn("deployment waiting long for approval; its config runs nothing else until it is approved, rejected or expires",
+			"deployment_id", id, "config_id", w.Deployment.ConfigID, "expires_at", w.ExpiresAt, "approve", "grape approve "+id.String())
+	}
+	a.warnedWaits = now // forget the ones decided meanwhile
 }
 
 // RunNow queues a deployment already claimed by this agent — so no other

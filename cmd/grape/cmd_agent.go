@@ -53,6 +53,7 @@ type agentFlags struct {
 	policies     policyFlags
 
 	terraformBinary string
+	terraformCLI    string
 	providerMirror  string
 	envAllow        string
 	redactEnv       string
@@ -99,6 +100,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 
 	fs.StringVar(&f.terraformBinary, "terraform-binary", "terraform", "terraform (or OpenTofu) binary")
 	fs.StringVar(&f.providerMirror, "provider-mirror", "", "install providers only from this filesystem mirror (offline networks)")
+	fs.StringVar(&f.terraformCLI, "terraform-cli-config", "", "your terraform CLI config (credentials, host, network_mirror, …), merged with the agent's own settings; default: TF_CLI_CONFIG_FILE if set (docs/operations.md)")
 	fs.StringVar(&f.envAllow, "env-allow", "", "comma-separated extra environment variables (or PREFIX_*) passed to terraform")
 	fs.StringVar(&f.redactEnv, "redact-env", "", "comma-separated extra environment variables whose values are secrets to redact from logs")
 	fs.BoolVar(&f.infracost, "infracost", false, "estimate cost with infracost after each plan (skipped with one log line if infracost is not installed)")
@@ -226,7 +228,7 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		Templates: f.templates.catalog, TemplatesRefresh: refresh, TemplatesOrigin: redact.URL(f.templates.gitURL),
 		Git: gitstore.Options{Dir: f.workspace, URL: f.workspaceURL, Branch: f.gitBranch, Auth: gitstore.AuthFromEnv(),
 			CAFile: f.gitCAFile, Author: author, SignKeyFile: f.gitSignKey},
-		Runner: runner.Config{TerraformBinary: f.terraformBinary, ProviderMirror: f.providerMirror,
+		Runner: runner.Config{TerraformBinary: f.terraformBinary, CLIConfigFile: f.terraformCLI, ProviderMirror: f.providerMirror,
 			EnvAllowlist: splitList(f.envAllow), ExtraEnv: extraEnv, Infracost: f.infracost,
 			Timeouts: runner.Timeouts{Init: f.timeoutInit, Plan: f.timeoutPlan, Apply: f.timeoutApply, Grace: f.cancelGrace}},
 		Policies: f.policies.sources(""), PolicyOptions: f.policies.options(),
