@@ -59,7 +59,7 @@ func TestDetectEngine(t *testing.T) {
 func TestTofuMirror(t *testing.T) {
 	src := t.TempDir()
 	files := map[string]string{
-		"registry.terraform.io/hashicorp/aws/5.100.0/linux_amd64/terraform-provider-aws": "tf-aws",
+		"registry.terraform.io/hashicorp/aws/5.100.0/linux_amd64/terraform-provider-aws":     "tf-aws",
 		"registry.terraform.io/hashicorp/null/terraform-provider-null_3.2.0_linux_amd64.zip": "zip",
 		"registry.terraform.io/hashicorp/random/3.6.0/linux_amd64/terraform-provider-random": "tf-random",
 		"registry.opentofu.org/hashicorp/random/3.6.0/linux_amd64/terraform-provider-random": "tofu-random",
