@@ -91,8 +91,12 @@ func testEngineLifecycle(t *testing.T, eng testsupport.Engine) {
 	require.NoError(t, err)
 	require.Equal(t, eng.Name, deref(check.Engine))
 
-	// 4. Destroy.
-	destroyed := e.wait(e.deploy(cfg, store.ActionDestroy).ID, 4*time.Minute, store.StatusSucceeded)
+	// 4. Destroy: the default policies send a VPC's deletion to a person.
+	d := e.deploy(cfg, store.ActionDestroy)
+	e.wait(d.ID, 4*time.Minute, store.StatusAwaitingApproval)
+	requireLine(t, e.logs(d.ID), "policy warnings: this run needs approval before apply")
+	e.grape("approve", d.ID.String())
+	destroyed := e.wait(d.ID, 4*time.Minute, store.StatusSucceeded)
 	require.NoError(t, json.Unmarshal(destroyed.PlanSummary, &summary))
 	requireLine(t, e.logs(destroyed.ID), fmt.Sprintf("Apply complete! Resources: 0 added, 0 changed, %d destroyed.", summary.Destroy))
 	require.NotContains(t, e.aws("ec2", "describe-vpcs", "--filters", "Name=tag:Name,Values="+name), vpcs.Vpcs[0].VpcId)
