@@ -22,7 +22,7 @@ func TestVersionNamesTheEngine(t *testing.T) {
 		assert.Regexp(t, `(?m)^engine: `+e.Name+` \d+\.\d+\.\d+\S* \(`, out)
 	}
 	out := c.ok("version", "--terraform-binary", "/nonexistent/terraform")
-	assert.Contains(t, out, "engine: not found (/nonexistent/terraform)")
+	assert.Contains(t, out, "engine: not found (/nonexistent/terraform: ")
 }
 
 // TestQueuedSaysWhatItWaitsFor: a deployment queued behind a parked
