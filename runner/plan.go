@@ -149,7 +149,12 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 			// again (~3 s for AWS), the largest cost of a drift check after
 			// the plan itself. Deployments keep it: cost and policies read
 			// the plan JSON even when it is empty.
-			res = PlanResult{PlanFile: planFile, Summary: PlanSummary{Resources: []ResourceChange{}}, Diff: plandiff.Build(&tfjson.Plan{})}
+			none := &tfjson.Plan{}
+			res = PlanResult{PlanFile: planFile, Summary: PlanSummary{Resources: []ResourceChange{}}, Diff: plandiff.Build(none)}
+			if js.hold {
+				js.Flush()
+				js.release(plandiff.Lines(none), true)
+			}
 			return nil
 		}
 		plan, err := tf.ShowPlanFile(ctx, planFile)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -99,6 +100,13 @@ func newRunner(t *testing.T, cfg Config) *Runner {
 		cfg.DataDir = t.TempDir()
 	}
 	r, err := New(cfg)
+	// A wrapper script the test just wrote can be "text file busy" for a
+	// moment: a parallel test's fork still holds the write descriptor until
+	// that child execs. New runs the binary at once (engine detection).
+	for i := 0; i < 20 && errors.Is(err, syscall.ETXTBSY); i++ {
+		time.Sleep(25 * time.Millisecond)
+		r, err = New(cfg)
+	}
 	require.NoError(t, err)
 	return r
 }
