@@ -37,4 +37,4 @@ BEGIN
     END IF;
 END $$;
 
-INSERT INTO grape_schema_migrations (version, name) VALUES (8, 'operations');
+INSERT INTO grape_schema_migrations (version, name) VALUES (7, 'operations');
