@@ -86,8 +86,9 @@ func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deploymen
 			refused = fmt.Errorf("%s: %w", msg, ErrApprovalRefused)
 			return nil
 		}
+		// The guard trigger applies four eyes and the user's role.
 		if _, err := tx.Exec(ctx, `UPDATE deployments SET approved_at = now(), approved_by = $2 WHERE id = $1`, id, by); err != nil {
-			return err
+			return forbidden(err)
 		}
 		if err := appendAgentLine(ctx, tx, id, "approved by "+by); err != nil {
 			return err
@@ -117,8 +118,8 @@ func (s *Store) Reject(ctx context.Context, id uuid.UUID, by string) (Deployment
 		}
 		msg := "rejected by " + by
 		if _, err := tx.Exec(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'rejected', error = $2,
-    rejected_at = now(), finished_at = now() WHERE id = $1`, id, msg); err != nil {
-			return err
+    rejected_at = now(), rejected_by = $3, finished_at = now() WHERE id = $1`, id, msg, by); err != nil {
+			return forbidden(err)
 		}
 		if err := appendAgentLine(ctx, tx, id, msg); err != nil {
 			return err

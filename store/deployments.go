@@ -105,6 +105,7 @@ type Deployment struct {
 	ApprovedAt        *time.Time      `db:"approved_at"`
 	ApprovedBy        *string         `db:"approved_by"`
 	RejectedAt        *time.Time      `db:"rejected_at"`
+	RejectedBy        *string         `db:"rejected_by"`
 	CancelRequestedAt *time.Time      `db:"cancel_requested_at"`
 	CancelRequestedBy *string         `db:"cancel_requested_by"`
 	RequestedBy       string          `db:"requested_by"`
@@ -149,7 +150,7 @@ func (d Deployment) PhaseName() Phase {
 }
 
 const deploymentColumns = `id, config_id, cluster_id, status, action, phase, config_version, source_commit,
-    require_approval, approved_at, approved_by, rejected_at, cancel_requested_at, cancel_requested_by,
+    require_approval, approved_at, approved_by, rejected_at, rejected_by, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
     commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy,
     engine, engine_version, logs_pruned_at, awaiting_approval_at, created_at, updated_at`

@@ -174,6 +174,7 @@ BEGIN
     IF outcome = 'kept' AND rotate THEN
         EXECUTE format('ALTER ROLE %I WITH LOGIN PASSWORD %L', agent_role, agent_verifier);
         outcome := 'rotated';
+        PERFORM grape_audit_agent_role_rotated(agent_role, agent_cluster);
     END IF;
     EXECUTE format('GRANT grape_agent TO %I', agent_role);
     -- The agent finds the Grape tables with no search_path of its own.
