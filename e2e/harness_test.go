@@ -73,6 +73,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.repoDir = e.gitSrv.RepoPath("audit.git")
 	_, err := e.st.CreateCluster(ctx, e.cluster, "")
 	require.NoError(t, err)
+	// One test user both requests and approves (four eyes is tested in store).
+	require.NoError(t, e.st.SetFourEyes(ctx, e.cluster, false))
 	return e
 }
 

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -449,4 +451,32 @@ func safeNext(next string) string {
 		return "/"
 	}
 	return next
+}
+
+// MinTokenLength and MinTokenBits bound a shared sign-in token. The estimate
+// is length × log2(distinct characters): `openssl rand -hex 24` scores 192,
+// "password1234567890" or a repeated character far less.
+const (
+	MinTokenLength = 16
+	MinTokenBits   = 64
+)
+
+// ErrWeakToken: the shared token is too easy to guess for a portal that can
+// deploy infrastructure.
+var ErrWeakToken = errors.New("token too weak")
+
+// CheckTokenStrength refuses a shared token that is short or made of few
+// distinct characters; the message never echoes the token.
+func CheckTokenStrength(token string) error {
+	distinct := map[rune]bool{}
+	for _, r := range token {
+		distinct[r] = true
+	}
+	n := utf8.RuneCountInString(token)
+	bits := float64(n) * math.Log2(float64(max(len(distinct), 1)))
+	if n < MinTokenLength || bits < MinTokenBits {
+		return fmt.Errorf("GRAPE_TOKEN: %w: %d characters, about %.0f bits; use at least %d characters and %d bits, e.g. GRAPE_TOKEN=\"$(openssl rand -hex 24)\"",
+			ErrWeakToken, n, bits, MinTokenLength, MinTokenBits)
+	}
+	return nil
 }

@@ -141,3 +141,28 @@ func TestLoginLimiter(t *testing.T) {
 	require.False(t, l.blocked("10.0.0.2", now), "another address is not blocked")
 	require.False(t, l.blocked("10.0.0.1", now.Add(loginWindow)), "the block lifts after the window")
 }
+
+func TestCheckTokenStrength(t *testing.T) {
+	for _, c := range []struct {
+		token string
+		ok    bool
+	}{
+		{"t", false},
+		{"password", false},
+		{strings.Repeat("a", 64), false},
+		{"abababababababababababababababab", false},
+		{"serve-test-token", false},
+		{"9f1c2e7a4b8d3f60a5c7e9b1d2f4a6c8", true},
+		{"correct-horse-battery-staple-42!", true},
+	} {
+		err := CheckTokenStrength(c.token)
+		if c.ok {
+			require.NoError(t, err, c.token)
+			continue
+		}
+		require.ErrorIs(t, err, ErrWeakToken, c.token)
+		if len(c.token) >= 8 {
+			require.NotContains(t, err.Error(), c.token, "the message never echoes the token")
+		}
+	}
+}

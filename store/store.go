@@ -51,10 +51,21 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // Open connects a pool to url and checks the server is reachable.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	return OpenAs(ctx, url, "")
+}
+
+// OpenAs is Open for a session acting for someone: actor (e.g. cli:alice)
+// is what the audit trail records for the changes it makes as the tables'
+// owner. Agent roles and signed-in users are recorded as themselves
+// whatever it says (migration 0006).
+func OpenAs(ctx context.Context, url, actor string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's parse errors already redact the password.
 		return nil, fmt.Errorf("parsing database URL: %w", err)
+	}
+	if actor != "" {
+		cfg.ConnConfig.RuntimeParams["grape.actor"] = actor
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

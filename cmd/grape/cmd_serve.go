@@ -68,6 +68,11 @@ the command line, where other users of the host can read them.`,
 				if token == "" && usersFile == "" && jwtSecret == "" {
 					return usagef("no sign-in method: set GRAPE_TOKEN (or --token), --users-file, or --supabase-jwt-secret")
 				}
+				if token != "" {
+					if err := portal.CheckTokenStrength(token); err != nil {
+						return usagef("%v", err)
+					}
+				}
 				for _, a := range strings.Split(allow, ",") {
 					if a = strings.TrimSpace(a); a != "" {
 						auth.SupabaseAllow = append(auth.SupabaseAllow, a)

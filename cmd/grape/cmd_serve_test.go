@@ -56,11 +56,13 @@ func TestServeFlagErrors(t *testing.T) {
 		want string
 	}{
 		{"no sign-in method", nil, nil, 2, "no sign-in method"},
-		{"commit URL without {sha}", map[string]string{"GRAPE_TOKEN": "t"}, []string{"--commit-url", "https://git.example.com/c/"}, 2, "no {sha} placeholder"},
-		{"TLS cert without key", map[string]string{"GRAPE_TOKEN": "t"}, []string{"--tls-cert", "cert.pem"}, 2, "--tls-cert and --tls-key go together"},
-		{"slow status poll", map[string]string{"GRAPE_TOKEN": "t"}, []string{"--status-poll", "2s"}, 2, "at most 500ms"},
+		{"one-character token", map[string]string{"GRAPE_TOKEN": "t"}, nil, 2, "GRAPE_TOKEN: token too weak: 1 characters"},
+		{"long token of one character", map[string]string{"GRAPE_TOKEN": strings.Repeat("a", 40)}, nil, 2, "token too weak"},
+		{"commit URL without {sha}", map[string]string{"GRAPE_TOKEN": strongToken}, []string{"--commit-url", "https://git.example.com/c/"}, 2, "no {sha} placeholder"},
+		{"TLS cert without key", map[string]string{"GRAPE_TOKEN": strongToken}, []string{"--tls-cert", "cert.pem"}, 2, "--tls-cert and --tls-key go together"},
+		{"slow status poll", map[string]string{"GRAPE_TOKEN": strongToken}, []string{"--status-poll", "2s"}, 2, "at most 500ms"},
 		{"users file that is not bcrypt", nil, []string{"--users-file", badUsers}, 1, "not a bcrypt hash"},
-		{"no database", map[string]string{"GRAPE_TOKEN": "t", "GRAPE_DATABASE_URL": ""}, nil, 2, "no database"},
+		{"no database", map[string]string{"GRAPE_TOKEN": strongToken, "GRAPE_DATABASE_URL": ""}, nil, 2, "no database"},
 		{"bad listen address", map[string]string{"GRAPE_USERS_FILE": users}, []string{"--listen", "256.0.0.1:1"}, 1, "listening on 256.0.0.1:1"},
 	}
 	for _, c := range cases {
@@ -90,7 +92,7 @@ func TestServe(t *testing.T) {
 	depID := c.ok("deploy", "--cluster", "eu-1", "--config", "prod")
 	require.Regexp(t, `^[0-9a-f-]{36}$`, depID)
 
-	env := map[string]string{"GRAPE_DATABASE_URL": c.env["GRAPE_DATABASE_URL"], "GRAPE_TOKEN": "serve-test-token", "GRAPE_LOG_FORMAT": "text"}
+	env := map[string]string{"GRAPE_DATABASE_URL": c.env["GRAPE_DATABASE_URL"], "GRAPE_TOKEN": strongToken, "GRAPE_LOG_FORMAT": "text"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stderr := &lockedBuffer{}
@@ -123,7 +125,7 @@ func TestServe(t *testing.T) {
 	resp.Body.Close()
 	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
 	require.NotNil(t, m)
-	resp, err = hc.PostForm(base+"/login", url.Values{"token": {"serve-test-token"}, "csrf": {string(m[1])}})
+	resp, err = hc.PostForm(base+"/login", url.Values{"token": {strongToken}, "csrf": {string(m[1])}})
 	require.NoError(t, err)
 	page, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -151,3 +153,6 @@ func TestServe(t *testing.T) {
 		t.Fatalf("grape serve did not stop: %s", stderr.String())
 	}
 }
+
+// strongToken passes portal.CheckTokenStrength, as a real GRAPE_TOKEN must.
+const strongToken = "9f1c2e7a4b8d3f60a5c7e9b1d2f4a6c8"

@@ -26,7 +26,7 @@ func openStore(ctx context.Context, url string) (*store.Store, *pgxpool.Pool, er
 	if url == "" {
 		return nil, nil, usagef("no database: pass --database-url or set GRAPE_DATABASE_URL (or DATABASE_URL)")
 	}
-	pool, err := store.Open(ctx, url)
+	pool, err := store.OpenAs(ctx, url, cliActor())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -47,6 +47,15 @@ func withStore(ctx context.Context, url string, f func(st *store.Store) error) e
 // whoFlag registers --as: who a person-initiated change is recorded as.
 func whoFlag(fs *flag.FlagSet, who *string) {
 	fs.StringVar(who, "as", defaultWho(), "who this request is recorded as")
+}
+
+// cliActor is who the audit trail records for this process's changes.
+func cliActor() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	return "cli:" + name
 }
 
 func defaultWho() string {

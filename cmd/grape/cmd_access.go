@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/store"
+)
+
+// Memberships, cluster settings and the audit trail (docs/security.md,
+// "People"). The database enforces the rules; these commands run as the
+// tables' owner and are recorded in the trail as cli:<os user>.
+func init() {
+	register(&command{name: "member", summary: "manage who may do what on a cluster (add, remove, list)"})
+	register(&command{
+		name:    "member add",
+		summary: "give a user a role on a cluster (replaces the role they had)",
+		long: `Roles, each including the ones before it: viewer (read), operator (+ queue
+plan/apply/destroy, cancel), approver (+ approve, reject), admin (+ edit configs
+and their settings, the cluster's settings and its members). The user is the
+Supabase auth user id (auth.uid()), or the id the portal maps a sign-in to.`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var f memberFlags
+			f.register(fs, true)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				user, err := f.parse(args)
+				if err != nil {
+					return err
+				}
+				role, err := store.ParseRole(f.role)
+				if err != nil {
+					return usagef("--role: %v", err)
+				}
+				return withStore(ctx, f.db, func(st *store.Store) error {
+					m, err := st.SetMember(ctx, f.cluster, user, role)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cio.stdout, "%s is %s of cluster %s\n", m.UserID, m.Role, m.ClusterID)
+					return nil
+				})
+			}
+		},
+	})
+	register(&command{
+		name:    "member remove",
+		summary: "take a user's role on a cluster away",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var f memberFlags
+			f.register(fs, false)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				user, err := f.parse(args)
+				if err != nil {
+					return err
+				}
+				return withStore(ctx, f.db, func(st *store.Store) error {
+					if err := st.RemoveMember(ctx, f.cluster, user); err != nil {
+						return err
+					}
+					fmt.Fprintf(cio.stdout, "%s removed from cluster %s\n", user, f.cluster)
+					return nil
+				})
+			}
+		},
+	})
+	register(&command{
+		name:    "member list",
+		summary: "list the members of a cluster (of every cluster without --cluster)",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			var asJSON bool
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id (default: every cluster)")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 0 {
+					return usagef("member list takes no arguments")
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					ms, err := st.ListMembers(ctx, cluster)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(cio.stdout, ms)
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "CLUSTER\tUSER\tROLE\tADDED\tBY")
+					for _, m := range ms {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ClusterID, m.UserID, m.Role, m.CreatedAt.Format(time.DateTime), m.CreatedBy)
+					}
+					return tw.Flush()
+				})
+			}
+		},
+	})
+
+	register(&command{
+		name:    "cluster set",
+		args:    "ID",
+		summary: "change a cluster's settings (four eyes)",
+		long: `--four-eyes on (the default for new clusters): whoever requested a deployment
+cannot approve it; another approver must. off: one person may do both (a team
+of one). The database enforces it, for every front end.`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, fourEyes string
+			dbFlag(fs, &db)
+			fs.StringVar(&fourEyes, "four-eyes", "", "on or off")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 1 {
+					return usagef("want exactly one cluster id")
+				}
+				var on bool
+				switch fourEyes {
+				case "on":
+					on = true
+				case "off":
+				case "":
+					return usagef("nothing to set: pass --four-eyes on|off")
+				default:
+					return usagef("--four-eyes: want on or off, got %q", fourEyes)
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					if err := st.SetFourEyes(ctx, args[0], on); err != nil {
+						return err
+					}
+					fmt.Fprintf(cio.stdout, "cluster %s: four eyes %s\n", args[0], fourEyes)
+					return nil
+				})
+			}
+		},
+	})
+
+	register(&command{
+		name:    "audit",
+		summary: "show the audit trail: who changed configs, queued, approved, rejected or cancelled deployments, members, clusters and agent roles",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster, since string
+			var limit int
+			var asJSON bool
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "only this cluster's events")
+			fs.StringVar(&since, "since", "", "only events since: a duration (24h) or an RFC 3339 time")
+			fs.IntVar(&limit, "limit", 1000, "at most this many events (the latest)")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 0 {
+					return usagef("audit takes no arguments")
+				}
+				f := store.AuditFilter{ClusterID: cluster, Limit: limit}
+				if since != "" {
+					t, err := parseSince(since, time.Now())
+					if err != nil {
+						return err
+					}
+					f.Since = t
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					evs, err := st.ListAudit(ctx, f)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(cio.stdout, evs)
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tCLUSTER\tTARGET\tDETAILS")
+					for _, e := range evs {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Actor, e.Action,
+							orNone(ptr.Deref(e.ClusterID)), orNone(ptr.Deref(e.TargetID)), e.Details)
+					}
+					return tw.Flush()
+				})
+			}
+		},
+	})
+}
+
+// parseSince reads --since: a duration back from now, or a point in time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation(time.DateOnly, s, time.Local); err == nil {
+		return t, nil
+	}
+	return time.Time{}, usagef("--since: want a duration such as 24h, a date (2026-12-01) or an RFC 3339 time, got %q", s)
+}
+
+type memberFlags struct {
+	db, cluster, user, role string
+}
+
+func (f *memberFlags) register(fs *flag.FlagSet, withRole bool) {
+	dbFlag(fs, &f.db)
+	fs.StringVar(&f.cluster, "cluster", "", "cluster id")
+	fs.StringVar(&f.user, "user", "", "the user's id (a UUID: Supabase auth.users.id)")
+	if withRole {
+		fs.StringVar(&f.role, "role", "", "viewer, operator, approver or admin")
+	}
+}
+
+func (f *memberFlags) parse(args []string) (uuid.UUID, error) {
+	if len(args) != 0 {
+		return uuid.Nil, usagef("unexpected arguments %q: pass --cluster, --user and --role", args)
+	}
+	if f.cluster == "" {
+		return uuid.Nil, usagef("--cluster is required")
+	}
+	if err := store.ValidateClusterID(f.cluster); err != nil {
+		if errors.Is(err, store.ErrInvalid) {
+			return uuid.Nil, usagef("--cluster: %v", err)
+		}
+		return uuid.Nil, err
+	}
+	id, err := uuid.Parse(f.user)
+	if err != nil {
+		return uuid.Nil, usagef("--user: want a UUID (auth.users.id), got %q", f.user)
+	}
+	return id, nil
+}
