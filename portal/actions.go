@@ -50,7 +50,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 	}
 	s.render(w, r, status, "login", view{Title: "Sign in", Data: loginData{
 		Next: safeNext(next), CSRF: s.loginCSRF(nonce), Error: msg, Username: username,
-		Token: s.auth.Token != "", Users: len(s.auth.Users) > 0, Supabase: len(s.auth.SupabaseJWTSecret) > 0,
+		Token: s.auth.Token != "", Users: len(s.auth.Users) > 0, Supabase: s.auth.supabase(),
 	}})
 }
 
@@ -72,7 +72,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
-	sess, msg := s.signIn(username, r.PostFormValue("password"), strings.TrimSpace(r.PostFormValue("token")), now)
+	sess, msg := s.signIn(r.Context(), username, r.PostFormValue("password"), strings.TrimSpace(r.PostFormValue("token")), now)
 	if sess == nil {
 		s.limiter.fail(ip, now)
 		s.log.Info("sign-in failed", "remote", ip, "user", username)

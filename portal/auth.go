@@ -31,15 +31,37 @@ type Auth struct {
 	Token string
 	// Users maps user names to bcrypt hashes (LoadUsersFile).
 	Users map[string][]byte
-	// SupabaseJWTSecret verifies Supabase Auth access tokens (HS256).
+	// SupabaseJWTSecret verifies Supabase Auth access tokens signed with
+	// the project's legacy secret (HS256).
 	SupabaseJWTSecret []byte
+	// SupabaseJWKSURL and SupabaseJWKSFile give the project's signing keys
+	// (ES256, RS256): the URL is cached and read again when a token names
+	// an unknown key; the file is for hosts that cannot reach Supabase.
+	SupabaseJWKSURL, SupabaseJWKSFile string
+	// SupabaseIssuer, when set, must equal the tokens' iss
+	// (https://<ref>.supabase.co/auth/v1). SupabaseAudience defaults to
+	// "authenticated".
+	SupabaseIssuer, SupabaseAudience string
 	// SupabaseAllow limits Supabase sign-ins to these emails and "@domain"
 	// suffixes; empty lets every signed-in user of the project in.
 	SupabaseAllow []string
 }
 
 func (a Auth) configured() bool {
-	return a.Token != "" || len(a.Users) > 0 || len(a.SupabaseJWTSecret) > 0
+	return a.Token != "" || len(a.Users) > 0 || a.supabase()
+}
+
+func (a Auth) supabase() bool {
+	return len(a.SupabaseJWTSecret) > 0 || a.SupabaseJWKSURL != "" || a.SupabaseJWKSFile != ""
+}
+
+func (a Auth) verifier() *supabaseVerifier {
+	aud := a.SupabaseAudience
+	if aud == "" {
+		aud = "authenticated"
+	}
+	return &supabaseVerifier{secret: a.SupabaseJWTSecret, keys: newJWKSCache(a.SupabaseJWKSURL, a.SupabaseJWKSFile),
+		issuer: a.SupabaseIssuer, audience: aud}
 }
 
 // Sign-in methods, recorded in the session.
@@ -171,10 +193,11 @@ func (s *Server) credential(method, user string) string {
 		}
 		material = append([]byte(user+":"), hash...)
 	case methodSupabase:
-		if len(s.auth.SupabaseJWTSecret) == 0 {
+		if !s.auth.supabase() {
 			return ""
 		}
-		material = s.auth.SupabaseJWTSecret
+		// Changing the secret or where the keys come from ends sessions.
+		material = append(append([]byte(s.auth.SupabaseJWKSURL+"\x00"+s.auth.SupabaseJWKSFile+"\x00"+s.auth.SupabaseIssuer+"\x00"), s.auth.SupabaseJWTSecret...), 0)
 	default:
 		return ""
 	}
@@ -243,6 +266,18 @@ func (s *Server) currentSession(r *http.Request) *session {
 // state-changing request without the session's CSRF token → 403.
 func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if bearer, ok := bearerToken(r); ok {
+			// Scripts and CI: a Supabase access token on each request. No
+			// cookie is involved, so there is nothing for CSRF to ride on.
+			sess, msg := s.bearerSession(r.Context(), bearer, time.Now())
+			if sess == nil {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				http.Error(w, msg, http.StatusUnauthorized)
+				return
+			}
+			h(w, r.WithContext(context.WithValue(r.Context(), sessionKeyType{}, sess)))
+			return
+		}
 		sess := s.currentSession(r)
 		if sess == nil {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
@@ -366,7 +401,7 @@ var dummyHash = sync.OnceValue(func() []byte {
 
 // signIn checks a login form and returns the session to create, or a
 // message for the person.
-func (s *Server) signIn(username, password, token string, now time.Time) (*session, string) {
+func (s *Server) signIn(ctx context.Context, username, password, token string, now time.Time) (*session, string) {
 	newSession := func(user, method string, exp time.Time) *session {
 		return &session{User: user, Method: method, Cred: s.credential(method, user), Expires: exp.Unix(), Nonce: randomString(18)}
 	}
@@ -387,8 +422,8 @@ func (s *Server) signIn(username, password, token string, now time.Time) (*sessi
 		return newSession(username, methodPassword, ttlEnd), ""
 	case token == "":
 		return nil, "Enter a user name and password, or a token."
-	case looksLikeJWT(token) && len(s.auth.SupabaseJWTSecret) > 0:
-		claims, err := verifySupabaseJWT(token, s.auth.SupabaseJWTSecret, now)
+	case looksLikeJWT(token) && s.supa.configured():
+		claims, err := s.supa.verify(ctx, token, now)
 		if err != nil {
 			s.log.Info("Supabase sign-in refused", "err", err)
 			switch {
@@ -479,4 +514,30 @@ func CheckTokenStrength(token string) error {
 			ErrWeakToken, n, bits, MinTokenLength, MinTokenBits)
 	}
 	return nil
+}
+
+// bearerToken is the request's Authorization: Bearer credential, if any.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
+}
+
+// bearerSession verifies a Supabase access token sent as a bearer token and
+// returns a session for this request only.
+func (s *Server) bearerSession(ctx context.Context, token string, now time.Time) (*session, string) {
+	if !s.supa.configured() {
+		return nil, "bearer tokens need Supabase sign-in (--supabase-jwt-secret or --supabase-jwks-url)"
+	}
+	claims, err := s.supa.verify(ctx, token, now)
+	if err != nil {
+		s.log.Info("bearer token refused", "err", err)
+		return nil, "invalid or expired Supabase access token"
+	}
+	if !s.supabaseAllowed(claims) {
+		return nil, "this Supabase account is not allowed to use this portal"
+	}
+	return &session{User: claims.user(), Method: methodSupabase, Expires: claims.expiry().Unix(), Nonce: randomString(18)}, ""
 }

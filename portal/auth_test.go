@@ -35,9 +35,11 @@ func testServerForAuth(t *testing.T) *Server {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
 	require.NoError(t, err)
+	auth := Auth{Token: "tok", Users: map[string][]byte{"alice": hash}, SupabaseJWTSecret: []byte(testJWTSecret)}
 	return &Server{
 		opts: Options{SessionTTL: time.Hour},
-		auth: Auth{Token: "tok", Users: map[string][]byte{"alice": hash}, SupabaseJWTSecret: []byte(testJWTSecret)},
+		auth: auth,
+		supa: auth.verifier(),
 		key:  []byte("0123456789abcdef0123456789abcdef"),
 		log:  discardLogger(),
 	}
@@ -46,7 +48,7 @@ func testServerForAuth(t *testing.T) *Server {
 func TestSessionCookieRoundTripAndTampering(t *testing.T) {
 	s := testServerForAuth(t)
 	now := time.Now()
-	sess, msg := s.signIn("alice", "correct horse", "", now)
+	sess, msg := s.signIn(t.Context(), "alice", "correct horse", "", now)
 	require.Empty(t, msg)
 	v := s.encodeSession(*sess)
 	got, ok := s.decodeSession(v, now)
@@ -92,7 +94,7 @@ func TestSignIn(t *testing.T) {
 		{"nothing", "", "", "", "", ""},
 	}
 	for _, c := range cases {
-		sess, msg := s.signIn(c.user, c.pass, c.token, now)
+		sess, msg := s.signIn(t.Context(), c.user, c.pass, c.token, now)
 		if c.wantUser == "" {
 			require.Nil(t, sess, c.name)
 			require.NotEmpty(t, msg, c.name)
@@ -103,15 +105,15 @@ func TestSignIn(t *testing.T) {
 		require.Equal(t, c.wantMethod, sess.Method, c.name)
 	}
 	// A Supabase session ends when its token does.
-	sess, _ := s.signIn("", "", jwt, now)
+	sess, _ := s.signIn(t.Context(), "", "", jwt, now)
 	require.LessOrEqual(t, sess.Expires, now.Add(time.Hour).Unix())
 
 	s.auth.SupabaseAllow = []string{"@grape.example"}
-	sess, msg := s.signIn("", "", jwt, now)
+	sess, msg := s.signIn(t.Context(), "", "", jwt, now)
 	require.Nil(t, sess)
 	require.Contains(t, msg, "not allowed")
 	s.auth.SupabaseAllow = []string{"someone@else.com", "@EXAMPLE.com"}
-	sess, _ = s.signIn("", "", jwt, now)
+	sess, _ = s.signIn(t.Context(), "", "", jwt, now)
 	require.NotNil(t, sess)
 }
 

@@ -27,6 +27,10 @@ func signJWT(t testing.TB, secret string, header, claims map[string]any) string 
 	return unsigned + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+func hsVerifier() *supabaseVerifier {
+	return Auth{SupabaseJWTSecret: []byte(testJWTSecret)}.verifier()
+}
+
 func userClaims(now time.Time) map[string]any {
 	return map[string]any{
 		"sub": "8d0f5c3e-1111-4222-8333-944455556666", "email": "ada@example.com", "role": "authenticated",
@@ -64,7 +68,7 @@ func TestVerifySupabaseJWT(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			claims, err := verifySupabaseJWT(c.token, []byte(testJWTSecret), now)
+			claims, err := hsVerifier().verify(t.Context(), c.token, now)
 			if c.want == nil {
 				require.NoError(t, err)
 				require.Equal(t, "ada@example.com", claims.user())
@@ -83,6 +87,6 @@ func TestTamperedJWTClaimsAreRefused(t *testing.T) {
 	c["email"] = "mallory@example.com"
 	b, _ := json.Marshal(c)
 	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString(b) + "." + parts[2]
-	_, err := verifySupabaseJWT(forged, []byte(testJWTSecret), now)
+	_, err := hsVerifier().verify(t.Context(), forged, now)
 	require.ErrorIs(t, err, errJWTSignature)
 }

@@ -67,6 +67,7 @@ type Server struct {
 	st       *store.Store
 	catalog  *render.Catalog
 	auth     Auth
+	supa     *supabaseVerifier
 	key      []byte
 	log      *slog.Logger
 	notifier *notify.Notifier
@@ -91,7 +92,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("portal: a database URL for LISTEN is required")
 	}
 	if !opts.Auth.configured() {
-		return nil, errors.New("portal: no sign-in method: set a token, a users file or a Supabase JWT secret")
+		return nil, errors.New("portal: no sign-in method: set a token, a users file, a Supabase JWT secret or Supabase signing keys (JWKS)")
 	}
 	if err := checkCommitURL(opts.CommitURL); err != nil {
 		return nil, err
@@ -108,7 +109,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, st: opts.Store, auth: opts.Auth, log: opts.Logger, catalog: opts.Catalog}
+	s := &Server{opts: opts, st: opts.Store, auth: opts.Auth, supa: opts.Auth.verifier(), log: opts.Logger, catalog: opts.Catalog}
 	if s.catalog == nil {
 		c, err := render.Default()
 		if err != nil {

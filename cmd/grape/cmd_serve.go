@@ -22,13 +22,15 @@ func init() {
 		long: `Serves the control plane in a browser from the same database the agents use.
 It listens on loopback unless --listen says otherwise, and every page needs a
 sign-in: a static token (--token), users from a bcrypt file (--users-file), or a
-Supabase Auth access token (--supabase-jwt-secret). Pass secrets as environment
+Supabase Auth access token (--supabase-jwt-secret, --supabase-jwks-url), also
+accepted as Authorization: Bearer on every route. Pass secrets as environment
 variables (GRAPE_TOKEN, GRAPE_SUPABASE_JWT_SECRET, GRAPE_SESSION_SECRET), not on
 the command line, where other users of the host can read them.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var (
 				db, listen, commitURL                string
 				token, usersFile, jwtSecret, allow   string
+				jwksURL, jwksFile, issuer, audience  string
 				sessionSecret, tlsCert, tlsKey       string
 				secureCookies                        bool
 				sessionTTL, agentOffline, statusPoll time.Duration
@@ -41,6 +43,10 @@ the command line, where other users of the host can read them.`,
 			fs.StringVar(&token, "token", "", "a shared sign-in token (prefer the GRAPE_TOKEN variable)")
 			fs.StringVar(&usersFile, "users-file", "", "file of user:bcrypt-hash lines (htpasswd -nbB USER PASSWORD) for user-name sign-in")
 			fs.StringVar(&jwtSecret, "supabase-jwt-secret", "", "the Supabase project's JWT secret: lets Supabase Auth users sign in with their access token (HS256)")
+			fs.StringVar(&jwksURL, "supabase-jwks-url", "", "the Supabase project's signing keys (https://<ref>.supabase.co/auth/v1/.well-known/jwks.json): verifies ES256/RS256 access tokens; cached, read again for an unknown key id")
+			fs.StringVar(&jwksFile, "supabase-jwks-file", "", "the signing keys as a JWKS file, for hosts that cannot reach Supabase")
+			fs.StringVar(&issuer, "supabase-issuer", "", "refuse Supabase tokens whose iss is not this (https://<ref>.supabase.co/auth/v1)")
+			fs.StringVar(&audience, "supabase-audience", "authenticated", "the aud Supabase access tokens must carry")
 			fs.StringVar(&allow, "supabase-allow", "", "comma-separated emails and @domains allowed to sign in with Supabase (default: every signed-in user of the project)")
 			fs.StringVar(&sessionSecret, "session-secret", "", "key that signs session cookies; set it to keep sessions across restarts and replicas (default: random per start)")
 			fs.DurationVar(&sessionTTL, "session-ttl", 12*time.Hour, "how long a sign-in lasts")
@@ -59,14 +65,22 @@ the command line, where other users of the host can read them.`,
 				if err != nil {
 					return err
 				}
-				auth := portal.Auth{Token: token, SupabaseJWTSecret: []byte(jwtSecret)}
+				if jwksURL != "" && jwksFile != "" {
+					return usagef("--supabase-jwks-url and --supabase-jwks-file: give one")
+				}
+				if jwksURL != "" && !strings.HasPrefix(jwksURL, "https://") && !strings.HasPrefix(jwksURL, "http://127.0.0.1") && !strings.HasPrefix(jwksURL, "http://localhost") {
+					return usagef("--supabase-jwks-url %q: must be https (keys fetched in clear could be swapped)", jwksURL)
+				}
+				auth := portal.Auth{Token: token, SupabaseJWTSecret: []byte(jwtSecret), SupabaseJWKSURL: jwksURL,
+					SupabaseJWKSFile: jwksFile, SupabaseIssuer: issuer, SupabaseAudience: audience}
 				if usersFile != "" {
 					if auth.Users, err = portal.LoadUsersFile(usersFile); err != nil {
 						return err
 					}
 				}
-				if token == "" && usersFile == "" && jwtSecret == "" {
-					return usagef("no sign-in method: set GRAPE_TOKEN (or --token), --users-file, or --supabase-jwt-secret")
+				supabase := jwtSecret != "" || jwksURL != "" || jwksFile != ""
+				if token == "" && usersFile == "" && !supabase {
+					return usagef("no sign-in method: set GRAPE_TOKEN (or --token), --users-file, --supabase-jwt-secret or --supabase-jwks-url")
 				}
 				if token != "" {
 					if err := portal.CheckTokenStrength(token); err != nil {
@@ -78,7 +92,7 @@ the command line, where other users of the host can read them.`,
 						auth.SupabaseAllow = append(auth.SupabaseAllow, a)
 					}
 				}
-				if jwtSecret != "" && len(auth.SupabaseAllow) == 0 {
+				if supabase && len(auth.SupabaseAllow) == 0 {
 					log.Warn("every signed-in user of the Supabase project may use the portal; limit it with --supabase-allow if sign-ups are open")
 				}
 				if (tlsCert == "") != (tlsKey == "") {
