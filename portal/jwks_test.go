@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -228,4 +229,21 @@ func TestBearerToken(t *testing.T) {
 	got := e.deployment(q.ID)
 	require.Equal(t, store.StatusCancelled, got.Status)
 	require.Equal(t, "ada@example.com", *got.CancelRequestedBy)
+}
+
+// TestFourEyesInThePortal: the portal's user queued it, so the portal's user
+// cannot approve it; the database says so, and the page says why.
+func TestFourEyesInThePortal(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	cfg := e.newConfig("four-eyes", store.ConfigSettings{})
+	want := e.enqueue(cfg, store.EnqueueParams{RequireApproval: true, RequestedBy: "token"})
+	d, err := e.st.Claim(e.ctx, "eu-1", testAgent, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, want.ID, d.ID)
+	require.NoError(t, e.st.AwaitApproval(e.ctx, d.ID, testAgent))
+	resp, body := c.post("/deployments/"+d.ID.String()+"/approve", nil)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Contains(t, html.UnescapeString(body), "token requested this deployment and cannot also approve it (four eyes)")
+	require.Nil(t, e.deployment(d.ID).ApprovedAt)
 }

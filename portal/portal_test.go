@@ -101,8 +101,6 @@ func setupTB(t testing.TB, mods ...func(*Options)) *env {
 
 	_, err = st.CreateCluster(ctx, "eu-1", "production in Frankfurt")
 	require.NoError(t, err)
-	// The one test user both queues and approves (four eyes: store's tests).
-	require.NoError(t, st.SetFourEyes(ctx, "eu-1", false))
 	cfg, err := st.UpsertConfig(ctx, "eu-1", "prod", json.RawMessage(validIntent), store.ConfigSettings{})
 	require.NoError(t, err)
 	require.NoError(t, st.RegisterAgent(ctx, store.Agent{ID: testAgent, ClusterID: "eu-1", Hostname: "runner-7", Version: "1.2.3"}))

@@ -444,6 +444,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.errorPage(w, r, http.StatusConflict, firstSentence(err))
 	case errors.Is(err, store.ErrInvalid):
 		s.errorPage(w, r, http.StatusBadRequest, firstSentence(err))
+	case errors.Is(err, store.ErrForbidden):
+		// The database's rule (four eyes, a role) says why and what to do.
+		msg := strings.TrimSuffix(err.Error(), ": "+store.ErrForbidden.Error())
+		if _, rest, ok := strings.Cut(msg, ": "); ok {
+			msg = rest
+		}
+		s.errorPage(w, r, http.StatusForbidden, msg)
 	case errors.Is(err, context.Canceled):
 		// The browser went away; nobody reads the answer.
 	default:
