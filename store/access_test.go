@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -430,4 +431,39 @@ func TestIntentLimitsInTheDatabase(t *testing.T) {
 			require.ErrorContains(t, err, c.err)
 		})
 	}
+}
+
+// TestWebhookSecretsStayInTheirCluster: a target's signing secret is read by
+// its cluster's agents (they sign with it) and nobody else.
+func TestWebhookSecretsStayInTheirCluster(t *testing.T) {
+	t.Parallel()
+	tn := newTenancy(t, supabase)
+	ctx := tn.ctx
+	x, y := tn.seed(t, "x"), tn.seed(t, "y")
+	_, secret, err := tn.admin.AddNotifyTarget(ctx, store.NotifyTarget{ClusterID: x.cluster, URL: "https://hooks.example.com/x", Format: "json"})
+	require.NoError(t, err)
+	_, poolX, _ := tn.agent(t, x.cluster)
+	_, poolY, _ := tn.agent(t, y.cluster)
+	var got string
+	require.NoError(t, poolX.QueryRow(ctx, `SELECT secret FROM notify_targets`).Scan(&got))
+	require.Equal(t, secret, got, "X's agents sign with it")
+	var n int
+	require.NoError(t, poolY.QueryRow(ctx, `SELECT count(*) FROM notify_targets`).Scan(&n))
+	require.Zero(t, n, "Y's agents do not see X's targets")
+	asY := store.New(poolY)
+	ns, err := asY.ClaimNotifications(ctx, x.cluster, 10, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, ns)
+
+	admin := uuid.New()
+	_, err = tn.admin.SetMember(ctx, x.cluster, admin, store.RoleAdmin)
+	require.NoError(t, err)
+	tn.asUser(t, "authenticated", userClaims(admin), func(tx pgx.Tx) {
+		var url string
+		require.NoError(t, tx.QueryRow(ctx, `SELECT url FROM notify_targets`).Scan(&url))
+		_, err := try(t, tx, `SELECT secret FROM notify_targets`)
+		requireRefused(t, err, "not even an admin reads the secret")
+		_, err = try(t, tx, `INSERT INTO notify_outbox (target_id, cluster_id, event, payload) SELECT id, cluster_id, 'x', '{}' FROM notify_targets`)
+		requireRefused(t, err)
+	})
 }

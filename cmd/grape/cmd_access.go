@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -228,4 +229,110 @@ func (f *memberFlags) parse(args []string) (uuid.UUID, error) {
 		return uuid.Nil, usagef("--user: want a UUID (auth.users.id), got %q", f.user)
 	}
 	return id, nil
+}
+
+// Webhook targets (docs/notifications.md).
+func init() {
+	register(&command{name: "notify", summary: "manage a cluster's webhook notifications (add, list, remove)"})
+	register(&command{
+		name:    "notify add",
+		summary: "send a cluster's deployment and drift events to a URL, signed (X-Grape-Signature)",
+		long: `Events: deployment.awaiting_approval, deployment.failed, deployment.succeeded,
+deployment.cancelled, drift.detected, drift.resolved (default: all). The
+cluster's agents deliver them, at least once and in order per deployment,
+retrying with backoff. The signing secret is printed once.`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster, url, format, events string
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id")
+			fs.StringVar(&url, "url", "", "where to POST (http or https)")
+			fs.StringVar(&format, "format", "json", "json (the event) or slack (an incoming-webhook message)")
+			fs.StringVar(&events, "events", "", "comma-separated events to send (default: every event)")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 0 || cluster == "" || url == "" {
+					return usagef("want --cluster and --url")
+				}
+				t := store.NotifyTarget{ClusterID: cluster, URL: url, Format: format}
+				for _, e := range strings.Split(events, ",") {
+					if e = strings.TrimSpace(e); e != "" {
+						t.Events = append(t.Events, e)
+					}
+				}
+				if err := store.ValidateNotifyTarget(t); err != nil {
+					return usagef("%v", err)
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					t, secret, err := st.AddNotifyTarget(ctx, t)
+					if err != nil {
+						if errors.Is(err, store.ErrInvalid) {
+							return usagef("%v", err)
+						}
+						return err
+					}
+					fmt.Fprintf(cio.stdout, `webhook %s of cluster %s added.
+Its signing secret is shown only this once; verify X-Grape-Signature (sha256=<HMAC-SHA256 of the body>) with it:
+  secret: %s
+`, t.ID, t.ClusterID, secret)
+					return nil
+				})
+			}
+		},
+	})
+	register(&command{
+		name:    "notify list",
+		summary: "list webhook targets (of every cluster without --cluster)",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			var asJSON bool
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id (default: every cluster)")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				return withStore(ctx, db, func(st *store.Store) error {
+					ts, err := st.ListNotifyTargets(ctx, cluster)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(cio.stdout, ts)
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ID\tCLUSTER\tFORMAT\tEVENTS\tURL")
+					for _, t := range ts {
+						ev := "all"
+						if len(t.Events) > 0 {
+							ev = strings.Join(t.Events, ",")
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.ClusterID, t.Format, ev, t.URL)
+					}
+					return tw.Flush()
+				})
+			}
+		},
+	})
+	register(&command{
+		name:    "notify remove",
+		args:    "ID",
+		summary: "remove a webhook target (and what it had still to deliver)",
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db string
+			dbFlag(fs, &db)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 1 {
+					return usagef("want exactly one webhook id")
+				}
+				id, err := uuid.Parse(args[0])
+				if err != nil {
+					return usagef("webhook id %q is not a UUID", args[0])
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					if err := st.RemoveNotifyTarget(ctx, id); err != nil {
+						return err
+					}
+					fmt.Fprintf(cio.stdout, "webhook %s removed\n", id)
+					return nil
+				})
+			}
+		},
+	})
 }

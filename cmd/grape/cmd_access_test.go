@@ -79,6 +79,21 @@ func TestMembersFourEyesAndAudit(t *testing.T) {
 		"cluster.changed " + cliActor,
 		"deployment.approved alice@host",
 	}, got)
+	out := c.ok("notify", "add", "--cluster", id, "--url", "https://hooks.example.com/grape", "--events", "deployment.failed,drift.detected")
+	require.Regexp(t, `secret: [A-Za-z0-9_-]{43}`, out)
+	var ts []store.NotifyTarget
+	require.NoError(t, json.Unmarshal([]byte(c.ok("notify", "list", "--cluster", id, "--json")), &ts))
+	require.Len(t, ts, 1)
+	require.Equal(t, []string{"deployment.failed", "drift.detected"}, ts[0].Events)
+	require.NotContains(t, c.ok("notify", "list", "--cluster", id, "--json"), "secret")
+	_, errOut, code = c.run("", "notify", "add", "--cluster", id, "--url", "https://x", "--events", "deployment.exploded")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `event "deployment.exploded"`)
+	_, errOut, code = c.run("", "notify", "add", "--cluster", id, "--url", "ftp://x")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "use an http(s) URL")
+	c.ok("notify", "remove", ts[0].ID.String())
+
 	table := c.ok("audit", "--cluster", id)
 	require.True(t, strings.HasPrefix(table, "TIME"), table)
 	_, errOut, code = c.run("", "audit", "--since", "yesterday")

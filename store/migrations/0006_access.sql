@@ -553,4 +553,149 @@ BEGIN
     GRANT EXECUTE ON FUNCTION grape_my_role(text) TO authenticated;
 END $$;
 
+-- Notifications (docs/notifications.md): webhook targets per cluster and an
+-- outbox the triggers fill in the same transaction as the change they
+-- report, so no event is lost and none is sent for a change rolled back. The
+-- cluster's agents deliver them (at least once, in order per deployment).
+CREATE TABLE notify_targets (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    cluster_id text NOT NULL REFERENCES clusters (id) ON DELETE CASCADE,
+    url        text NOT NULL CONSTRAINT notify_targets_url CHECK (url ~ '^https?://[^\s]+$' AND length(url) <= 2000),
+    format     text NOT NULL DEFAULT 'json' CONSTRAINT notify_targets_format CHECK (format IN ('json', 'slack')),
+    -- NULL: every event.
+    events     text[] CONSTRAINT notify_targets_events CHECK (events <@ ARRAY['deployment.awaiting_approval', 'deployment.failed',
+                   'deployment.succeeded', 'deployment.cancelled', 'drift.detected', 'drift.resolved']),
+    -- The HMAC key of X-Grape-Signature. The agent must sign with it, so it
+    -- cannot be stored hashed; only the owner and this cluster's agents read it.
+    secret     text NOT NULL CONSTRAINT notify_targets_secret CHECK (length(secret) >= 32),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    created_by text NOT NULL DEFAULT ''
+);
+CREATE INDEX notify_targets_cluster ON notify_targets (cluster_id);
+
+CREATE TABLE notify_outbox (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target_id     uuid NOT NULL REFERENCES notify_targets (id) ON DELETE CASCADE,
+    cluster_id    text NOT NULL,
+    deployment_id uuid,
+    event         text NOT NULL,
+    payload       jsonb NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    attempts      integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    locked_until  timestamptz,
+    delivered_at  timestamptz,
+    gave_up_at    timestamptz,
+    last_error    text
+);
+CREATE INDEX notify_outbox_pending ON notify_outbox (cluster_id, target_id, id) WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+
+CREATE FUNCTION grape_notify_enqueue(p_cluster text, p_deployment uuid, p_event text, p_payload jsonb) RETURNS void
+LANGUAGE sql SECURITY DEFINER AS $$
+    INSERT INTO notify_outbox (target_id, cluster_id, deployment_id, event, payload)
+    SELECT t.id, p_cluster, p_deployment, p_event,
+           p_payload || jsonb_build_object('event', p_event, 'cluster_id', p_cluster, 'at', now())
+    FROM notify_targets t
+    WHERE t.cluster_id = p_cluster AND (t.events IS NULL OR p_event = ANY (t.events))
+$$;
+
+CREATE FUNCTION grape_notify_deployment() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    ev text;
+BEGIN
+    IF NEW.status IS NOT DISTINCT FROM OLD.status OR NEW.action = 'drift' THEN
+        RETURN NULL;
+    END IF;
+    ev := CASE NEW.status WHEN 'awaiting_approval' THEN 'deployment.awaiting_approval'
+                          WHEN 'failed' THEN 'deployment.failed'
+                          WHEN 'succeeded' THEN 'deployment.succeeded'
+                          WHEN 'cancelled' THEN 'deployment.cancelled' END;
+    IF ev IS NOT NULL THEN
+        PERFORM grape_notify_enqueue(NEW.cluster_id, NEW.id, ev, jsonb_build_object(
+            'deployment_id', NEW.id, 'config_id', NEW.config_id,
+            'config_name', (SELECT c.name FROM configs c WHERE c.id = NEW.config_id),
+            'action', NEW.action, 'status', NEW.status, 'requested_by', NEW.requested_by,
+            'error_kind', NEW.error_kind, 'error', NEW.error, 'commit_sha', NEW.commit_sha,
+            'plan_summary', NEW.plan_summary -> 'counts'));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER deployments_notify_targets AFTER UPDATE OF status ON deployments
+    FOR EACH ROW EXECUTE FUNCTION grape_notify_deployment();
+
+-- Drift is news when it starts and when it ends, not on every check.
+CREATE FUNCTION grape_notify_drift() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    prev text;
+BEGIN
+    IF NEW.status NOT IN ('drifted', 'in_sync') THEN
+        RETURN NULL;
+    END IF;
+    SELECT r.status INTO prev FROM drift_reports r
+    WHERE r.config_id = NEW.config_id AND r.id <> NEW.id AND r.status IN ('drifted', 'in_sync')
+    ORDER BY r.checked_at DESC, r.id DESC LIMIT 1;
+    IF NEW.status = 'drifted' AND prev IS DISTINCT FROM 'drifted' OR NEW.status = 'in_sync' AND prev = 'drifted' THEN
+        PERFORM grape_notify_enqueue(NEW.cluster_id, NULL,
+            CASE NEW.status WHEN 'drifted' THEN 'drift.detected' ELSE 'drift.resolved' END,
+            jsonb_build_object('config_id', NEW.config_id,
+                               'config_name', (SELECT c.name FROM configs c WHERE c.id = NEW.config_id),
+                               'drift_report_id', NEW.id, 'commit_sha', NEW.commit_sha,
+                               'resources', (SELECT jsonb_agg(r ->> 'address') FROM jsonb_array_elements(NEW.details -> 'resources') r)));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER drift_reports_notify_targets AFTER INSERT ON drift_reports
+    FOR EACH ROW EXECUTE FUNCTION grape_notify_drift();
+
+DO $$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['grape_notify_enqueue(text, uuid, text, jsonb)', 'grape_notify_deployment()', 'grape_notify_drift()'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, current_schema());
+    END LOOP;
+END $$;
+REVOKE EXECUTE ON FUNCTION grape_notify_enqueue(text, uuid, text, jsonb) FROM PUBLIC;
+
+ALTER TABLE notify_targets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE notify_outbox ENABLE ROW LEVEL SECURITY;
+
+-- The cluster's agents read their targets (with the secret) and work their
+-- outbox; nothing else.
+GRANT SELECT ON notify_targets TO grape_agent;
+GRANT SELECT, UPDATE (attempts, next_attempt_at, locked_until, delivered_at, gave_up_at, last_error) ON notify_outbox TO grape_agent;
+CREATE POLICY agent_read ON notify_targets FOR SELECT TO grape_agent
+    USING (cluster_id = (SELECT grape_agent_cluster()));
+CREATE POLICY agent_read ON notify_outbox FOR SELECT TO grape_agent
+    USING (cluster_id = (SELECT grape_agent_cluster()));
+CREATE POLICY agent_deliver ON notify_outbox FOR UPDATE TO grape_agent
+    USING (cluster_id = (SELECT grape_agent_cluster())) WITH CHECK (cluster_id = (SELECT grape_agent_cluster()));
+
+-- Supabase: admins see their cluster's targets, never a secret; deliveries
+-- are visible to anyone with a role on the cluster.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = t) THEN
+            EXECUTE format('REVOKE ALL ON notify_targets, notify_outbox FROM %I', t);
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION grape_notify_enqueue(text, uuid, text, jsonb) FROM %I', t);
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') OR to_regprocedure('auth.uid()') IS NULL THEN
+        RETURN;
+    END IF;
+    GRANT SELECT (id, cluster_id, url, format, events, created_at, created_by) ON notify_targets TO authenticated;
+    CREATE POLICY user_read ON notify_targets FOR SELECT TO authenticated
+        USING (grape_user_may(cluster_id, 'admin'));
+    GRANT SELECT ON notify_outbox TO authenticated;
+    CREATE POLICY user_read ON notify_outbox FOR SELECT TO authenticated
+        USING (cluster_id IN (SELECT c.id FROM clusters c));
+END $$;
+
 INSERT INTO grape_schema_migrations (version, name) VALUES (6, 'access');
