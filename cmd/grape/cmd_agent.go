@@ -26,6 +26,7 @@ import (
 	"github.com/grapehq/grape/runner"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
+	"github.com/grapehq/grape/webhook"
 )
 
 // agentFlags are the settings of `grape agent` (and of the agents that
@@ -301,6 +302,12 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					driftCtx, cancel := context.WithCancel(ctx)
 					defer cancel()
 					go parts.drift.Run(driftCtx)
+				}
+				if !f.once {
+					// Webhooks beside the claim loop: a slow receiver never holds up a run.
+					notifyCtx, cancel := context.WithCancel(ctx)
+					defer cancel()
+					go func() { _ = webhook.New(st, webhook.Options{ClusterID: f.cluster, Logger: log}).Run(notifyCtx) }()
 				}
 				return parts.agent.Run(ctx)
 			}
