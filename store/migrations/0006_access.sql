@@ -117,6 +117,17 @@ LANGUAGE sql STABLE SECURITY DEFINER AS $$
     ) x ORDER BY grape_role_rank(r) DESC LIMIT 1
 $$;
 
+-- Every cluster the request user has a role on, for the read policies: one
+-- call per statement (a hashed subplan), not three lookups per cluster row.
+CREATE FUNCTION grape_user_clusters() RETURNS SETOF text
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    WITH me AS (SELECT grape_request_uid() AS uid, grape_request_org() AS org)
+    SELECT c.id FROM clusters c, me
+    WHERE me.uid IS NOT NULL AND (c.owner_id = me.uid OR (me.org IS NOT NULL AND c.org_id = me.org))
+    UNION
+    SELECT m.cluster_id FROM memberships m, me WHERE m.user_id = me.uid
+$$;
+
 CREATE FUNCTION grape_user_may(p_cluster text, p_role text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT grape_role_rank(grape_user_role(p_cluster)) >= grape_role_rank(p_role)
@@ -476,6 +487,7 @@ BEGIN
     FOREACH f IN ARRAY ARRAY[
         'grape_session_is_agent()',
         'grape_user_role(text)',
+        'grape_user_clusters()',
         'grape_deployment_request_guard()',
         'grape_audit(text, text, text, text, jsonb)',
         'grape_audit_config()',
@@ -518,7 +530,7 @@ BEGIN
     -- Who may see a cluster at all: any role on it.
     DROP POLICY user_read ON clusters;
     CREATE POLICY user_read ON clusters FOR SELECT TO authenticated
-        USING (grape_user_role(id) IS NOT NULL);
+        USING (id IN (SELECT grape_user_clusters()));
     GRANT UPDATE (four_eyes, description) ON clusters TO authenticated;
     CREATE POLICY user_settings ON clusters FOR UPDATE TO authenticated
         USING (grape_user_may(id, 'admin')) WITH CHECK (grape_user_may(id, 'admin'));
