@@ -85,6 +85,11 @@ func TestBadInput(t *testing.T) {
 				}
 				requireOneError(t, err, 1, stderr, c.kv["want"])
 				require.Equal(t, before, e.rowCounts(), "a refused intent stored something")
+				if want, ok := c.kv["database"]; ok {
+					_, err := e.pool.Exec(e.ctx, `INSERT INTO configs (cluster_id, name, spec) VALUES ($1, $2, $3::jsonb)`, e.cluster, name, string(body))
+					require.ErrorContains(t, err, want, "a front end's direct INSERT")
+					require.Equal(t, before, e.rowCounts(), "a refused row was stored")
+				}
 				if want, ok := c.kv["agent"]; ok {
 					if want == "yes" {
 						want = strings.TrimPrefix(c.kv["want"], "grape config apply: ")
@@ -201,7 +206,7 @@ type corpusCase struct {
 	body []byte
 }
 
-var corpusKey = regexp.MustCompile(`^(want|accept|agent|body|generate|args|exit|sql): (.*)$`)
+var corpusKey = regexp.MustCompile(`^(want|accept|agent|database|body|generate|args|exit|sql): (.*)$`)
 
 // readCorpus parses a corpus file (format in testdata/badinput/README.md).
 func readCorpus(t testing.TB, file string) []corpusCase {
