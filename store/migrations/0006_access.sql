@@ -69,10 +69,13 @@ $$;
 
 -- The claims of 0003, now refused to agents: any role can set the GUC, so
 -- only sessions that are not agents may speak for a user.
+-- (The setting is read first: without claims, as on every agent and CLI
+-- write, the agent check costs nothing.)
 CREATE OR REPLACE FUNCTION grape_request_claims() RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN grape_session_is_agent() THEN NULL
-                ELSE nullif(current_setting('request.jwt.claims', true), '')::jsonb END
+    SELECT CASE WHEN nullif(current_setting('request.jwt.claims', true), '') IS NULL THEN NULL
+                WHEN grape_session_is_agent() THEN NULL
+                ELSE current_setting('request.jwt.claims', true)::jsonb END
 $$;
 
 -- The signed-in user of this request (the JWT's sub), or NULL.
@@ -400,8 +403,14 @@ END $$;
 -- phase changes do not.
 CREATE TRIGGER deployments_audit_insert AFTER INSERT ON deployments
     FOR EACH ROW EXECUTE FUNCTION grape_audit_deployment();
+-- WHEN keeps the claim loop's updates (claim, heartbeat, finish) from
+-- calling the function at all.
 CREATE TRIGGER deployments_audit_update AFTER UPDATE OF approved_at, rejected_at, cancel_requested_at, error_kind ON deployments
-    FOR EACH ROW EXECUTE FUNCTION grape_audit_deployment();
+    FOR EACH ROW
+    WHEN (OLD.approved_at IS DISTINCT FROM NEW.approved_at OR OLD.rejected_at IS DISTINCT FROM NEW.rejected_at
+          OR OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at
+          OR (NEW.error_kind = 'approval_refused' AND OLD.error_kind IS DISTINCT FROM NEW.error_kind))
+    EXECUTE FUNCTION grape_audit_deployment();
 
 CREATE FUNCTION grape_audit_membership() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
@@ -635,7 +644,10 @@ BEGIN
 END $$;
 
 CREATE TRIGGER deployments_notify_targets AFTER UPDATE OF status ON deployments
-    FOR EACH ROW EXECUTE FUNCTION grape_notify_deployment();
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.action <> 'drift'
+          AND NEW.status IN ('awaiting_approval', 'failed', 'succeeded', 'cancelled'))
+    EXECUTE FUNCTION grape_notify_deployment();
 
 -- Drift is news when it starts and when it ends, not on every check.
 CREATE FUNCTION grape_notify_drift() RETURNS trigger
