@@ -247,3 +247,18 @@ func TestFourEyesInThePortal(t *testing.T) {
 	require.Contains(t, html.UnescapeString(body), "token requested this deployment and cannot also approve it (four eyes)")
 	require.Nil(t, e.deployment(d.ID).ApprovedAt)
 }
+
+// TestAuditPage: what the database recorded, shown to a signed-in user.
+func TestAuditPage(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	q := e.enqueue(e.newConfig("audited", store.ConfigSettings{}), store.EnqueueParams{RequestedBy: "token"})
+	resp, _ := c.post("/deployments/"+q.ID.String()+"/cancel", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	code, page := c.get("/audit?cluster=eu-1")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, "<code>deployment.queued</code>")
+	require.Contains(t, page, "<code>deployment.cancelled</code>")
+	require.Contains(t, page, "<td>token</td>", "the portal's user, from cancel_requested_by")
+	require.Contains(t, page, "<code>"+q.ID.String()+"</code>")
+}

@@ -430,3 +430,14 @@ func driftRank(c ConfigDrift) int {
 		return 2
 	}
 }
+
+// auditPage is the audit trail, newest last: who changed configs, queued,
+// approved, rejected or cancelled deployments, members and agent roles.
+func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) error {
+	evs, err := s.st.ListAudit(r.Context(), store.AuditFilter{ClusterID: r.URL.Query().Get("cluster"), Limit: 500})
+	if err != nil {
+		return err
+	}
+	s.render(w, r, http.StatusOK, "audit", view{Title: "Audit", Nav: "audit", Data: evs})
+	return nil
+}

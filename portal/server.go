@@ -337,6 +337,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /deployments/{id}/cancel", page(s.cancel))
 
 	m.HandleFunc("GET /drift", page(s.driftPage))
+	m.HandleFunc("GET /audit", page(s.auditPage))
 	m.HandleFunc("POST /drift/{report}/remediate", page(s.remediate))
 
 	m.HandleFunc("/", s.authed(func(w http.ResponseWriter, r *http.Request) {
