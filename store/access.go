@@ -201,3 +201,22 @@ ORDER BY at, id`, f.ClusterID, since, limit)
 	}
 	return evs, nil
 }
+
+// AsUser runs f with a Store whose queries run in one transaction as the
+// signed-in user: role authenticated with the verified JWT claims in
+// request.jwt.claims, as Supabase's own API does. The database's policies
+// and triggers are then the only access rules (docs/security.md, "People").
+// It needs the Supabase roles (role authenticated and auth.uid()); the
+// caller must have verified the claims.
+func (s *Store) AsUser(ctx context.Context, claims map[string]any, f func(context.Context, *Store) error) error {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return fmt.Errorf("encoding claims: %w", err)
+	}
+	return pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`, string(b)); err != nil {
+			return fmt.Errorf("acting as the signed-in user: %w (this needs Supabase's authenticated role)", err)
+		}
+		return f(ctx, &Store{pool: s.pool, q: tx})
+	})
+}

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -466,4 +467,43 @@ func TestWebhookSecretsStayInTheirCluster(t *testing.T) {
 		_, err = try(t, tx, `INSERT INTO notify_outbox (target_id, cluster_id, event, payload) SELECT id, cluster_id, 'x', '{}' FROM notify_targets`)
 		requireRefused(t, err)
 	})
+}
+
+// TestStoreAsUser: the store's own methods, run as a user, obey the user's
+// role: the building block for a front end that acts as its user.
+func TestStoreAsUser(t *testing.T) {
+	t.Parallel()
+	tn := newTenancy(t, supabase)
+	ctx := tn.ctx
+	x, y := tn.seed(t, "x"), tn.seed(t, "y")
+	viewer, operator := uuid.New(), uuid.New()
+	_, err := tn.admin.SetMember(ctx, x.cluster, viewer, store.RoleViewer)
+	require.NoError(t, err)
+	_, err = tn.admin.SetMember(ctx, x.cluster, operator, store.RoleOperator)
+	require.NoError(t, err)
+
+	require.NoError(t, tn.admin.AsUser(ctx, userClaims(viewer), func(ctx context.Context, st *store.Store) error {
+		cs, err := st.ListClusters(ctx)
+		require.NoError(t, err)
+		require.Len(t, cs, 1)
+		require.Equal(t, x.cluster, cs[0].ID)
+		role, err := st.MyRole(ctx, x.cluster)
+		require.NoError(t, err)
+		require.Equal(t, store.RoleViewer, role)
+		role, err = st.MyRole(ctx, y.cluster)
+		require.NoError(t, err)
+		require.Empty(t, role)
+		return nil
+	}))
+	err = tn.admin.AsUser(ctx, userClaims(viewer), func(ctx context.Context, st *store.Store) error {
+		_, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: x.cluster, ConfigID: x.prod.ID, Action: store.ActionPlan})
+		return err
+	})
+	requireRefused(t, err, "a viewer cannot queue")
+	require.NoError(t, tn.admin.AsUser(ctx, userClaims(operator), func(ctx context.Context, st *store.Store) error {
+		d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: x.cluster, ConfigID: x.prod.ID, Action: store.ActionPlan, RequestedBy: "forged"})
+		require.NoError(t, err)
+		require.Equal(t, operator.String()[:8]+"@example.com", d.RequestedBy)
+		return nil
+	}))
 }

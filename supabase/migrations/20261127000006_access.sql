@@ -556,7 +556,11 @@ BEGIN
     DROP POLICY user_queue ON deployments;
     DROP POLICY user_request ON deployments;
     CREATE POLICY user_queue ON deployments FOR INSERT TO authenticated
-        WITH CHECK (grape_user_may(cluster_id, 'operator') AND action IN ('plan', 'apply', 'destroy'));
+        WITH CHECK (grape_user_may(cluster_id, 'operator') AND action IN ('plan', 'apply', 'destroy') AND source_commit IS NULL);
+    -- Granted so a client (and the Go store, which names every column) may
+    -- send it; the policy keeps it NULL: re-applying an old commit is the
+    -- agent's remediation, not a user's free choice.
+    GRANT INSERT (source_commit) ON deployments TO authenticated;
     CREATE POLICY user_request ON deployments FOR UPDATE TO authenticated
         USING (grape_user_may(cluster_id, 'operator')) WITH CHECK (grape_user_may(cluster_id, 'operator'));
     GRANT UPDATE (rejected_at) ON deployments TO authenticated;
