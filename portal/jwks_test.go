@@ -224,7 +224,7 @@ func TestBearerToken(t *testing.T) {
 	require.Contains(t, resp.Header.Get("WWW-Authenticate"), "invalid_token")
 	require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/", "not-a-jwt").StatusCode)
 
-	q := e.enqueue(e.newConfig("bearer", store.ConfigSettings{}), store.EnqueueParams{})
+	q := e.enqueue(e.newConfig("bearer"), store.EnqueueParams{})
 	require.Equal(t, http.StatusSeeOther, do(http.MethodPost, "/deployments/"+q.ID.String()+"/cancel", tok).StatusCode)
 	got := e.deployment(q.ID)
 	require.Equal(t, store.StatusCancelled, got.Status)
@@ -236,7 +236,7 @@ func TestBearerToken(t *testing.T) {
 func TestFourEyesInThePortal(t *testing.T) {
 	e := setup(t)
 	c := e.signedIn()
-	cfg := e.newConfig("four-eyes", store.ConfigSettings{})
+	cfg := e.newConfig("four-eyes")
 	want := e.enqueue(cfg, store.EnqueueParams{RequireApproval: true, RequestedBy: "token"})
 	d, err := e.st.Claim(e.ctx, "eu-1", testAgent, time.Minute)
 	require.NoError(t, err)
@@ -252,7 +252,7 @@ func TestFourEyesInThePortal(t *testing.T) {
 func TestAuditPage(t *testing.T) {
 	e := setup(t)
 	c := e.signedIn()
-	q := e.enqueue(e.newConfig("audited", store.ConfigSettings{}), store.EnqueueParams{RequestedBy: "token"})
+	q := e.enqueue(e.newConfig("audited"), store.EnqueueParams{RequestedBy: "token"})
 	resp, _ := c.post("/deployments/"+q.ID.String()+"/cancel", nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	code, page := c.get("/audit?cluster=eu-1")
