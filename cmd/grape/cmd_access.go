@@ -174,7 +174,7 @@ of one). The database enforces it, for every front end.`,
 					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tCLUSTER\tTARGET\tDETAILS")
 					for _, e := range evs {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Actor, e.Action,
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339), e.Actor, e.Action,
 							orNone(ptr.Deref(e.ClusterID)), orNone(ptr.Deref(e.TargetID)), e.Details)
 					}
 					return tw.Flush()
@@ -192,10 +192,10 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
 	}
-	if t, err := time.ParseInLocation(time.DateOnly, s, time.Local); err == nil {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
 		return t, nil
 	}
-	return time.Time{}, usagef("--since: want a duration such as 24h, a date (2026-12-01) or an RFC 3339 time, got %q", s)
+	return time.Time{}, usagef("--since: want a duration such as 24h, a date (2026-12-01, UTC) or an RFC 3339 time, got %q", s)
 }
 
 type memberFlags struct {
