@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Role is what a person may do on a cluster (migration 0007_access). Each role
+// Role is what a person may do on a cluster (migration 0008_access). Each role
 // includes the ones before it.
 type Role string
 

@@ -57,7 +57,7 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 // OpenAs is Open for a session acting for someone: actor (e.g. cli:alice)
 // is what the audit trail records for the changes it makes as the tables'
 // owner. Agent roles and signed-in users are recorded as themselves
-// whatever it says (migration 0007_access).
+// whatever it says (migration 0008_access).
 func OpenAs(ctx context.Context, url, actor string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {

@@ -726,4 +726,4 @@ BEGIN
         USING (cluster_id IN (SELECT c.id FROM clusters c));
 END $$;
 
-INSERT INTO grape_schema_migrations (version, name) VALUES (7, 'access');
+INSERT INTO grape_schema_migrations (version, name) VALUES (8, 'access');
