@@ -27,10 +27,9 @@ func WriteTable(w io.Writer, d *Diff) error {
 			}
 		}
 	}
-	switch {
-	case d == nil:
+	if d == nil {
 		fmt.Fprintln(tw, "no plan diff recorded (the deployment has not planned yet, or was planned before Grape stored diffs)")
-	default:
+	} else {
 		section("Changed outside of Terraform:", d.Drift)
 		if d.Empty() {
 			fmt.Fprintln(tw, "No changes. Your infrastructure matches the configuration.")

@@ -158,7 +158,7 @@ func TestNewRefusesConflictingCLIConfig(t *testing.T) {
 	t.Setenv("TF_CLI_CONFIG_FILE", op)
 	_, err := New(Config{TerraformBinary: testsupport.TerraformBinary(t), DataDir: t.TempDir(), ProviderMirror: testsupport.ProviderMirror})
 	require.ErrorIs(t, err, ErrCLIConfigConflict)
-	assert.ErrorContains(t, err, "both "+op+" and --provider-mirror set provider_installation")
+	require.ErrorContains(t, err, "both "+op+" and --provider-mirror set provider_installation")
 
 	_, err = New(Config{TerraformBinary: testsupport.TerraformBinary(t), DataDir: t.TempDir(), CLIConfigFile: filepath.Join(t.TempDir(), "missing.tfrc")})
 	assert.ErrorContains(t, err, "reading the terraform CLI config named by --terraform-cli-config")

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,9 +54,9 @@ func TestInitLockFile(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(j.Dir, LockFile), other, 0o644))
 		err := r.Init(ctx, j)
 		var e *Error
-		require.True(t, errors.As(err, &e), "%v", err)
+		require.ErrorAs(t, err, &e)
 		assert.Equal(t, errkind.Init, e.Kind)
-		assert.True(t, errors.Is(err, ErrLockFileChanged))
+		require.ErrorIs(t, err, ErrLockFileChanged)
 		assert.Contains(t, e.Msg, "terraform init changed the committed provider lock file .terraform.lock.hcl")
 		assert.Contains(t, e.Msg, "grape templates lock")
 		got, rerr := os.ReadFile(filepath.Join(j.Dir, LockFile))

@@ -140,14 +140,14 @@ func TestPruneHistory(t *testing.T) {
 
 	for _, d := range []store.Deployment{lastApply, recent, lonely} {
 		_, err := b.st.GetDeployment(b.ctx, d.ID)
-		assert.NoError(t, err, "deployment %s (%s) must stay", d.ID, d.Action)
+		require.NoError(t, err, "deployment %s (%s) must stay", d.ID, d.Action)
 	}
 	for _, d := range []store.Deployment{olderApply, failedLater, drift1, drift2} {
 		_, err := b.st.GetDeployment(b.ctx, d.ID)
-		assert.ErrorIs(t, err, store.ErrNotFound, "deployment %s should be gone", d.ID)
+		require.ErrorIs(t, err, store.ErrNotFound, "deployment %s should be gone", d.ID)
 	}
 	_, err = b.st.GetDriftReport(b.ctx, reports[0])
-	assert.ErrorIs(t, err, store.ErrNotFound)
+	require.ErrorIs(t, err, store.ErrNotFound)
 	_, err = b.st.GetDriftReport(b.ctx, reports[1])
 	assert.NoError(t, err, "the config's latest drift report stays")
 }
@@ -207,7 +207,7 @@ func TestApprovalExpiry(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, *got.Error, lines[len(lines)-1].Line)
 	_, err = b.st.ConfigBlocker(b.ctx, c.ID)
-	assert.ErrorIs(t, err, store.ErrNotFound, "the config is free again")
+	require.ErrorIs(t, err, store.ErrNotFound, "the config is free again")
 	_, err = b.st.Approve(b.ctx, d.ID, "alice")
 	assert.Error(t, err, "an expired plan cannot be approved")
 }
