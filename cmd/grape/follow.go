@@ -79,7 +79,11 @@ func sayQueued(ctx context.Context, st *store.Store, id uuid.UUID, w io.Writer) 
 	if err != nil {
 		return err
 	}
-	msg := fmt.Sprintf("[grape] deployment %s is queued: %s in config %s's queue", id, ordinal(q.Position), d.ConfigID)
+	config := d.ConfigID.String()
+	if c, err := st.GetConfigByID(ctx, d.ConfigID); err == nil {
+		config = c.Name
+	}
+	msg := fmt.Sprintf("[grape] deployment %s is queued: %s in config %s's queue", id, ordinal(q.Position), config)
 	if q.Active != nil {
 		msg += fmt.Sprintf(", behind deployment %s", q.Active)
 	}
