@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
 )
@@ -35,6 +36,123 @@ type deploymentState struct {
 	CanCancel       bool        `json:"can_cancel"`
 	CancelRequested bool        `json:"cancel_requested"`
 	ApprovedBy      string      `json:"approved_by"`
+	Diff            *diffView   `json:"diff"`
+	// The run's progress facts: a page opened while queued must end
+	// showing the attempt and times, not the blanks it was rendered with.
+	Attempt     int    `json:"attempt"`
+	MaxAttempts int    `json:"max_attempts"`
+	Agent       string `json:"agent"`
+	StartedAt   string `json:"started_at"`
+	FinishedAt  string `json:"finished_at"`
+	CanRetry    bool   `json:"can_retry"`
+}
+
+// diffView is the plan's attribute diff (plan_diff, a plandiff.Diff that
+// holds no sensitive value) ready to show: each value already formatted, so
+// the page and portal.js show the same text.
+type diffView struct {
+	Empty     bool           `json:"empty"`
+	Open      bool           `json:"open"` // resources start expanded unless there are many
+	Resources []diffResource `json:"resources"`
+	Drift     []diffResource `json:"drift"`
+	Outputs   []diffAttr     `json:"outputs"`
+}
+
+type diffResource struct {
+	Address    string     `json:"address"`
+	Action     string     `json:"action"`
+	Reason     string     `json:"reason"`
+	Open       bool       `json:"-"` // diffView.Open, for the template
+	Attributes []diffAttr `json:"attributes"`
+}
+
+type diffAttr struct {
+	Symbol string `json:"symbol"` // +, - or ~ as terraform prints them
+	Path   string `json:"path"`
+	Old    string `json:"old"` // empty for an added value
+	New    string `json:"new"` // empty for a removed value
+	Note   string `json:"note"`
+}
+
+// maxOpenResources: a longer diff starts collapsed, so the approval
+// buttons below it stay within reach.
+const maxOpenResources = 20
+
+const (
+	sensitiveText = "(sensitive value)"
+	unknownText   = "(known after apply)"
+)
+
+// decodeDiff reads the plan_diff column; nil when the run has not planned
+// (or planned before Grape stored diffs).
+func decodeDiff(raw json.RawMessage) *diffView {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var d plandiff.Diff
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return &diffView{Resources: []diffResource{{Address: "plan diff unreadable", Action: "unknown"}}}
+	}
+	v := &diffView{Empty: d.Empty(), Open: len(d.Resources)+len(d.Drift) <= maxOpenResources, Resources: diffResources(d.Resources), Drift: diffResources(d.Drift)}
+	for _, rs := range [][]diffResource{v.Resources, v.Drift} {
+		for i := range rs {
+			rs[i].Open = v.Open
+		}
+	}
+	for _, a := range d.Outputs {
+		v.Outputs = append(v.Outputs, diffAttribute(a))
+	}
+	return v
+}
+
+func diffResources(rs []plandiff.Resource) []diffResource {
+	var out []diffResource
+	for _, r := range rs {
+		addr := r.Address
+		if r.Deposed != "" {
+			addr += " (deposed " + r.Deposed + ")"
+		}
+		dr := diffResource{Address: addr, Action: r.Action, Reason: strings.ReplaceAll(r.Reason, "_", " ")}
+		for _, a := range r.Attributes {
+			dr.Attributes = append(dr.Attributes, diffAttribute(a))
+		}
+		out = append(out, dr)
+	}
+	return out
+}
+
+func diffAttribute(a plandiff.Attribute) diffAttr {
+	v := diffAttr{Symbol: map[string]string{"add": "+", "remove": "-", "change": "~"}[a.Action], Path: a.Path}
+	switch {
+	case a.Sensitive:
+		v.New = sensitiveText // terraform prints no arrow either: nothing to compare
+	case a.Action == "add" && a.Unknown:
+		v.New = unknownText
+	case a.Action == "add":
+		v.New = diffValue(a.New)
+	case a.Action == "remove":
+		v.Old, v.New = diffValue(a.Old), "null"
+	case a.Unknown:
+		v.Old, v.New = diffValue(a.Old), unknownText
+	default:
+		v.Old, v.New = diffValue(a.Old), diffValue(a.New)
+	}
+	if a.ForcesReplacement {
+		v.Note = "forces replacement"
+	}
+	return v
+}
+
+// diffValue formats a JSON value as terraform prints it: strings quoted,
+// numbers and booleans bare. Markup is left to the template's escaping.
+func diffValue(x any) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(x); err != nil {
+		return fmt.Sprint(x)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 type planView struct {
@@ -212,6 +330,13 @@ func (s *Server) state(d store.Deployment) deploymentState {
 		CanCancel:       d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval || (d.Status == store.StatusInProgress && d.CancelRequestedAt == nil),
 		CancelRequested: d.CancelRequestedAt != nil && !d.Status.Final(),
 		ApprovedBy:      ptr.Deref(d.ApprovedBy),
+		Diff:            decodeDiff(d.PlanDiff),
+		Attempt:         d.Attempt,
+		MaxAttempts:     d.MaxAttempts,
+		Agent:           ptr.Deref(d.ClaimedBy),
+		StartedAt:       formatTimePtr(d.StartedAt),
+		FinishedAt:      formatTimePtr(d.FinishedAt),
+		CanRetry:        d.Status == store.StatusFailed || d.Status == store.StatusCancelled,
 	}
 	st.CommitURL = s.commitURL(st.CommitSHA)
 	return st

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/internal/testsupport"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/store"
 )
 
@@ -565,6 +566,16 @@ func TestLiveTerminalStream(t *testing.T) {
 	require.Equal(t, "succeeded", last.Status)
 	require.True(t, last.Final)
 	require.Equal(t, "done", last.Phase)
+	// The progress facts travel with the status, so a page opened early
+	// does not end with the blanks it was rendered with.
+	fin := e.deployment(d.ID)
+	require.Equal(t, 1, last.Attempt)
+	require.Equal(t, 3, last.MaxAttempts)
+	require.Equal(t, testAgent, last.Agent)
+	require.Equal(t, formatTimePtr(fin.StartedAt), last.StartedAt)
+	require.Equal(t, formatTimePtr(fin.FinishedAt), last.FinishedAt)
+	require.NotEmpty(t, last.StartedAt)
+	require.NotEmpty(t, last.FinishedAt)
 	_, ok = s.next(5 * time.Second)
 	require.False(t, ok, "the server closes the stream after end")
 
@@ -723,4 +734,75 @@ func TestQueuedPageSaysWhatItWaitsFor(t *testing.T) {
 	require.Contains(t, page, "it expires at")
 	_, page = c.get("/deployments/" + parked.ID.String())
 	require.NotContains(t, page, `id="waits-for"`)
+}
+
+// TestApprovalPageShowsTheDiff: the person asked to approve reads every
+// changed attribute, old → new, above the button, and nothing sensitive.
+func TestApprovalPageShowsTheDiff(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	d := e.running(e.cfg, store.EnqueueParams{RequireApproval: true})
+
+	// Before the plan stored a diff the section is hidden, not empty.
+	_, page := c.get("/deployments/" + d.ID.String())
+	require.Contains(t, page, `<section id="diff" aria-labelledby="diff-h" data-show="diff" hidden>`)
+
+	diff := plandiff.Diff{
+		Resources: []plandiff.Resource{
+			{Address: "module.vpc.aws_vpc.this[0]", Action: "update", Attributes: []plandiff.Attribute{
+				{Path: "tags.team", Action: "change", Old: "blue", New: "green"},
+				{Path: "tags.note", Action: "add", New: "<script>window.__pwned=1</script>"},
+				{Path: "enable_dns_support", Action: "change", Old: true, New: false},
+			}},
+			{Address: "aws_db_instance.main", Action: "replace", Reason: "replace_because_cannot_update", Attributes: []plandiff.Attribute{
+				{Path: "password", Action: "change", Sensitive: true},
+				{Path: "engine_version", Action: "change", Old: "15.4", New: "16.1", ForcesReplacement: true},
+				{Path: "endpoint", Action: "change", Old: "db.internal:5432", Unknown: true},
+				{Path: "arn", Action: "add", Unknown: true},
+			}},
+		},
+		Drift: []plandiff.Resource{{Address: "aws_subnet.a", Action: "update", Attributes: []plandiff.Attribute{{Path: "map_public_ip_on_launch", Action: "change", Old: false, New: true}}}},
+	}
+	require.NoError(t, e.st.SetPlanDiff(e.ctx, d.ID, testAgent, diff))
+	require.NoError(t, e.st.AwaitApproval(e.ctx, d.ID, testAgent))
+	_, page = c.get("/deployments/" + d.ID.String())
+	text := html.UnescapeString(page)
+	for _, want := range []string{
+		`<summary><span class="act act-update">update</span> <code>module.vpc.aws_vpc.this[0]</code></summary>`,
+		`<td class="sym">~</td><td><code>tags.team</code></td><td><code>"blue" → "green"</code></td>`,
+		`<td class="sym">+</td><td><code>tags.note</code></td><td><code>"<script>window.__pwned=1</script>"</code></td>`,
+		`<code>true → false</code>`,
+		`<span class="hint">replace because cannot update</span>`,
+		`<td><code>password</code></td><td><code>(sensitive value)</code></td>`,
+		`<code>"15.4" → "16.1"</code> <span class="hint"># forces replacement</span>`,
+		`<code>"db.internal:5432" → (known after apply)</code>`,
+		`<td><code>arn</code></td><td><code>(known after apply)</code></td>`,
+		`Changed outside of Terraform:`,
+		`<code>false → true</code>`,
+	} {
+		require.Contains(t, text, want)
+	}
+	require.NotContains(t, page, "<script>window", "a value became markup")
+	require.Less(t, strings.Index(page, "tags.team"), strings.Index(page, "Approve and apply"), "the diff is below the button")
+	require.Contains(t, page, `<details class="diff-res" open>`)
+
+	// The live status carries the same diff.
+	s := c.events("/deployments/"+d.ID.String()+"/events", "")
+	ev, ok := s.next(10 * time.Second)
+	require.True(t, ok)
+	require.Equal(t, "status", ev.Event)
+	var st deploymentState
+	require.NoError(t, json.Unmarshal([]byte(ev.Data), &st))
+	got := st.Diff
+	require.NotNil(t, got)
+	require.Len(t, got.Resources, 2)
+	require.Equal(t, diffAttr{Symbol: "~", Path: "tags.team", Old: `"blue"`, New: `"green"`}, got.Resources[0].Attributes[0])
+	require.Equal(t, diffAttr{Symbol: "~", Path: "password", New: "(sensitive value)"}, got.Resources[1].Attributes[0])
+	s.close()
+
+	// A no-op plan says so, as terraform does.
+	noop := e.running(e.newConfig("noop"), store.EnqueueParams{})
+	require.NoError(t, e.st.SetPlanDiff(e.ctx, noop.ID, testAgent, plandiff.Diff{}))
+	_, page = c.get("/deployments/" + noop.ID.String())
+	require.Contains(t, page, "No changes. Your infrastructure matches the configuration.")
 }

@@ -175,6 +175,84 @@
     return el;
   }
 
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // The same markup as the "diff" templates in deployment.html.
+  function diffAttrRow(a) {
+    var tr = el('tr');
+    tr.appendChild(el('td', 'sym', a.symbol));
+    var path = el('td');
+    path.appendChild(el('code', '', a.path));
+    tr.appendChild(path);
+    var val = el('td');
+    val.appendChild(el('code', '', (a.old ? a.old + ' → ' : '') + a.new));
+    if (a.note) {
+      val.appendChild(document.createTextNode(' '));
+      val.appendChild(el('span', 'hint', '# ' + a.note));
+    }
+    tr.appendChild(val);
+    return tr;
+  }
+
+  function diffTable(attrs) {
+    var table = el('table', 'diff'), body = el('tbody');
+    attrs.forEach(function (a) { body.appendChild(diffAttrRow(a)); });
+    table.appendChild(body);
+    return table;
+  }
+
+  function diffResource(r, open) {
+    var d = el('details', 'diff-res');
+    d.open = open;
+    var sum = el('summary');
+    sum.appendChild(el('span', 'act act-' + String(r.action).replace(/[^a-z]/g, ''), r.action));
+    sum.appendChild(document.createTextNode(' '));
+    sum.appendChild(el('code', '', r.address));
+    if (r.reason) {
+      sum.appendChild(document.createTextNode(' '));
+      sum.appendChild(el('span', 'hint', r.reason));
+    }
+    d.appendChild(sum);
+    if (r.attributes && r.attributes.length) {
+      var wrap = el('div', 'scroll');
+      wrap.appendChild(diffTable(r.attributes));
+      d.appendChild(wrap);
+    } else {
+      d.appendChild(el('p', 'hint', 'no attribute changes'));
+    }
+    return d;
+  }
+
+  var lastDiff = null;
+  function applyDiff(root, diff) {
+    var box = root.querySelector('[data-field="diff"]');
+    var key = JSON.stringify(diff);
+    // Rebuild only on a change, so a person's open/closed choices stay.
+    if (!box || key === lastDiff) return;
+    if (lastDiff === null && box.firstChild) { lastDiff = key; return; } // rendered by the server
+    lastDiff = key;
+    while (box.firstChild) box.removeChild(box.firstChild);
+    if (!diff) return;
+    if (diff.drift && diff.drift.length) {
+      box.appendChild(el('p', 'hint', 'Changed outside of Terraform:'));
+      diff.drift.forEach(function (r) { box.appendChild(diffResource(r, diff.open)); });
+    }
+    if (diff.empty) box.appendChild(el('p', 'diff-none', 'No changes. Your infrastructure matches the configuration.'));
+    (diff.resources || []).forEach(function (r) { box.appendChild(diffResource(r, diff.open)); });
+    if (diff.outputs && diff.outputs.length) {
+      var d = el('details', 'diff-res');
+      d.open = true;
+      d.appendChild(el('summary', '', 'Changes to outputs'));
+      d.appendChild(diffTable(diff.outputs));
+      box.appendChild(d);
+    }
+  }
+
   function applyState(st) {
     var root = document.getElementById('deployment');
     if (!root) return;
@@ -183,6 +261,11 @@
     setText(root, 'phase', st.phase);
     setText(root, 'error', st.error);
     setText(root, 'cost', st.cost);
+    setText(root, 'attempt', st.attempt + ' of ' + st.max_attempts + (st.agent ? ' on agent ' + st.agent : ''));
+    setText(root, 'started_at', st.started_at);
+    setText(root, 'finished_at', st.finished_at);
+    setText(root, 'approved_by', st.approved_by);
+    applyDiff(root, st.diff);
     setText(root, 'plan', st.plan ? st.plan.text : '');
     var list = root.querySelector('[data-field="plan-resources"]');
     if (list) {
