@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/logstream"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/store"
 )
@@ -235,6 +236,12 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.Less(t, eval[float64](t, bctx, `document.getElementById('terminal').scrollTop`), 50.0, "auto-scroll pulled a reader back down")
 	require.Equal(t, "done", eval[string](t, bctx, `document.querySelector('[data-field="phase"]').textContent`))
 	require.False(t, eval[bool](t, bctx, visible(`[data-show="can_cancel"]`)), "cancel still offered after the end")
+	// The page was opened while queued (Attempt 0, Started —) and reloaded
+	// while running: the end must show what the row says, without a reload.
+	fin := e.deployment(id)
+	require.Equal(t, "1 of 3 on agent browser-agent", eval[string](t, bctx, `document.querySelector('[data-field="attempt"]').textContent`))
+	require.Equal(t, formatTimePtr(fin.StartedAt), eval[string](t, bctx, `document.querySelector('[data-field="started_at"]').textContent`))
+	require.Equal(t, formatTimePtr(fin.FinishedAt), eval[string](t, bctx, `document.querySelector('[data-field="finished_at"]').textContent`))
 
 	// Every stored line exactly once, in order, as text.
 	stored, err := e.st.ReadLogs(e.ctx, id, 0, 100000)
@@ -270,5 +277,55 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	t.Logf("screenshot of the finished deployment: %s", shot)
 	if dir := os.Getenv("GRAPE_SCREENSHOT_DIR"); dir != "" {
 		_ = os.WriteFile(filepath.Join(dir, "deployment.png"), png, 0o644)
+	}
+}
+
+// signInBrowser signs in through the form and lands on path.
+func signInBrowser(t *testing.T, bctx context.Context, e *env, path, waitFor string) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(bctx,
+		chromedp.Navigate(e.ts.URL+path),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), testToken),
+		chromedp.Click(chromedp.CSS(`form[aria-labelledby="login-token"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(waitFor)),
+	))
+}
+
+// TestBrowserReview: in a real browser, the approval page shows a changed
+// tag old → new above the button, the diff arrives live on a page opened
+// before the plan, and at a phone's 390 px no page is wider than the screen.
+func TestBrowserReview(t *testing.T) {
+	e := setup(t)
+	bctx := browser(t, e.ctx)
+	d := e.running(e.cfg, store.EnqueueParams{RequireApproval: true})
+	// Opened before the plan: no diff yet.
+	signInBrowser(t, bctx, e, "/deployments/"+d.ID.String(), "#terminal")
+	waitFor(t, bctx, "the live stream", `document.getElementById('term-state').textContent === 'live'`, 10*time.Second)
+	require.False(t, eval[bool](t, bctx, visible("#diff")), "an empty diff section shows")
+
+	diff := plandiff.Diff{Resources: []plandiff.Resource{{Address: "module.vpc.aws_vpc.this[0]", Action: "update", Attributes: []plandiff.Attribute{
+		{Path: "tags.team", Action: "change", Old: "blue", New: "green"},
+		{Path: "tags.long", Action: "add", New: strings.Repeat("a-very-long-unbroken-value-", 20)},
+	}}}}
+	require.NoError(t, e.st.SetPlanDiff(e.ctx, d.ID, testAgent, diff))
+	require.NoError(t, e.st.AwaitApproval(e.ctx, d.ID, testAgent))
+	const teamRow = `Array.from(document.querySelectorAll('#diff tr')).map(function (r) { return r.textContent; }).filter(function (s) { return s.indexOf('tags.team') >= 0; })[0] || ''`
+	waitFor(t, bctx, "the diff, live", `(`+teamRow+`) === '~tags.team"blue" → "green"'`, 20*time.Second)
+	waitFor(t, bctx, "the approve button", visible(`form[action$="/approve"] button`), 10*time.Second)
+	require.True(t, eval[bool](t, bctx, `document.querySelector('#diff').getBoundingClientRect().bottom <= document.querySelector('form[action$="/approve"] button').getBoundingClientRect().top`), "the diff is not above the approve button")
+
+	// Server-rendered the same, after a reload.
+	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#diff"))))
+	require.Equal(t, `~tags.team"blue" → "green"`, eval[string](t, bctx, teamRow))
+	require.True(t, eval[bool](t, bctx, `document.querySelector('#diff details').open`))
+
+	// A phone: nothing wider than the screen, sign-out on it.
+	e.addLines(d.ID, 1, store.StreamStdout, strings.Repeat("x", 500))
+	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(390, 844)))
+	for _, path := range []string{"/", "/clusters/eu-1", "/clusters/eu-1/configs/prod", "/deployments", "/deployments/" + d.ID.String(), "/drift"} {
+		require.NoError(t, chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+path), chromedp.WaitVisible(chromedp.CSS("main"))))
+		require.LessOrEqual(t, eval[int](t, bctx, `document.documentElement.scrollWidth`), 390, "%s is wider than a 390 px screen", path)
+		require.True(t, eval[bool](t, bctx, `(function (b) { var r = b.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= 390; })(document.querySelector('form.logout button'))`), "%s: sign out is off the screen", path)
 	}
 }
