@@ -120,6 +120,41 @@ func (s *Server) queueDeployment(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// retry queues the same action for the same config again after a failed or
+// cancelled run: the same commit when the run had one (a remediation), the
+// approval gate never weaker than before. A destroy is confirmed again.
+func (s *Server) retry(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id, err := s.deploymentID(r)
+	if err != nil {
+		return err
+	}
+	d, err := s.st.GetDeployment(ctx, id)
+	if err != nil {
+		return err
+	}
+	if d.Status != store.StatusFailed && d.Status != store.StatusCancelled {
+		return pageError{http.StatusConflict, fmt.Sprintf("Deployment %s is %s: only a failed or cancelled run can be retried.", d.ID, d.Status)}
+	}
+	c, err := s.st.GetConfigByID(ctx, d.ConfigID)
+	if err != nil {
+		return err
+	}
+	if d.Action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
+		return pageError{http.StatusBadRequest, fmt.Sprintf("Destroy deletes everything config %s manages: type its name to confirm.", c.Name)}
+	}
+	nd, err := s.st.Enqueue(ctx, store.EnqueueParams{
+		ClusterID: d.ClusterID, ConfigID: d.ConfigID, Action: d.Action, RequireApproval: d.RequireApproval,
+		SourceCommit: d.SourceCommit, MaxAttempts: d.MaxAttempts, RequestedBy: s.user(r),
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("deployment retried", "deployment_id", nd.ID, "retry_of", d.ID, "config_id", d.ConfigID, "action", d.Action, "user", s.user(r))
+	http.Redirect(w, r, "/deployments/"+nd.ID.String(), http.StatusSeeOther)
+	return nil
+}
+
 func (s *Server) approve(w http.ResponseWriter, r *http.Request) error {
 	return s.control(w, r, "approved", s.st.Approve)
 }

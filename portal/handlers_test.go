@@ -806,3 +806,51 @@ func TestApprovalPageShowsTheDiff(t *testing.T) {
 	_, page = c.get("/deployments/" + noop.ID.String())
 	require.Contains(t, page, "No changes. Your infrastructure matches the configuration.")
 }
+
+// TestRetry: a failed or cancelled run offers Retry, which queues the same
+// action for the same config (and commit) again; the error shows whole.
+func TestRetry(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	sha := strings.Repeat("ab", 20)
+	d := e.running(e.cfg, store.EnqueueParams{Action: store.ActionPlan, SourceCommit: &sha, RequireApproval: true})
+	long := "terraform apply failed: creating EC2 Subnet: operation error EC2: CreateSubnet, https response error StatusCode: 400, RequestID: 5a8e6f1c, api error InvalidParameterValue: Value (eu-west-1z) for parameter availabilityZone is invalid. " + strings.Repeat("Subnets can only be created in eu-west-1a, eu-west-1b and eu-west-1c. ", 6)
+	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusFailed, Kind: store.KindApply, Error: long}))
+	_, page := c.get("/deployments/" + d.ID.String())
+	require.Contains(t, page, `<dd data-field="error" class="error">`+html.EscapeString(long)+`</dd>`)
+	require.Contains(t, page, `action="/deployments/`+d.ID.String()+`/retry" data-show="can_retry">`)
+
+	resp, body := c.post("/deployments/"+d.ID.String()+"/retry", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
+	again := e.deployment(uuid.MustParse(strings.TrimPrefix(resp.Header.Get("Location"), "/deployments/")))
+	require.NotEqual(t, d.ID, again.ID)
+	require.Equal(t, store.StatusQueued, again.Status)
+	require.Equal(t, store.ActionPlan, again.Action)
+	require.Equal(t, e.cfg.ID, again.ConfigID)
+	require.Equal(t, sha, *again.SourceCommit)
+	require.True(t, again.RequireApproval)
+	require.Equal(t, "token", again.RequestedBy)
+
+	// Not offered, and refused, while a run is queued or after success.
+	_, page = c.get("/deployments/" + again.ID.String())
+	require.Contains(t, page, `/retry" data-show="can_retry" hidden>`)
+	resp, body = c.post("/deployments/"+again.ID.String()+"/retry", nil)
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	require.Contains(t, body, "only a failed or cancelled run can be retried")
+
+	// A cancelled destroy is retried only with the name typed again.
+	other := e.newConfig("doomed")
+	x := e.enqueue(other, store.EnqueueParams{Action: store.ActionDestroy})
+	resp, _ = c.post("/deployments/"+x.ID.String()+"/cancel", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	_, page = c.get("/deployments/" + x.ID.String())
+	require.Contains(t, page, `<input id="retry-confirm" name="confirm" autocomplete="off" required>`)
+	resp, body = c.post("/deployments/"+x.ID.String()+"/retry", url.Values{"confirm": {"prod"}})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, body, "type its name to confirm")
+	resp, _ = c.post("/deployments/"+x.ID.String()+"/retry", url.Values{"confirm": {"doomed"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	again = e.deployment(uuid.MustParse(strings.TrimPrefix(resp.Header.Get("Location"), "/deployments/")))
+	require.Equal(t, store.ActionDestroy, again.Action)
+	require.Equal(t, other.ID, again.ConfigID)
+}

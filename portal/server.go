@@ -335,6 +335,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /deployments/{id}/approve", page(s.approve))
 	m.HandleFunc("POST /deployments/{id}/reject", page(s.reject))
 	m.HandleFunc("POST /deployments/{id}/cancel", page(s.cancel))
+	m.HandleFunc("POST /deployments/{id}/retry", page(s.retry))
 
 	m.HandleFunc("GET /drift", page(s.driftPage))
 	m.HandleFunc("GET /audit", page(s.auditPage))

@@ -206,7 +206,11 @@ func plural(n int) string {
 	return "s"
 }
 
-const maxMsgPart = 240
+// maxMsgPart bounds each part of an error sentence. Provider errors (the
+// AWS SDK's) put the actual problem at the end of a 300–500 character
+// summary, so the bound only stops a runaway message, and a cut ends at a
+// word boundary: a reader must never see "…for parameter availabilit…".
+const maxMsgPart = 1000
 
 // oneLine folds a possibly wrapped terraform message into one line.
 func oneLine(s string) string {
@@ -251,5 +255,13 @@ func truncate(s string, n int) string {
 		return s
 	}
 	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	cut := n - 1
+	// Back up to a space unless that loses more than a fifth of the text.
+	for i := cut; i > n*4/5; i-- {
+		if r[i] == ' ' {
+			cut = i
+			break
+		}
+	}
+	return strings.TrimRight(string(r[:cut]), " ") + "…"
 }

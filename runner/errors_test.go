@@ -30,13 +30,13 @@ func TestClassify(t *testing.T) {
 			// No lock info: the lock could not be reached, nobody holds it.
 			name: "state lock unreachable", phase: "plan", stream: "lock_unreachable.jsonl",
 			wantKind: errkind.Plan,
-			wantMsg:  "terraform plan could not acquire the state lock: Error message: operation error DynamoDB: PutItem, exceeded maximum number of attempts, 5, https response error StatusCod…RequestID: , request send failed, Post \"http://127.0.0.1:46001/\": dial tcp 127.0.0.1:46001: connect: connection refused",
+			wantMsg:  "terraform plan could not acquire the state lock: Error message: operation error DynamoDB: PutItem, exceeded maximum number of attempts, 5, https response error StatusCode: 0, RequestID: , request send failed, Post \"http://127.0.0.1:46001/\": dial tcp 127.0.0.1:46001: connect: connection refused Unable to retrieve item from DynamoDB table \"locks\": operation error DynamoDB: GetItem, exceeded maximum number of attempts, 5, https response error StatusCode: 0, RequestID: , request send failed, Post \"http://127.0.0.1:46001/\": dial tcp 127.0.0.1:46001: connect: connection refused",
 		},
 		{
 			// The plan ran, but the backend went away before the unlock.
 			name: "state lock not released", phase: "plan", stream: "lock_release.jsonl",
 			wantKind: errkind.Plan,
-			wantMsg:  "terraform plan could not release the state lock: Error message: unable to retrieve file from S3 bucket 'state-exp' with key 'x/t.tfstate.tflock': operation error S3: Get…p://127.0.0.1:46000/state-exp/x/t.tfstate.tflock?x-id=GetObject\": dial tcp 127.0.0.1:46000: connect: connection refused",
+			wantMsg:  "terraform plan could not release the state lock: Error message: unable to retrieve file from S3 bucket 'state-exp' with key 'x/t.tfstate.tflock': operation error S3: GetObject, exceeded maximum number of attempts, 5, https response error StatusCode: 0, RequestID: , HostID: , request send failed, Get \"http://127.0.0.1:46000/state-exp/x/t.tfstate.tflock?x-id=GetObject\": dial tcp 127.0.0.1:46000: connect: connection refused",
 		},
 		{
 			name: "failing precondition", phase: "plan", stream: "precondition.jsonl",
@@ -111,10 +111,19 @@ func TestErrorMatchesCauses(t *testing.T) {
 }
 
 func TestTruncate(t *testing.T) {
-	long := strings.Repeat("é", 300)
+	long := strings.Repeat("é", maxMsgPart+60)
 	got := oneLine(long)
 	assert.Len(t, []rune(got), maxMsgPart)
 	assert.True(t, strings.HasSuffix(got, "…"))
+
+	// A long provider error keeps its whole sentence.
+	aws := "creating EC2 Subnet: operation error EC2: CreateSubnet, https response error StatusCode: 400, RequestID: 5a8e6f1c-3b2d-4e7a-9f10-2c4d6e8f0a1b, api error InvalidParameterValue: Value (eu-west-1z) for parameter availabilityZone is invalid. Subnets can currently only be created in the following availability zones: eu-west-1a, eu-west-1b, eu-west-1c."
+	assert.Equal(t, aws, oneLine(aws))
+	// A cut ends at a word boundary.
+	words := strings.Repeat("availability ", maxMsgPart/10)
+	got = oneLine(words)
+	assert.True(t, strings.HasSuffix(got, "availability…"), got[len(got)-30:])
+	assert.LessOrEqual(t, len([]rune(got)), maxMsgPart)
 	assert.Equal(t, "a b c", oneLine("a\n b\t c "))
 }
 
