@@ -109,7 +109,7 @@ func (s *Server) queueDeployment(w http.ResponseWriter, r *http.Request) error {
 		return pageError{http.StatusBadRequest, "Choose plan, apply or destroy."}
 	}
 	if action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
-		return pageError{http.StatusBadRequest, fmt.Sprintf("Destroy deletes everything config %s manages: type its name to confirm.", c.Name)}
+		return s.renderConfig(w, r, http.StatusBadRequest, c, fmt.Sprintf("%q is not the config's name: type %s exactly to confirm the destroy.", r.PostFormValue("confirm"), c.Name))
 	}
 	d, err := s.st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, RequestedBy: s.user(r)})
 	if err != nil {

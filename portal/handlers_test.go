@@ -314,10 +314,16 @@ func TestQueueButtons(t *testing.T) {
 		require.Equal(t, e.cfg.ID, d.ConfigID)
 	}
 	// Destroy needs the config's name typed in.
+	// A wrong one shows the config page again, the form open with the
+	// message at it, not a bare error page.
 	for _, confirm := range []string{"", "pro", "PROD"} {
 		resp, body := c.post("/clusters/eu-1/configs/prod/deployments", url.Values{"action": {"destroy"}, "confirm": {confirm}})
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, confirm)
-		require.Contains(t, body, "type its name to confirm")
+		require.Contains(t, html.UnescapeString(body), fmt.Sprintf(`<details class="danger" open>
+  <summary>Destroy</summary>
+  <p class="message error" id="confirm-error" role="alert">%q is not the config's name: type prod exactly to confirm the destroy.</p>`, confirm))
+		require.Contains(t, body, `<input id="confirm" name="confirm" autocomplete="off" required aria-invalid="true" aria-describedby="confirm-error" autofocus>`)
+		require.Contains(t, body, `<button type="submit" name="action" value="apply" class="primary">Deploy</button>`)
 	}
 	resp, _ := c.post("/clusters/eu-1/configs/prod/deployments", url.Values{"action": {"destroy"}, "confirm": {"prod"}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)

@@ -163,11 +163,18 @@ type versionView struct {
 }
 
 func (s *Server) configPage(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
 	c, err := s.config(r)
 	if err != nil {
 		return err
 	}
+	return s.renderConfig(w, r, http.StatusOK, c, "")
+}
+
+// renderConfig shows a config's page; destroyErr is a refused destroy
+// confirmation, shown at the form it concerns (opened) so the person can
+// type the name again where they were.
+func (s *Server) renderConfig(w http.ResponseWriter, r *http.Request, status int, c store.Config, destroyErr string) error {
+	ctx := r.Context()
 	hist, err := s.st.ConfigHistory(ctx, c.ID)
 	if err != nil {
 		return err
@@ -185,15 +192,16 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	saved, _ := strconv.Atoi(r.URL.Query().Get("saved"))
-	s.render(w, r, http.StatusOK, "config", view{Title: c.ClusterID + "/" + c.Name, Nav: "clusters", Data: struct {
-		Config      store.Config
-		Spec        string
-		Intent      intentSummary
-		Versions    []versionView
-		Deployments []store.NamedDeployment
-		Drift       *DriftView
-		Saved       int
-	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved}})
+	s.render(w, r, status, "config", view{Title: c.ClusterID + "/" + c.Name, Nav: "clusters", Data: struct {
+		Config       store.Config
+		Spec         string
+		Intent       intentSummary
+		Versions     []versionView
+		Deployments  []store.NamedDeployment
+		Drift        *DriftView
+		Saved        int
+		DestroyError string
+	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved, destroyErr}})
 	return nil
 }
 
