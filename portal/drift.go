@@ -3,9 +3,11 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"github.com/google/uuid"
 
+	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/store"
 )
 
@@ -13,6 +15,11 @@ import (
 type DriftView struct {
 	store.DriftReport
 	ConfigName string
+	// NotRemediable is why drift.DecideRemediation refuses this report
+	// (empty when the Remediate button applies); Superseded names the
+	// apply that ran after the check, which the "drifted" is older than.
+	NotRemediable string
+	Superseded    *uuid.UUID
 }
 
 // DriftDetails is the details column: what a re-plan would change.
@@ -37,10 +44,29 @@ func (d DriftView) Resources() []DriftResource {
 	return det.Resources
 }
 
-// Remediable says whether the remediate button applies: drift found, and a
-// commit to re-apply.
+// Remediable says whether the remediate button applies: drift found, a
+// commit to re-apply, and drift.DecideRemediation allows it — the same rule
+// the remediate handler applies, so the button never leads to a 409.
 func (d DriftView) Remediable() bool {
-	return d.Status == store.DriftDrifted && d.CommitSHA != nil && isSHA(*d.CommitSHA)
+	return d.Status == store.DriftDrifted && d.CommitSHA != nil && isSHA(*d.CommitSHA) && d.NotRemediable == ""
+}
+
+// decide fills in what drift.DecideRemediation says of a drifted report
+// (other reports have no button to decide on).
+func (s *Server) decide(ctx context.Context, v *DriftView) error {
+	if v.Status != store.DriftDrifted {
+		return nil
+	}
+	facts, err := s.st.RemediationFacts(ctx, v.DriftReport)
+	if err != nil {
+		return err
+	}
+	v.Superseded = facts.DeployedAfter
+	var no *drift.NotRemediableError
+	if err := drift.DecideRemediation(v.DriftReport, facts); errors.As(err, &no) {
+		v.NotRemediable = no.Reason
+	}
+	return nil
 }
 
 // ConfigDrift is a config with its latest drift report (nil: never checked).
@@ -63,6 +89,9 @@ func (s *Server) latestDrift(ctx context.Context, clusterID string) ([]ConfigDri
 		cd := ConfigDrift{ConfigID: c.ConfigID, ClusterID: c.ClusterID, ConfigName: c.ConfigName}
 		if c.Latest != nil {
 			cd.Latest = &DriftView{DriftReport: *c.Latest, ConfigName: c.ConfigName}
+			if err := s.decide(ctx, cd.Latest); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, cd)
 	}
@@ -75,5 +104,6 @@ func (s *Server) latestDriftFor(ctx context.Context, c store.Config) (*DriftView
 	if err != nil || len(reports) == 0 {
 		return nil, err
 	}
-	return &DriftView{DriftReport: reports[0], ConfigName: c.Name}, nil
+	v := &DriftView{DriftReport: reports[0], ConfigName: c.Name}
+	return v, s.decide(ctx, v)
 }

@@ -667,6 +667,13 @@ VALUES ($1, 'eu-1', now() - interval '1 hour', 'drifted', $2, 11000, $3) RETURNI
 	resp, body = c.post("/drift/"+latestID.String()+"/remediate", nil)
 	require.Equal(t, http.StatusConflict, resp.StatusCode)
 	require.Contains(t, body, "deployed after this drift check")
+	// …and the page says so instead of offering a button that leads there.
+	_, page = c.get("/drift")
+	require.NotContains(t, page, `action="/drift/`+latestID.String()+`/remediate"`)
+	require.Contains(t, page, `<div class="hint superseded">as of this check; deployed since by <a href="/deployments/`+d.ID.String()+`">`)
+	require.Contains(t, page, `<p class="hint not-remediable">Not remediable: the config was deployed after this drift check (deployment `+d.ID.String()+`): run a new drift check first.</p>`)
+	_, page = c.get("/clusters/eu-1/configs/prod")
+	require.Contains(t, page, `<span class="hint">(deployed since)</span>`)
 }
 
 func TestStaticAssets(t *testing.T) {
