@@ -194,7 +194,9 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	loc := eval[string](t, bctx, `location.pathname`)
 	id := uuid.MustParse(strings.TrimPrefix(loc, "/deployments/"))
 	waitFor(t, bctx, "the queued status", `document.querySelector('[data-field="status"]').textContent === 'queued'`, 10*time.Second)
-	waitFor(t, bctx, "the live stream", `document.getElementById('term-state').textContent === 'live'`, 10*time.Second)
+	waitFor(t, bctx, "the live stream, queued", `document.getElementById('term-state').textContent === 'live: queued, waiting for an agent'`, 10*time.Second)
+	require.True(t, eval[bool](t, bctx, visible("#queue-place")))
+	require.Contains(t, eval[string](t, bctx, `document.getElementById('queue-place').textContent`), "Queued: next in its config's queue")
 
 	agent, err := reconciler.New(e.st, e.dbURL, work, reconciler.Options{
 		ClusterID: "eu-1", AgentID: "browser-agent", Logs: opener, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -216,6 +218,8 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	// Lines and the status arrive without any navigation, and the terminal
 	// follows the end.
 	waitFor(t, bctx, "running status", `document.querySelector('[data-field="status"]').textContent === 'in_progress'`, 20*time.Second)
+	waitFor(t, bctx, "the queue note gone", `!document.getElementById('queue-place').getClientRects().length`, 10*time.Second)
+	require.Equal(t, "live", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
 	waitFor(t, bctx, "40 live lines", `document.querySelectorAll('#terminal .line').length >= 40`, 20*time.Second)
 	waitFor(t, bctx, "the terminal following the end", `(function (t) { return t.scrollHeight > t.clientHeight && t.scrollHeight - t.scrollTop - t.clientHeight < 8; })(document.getElementById('terminal'))`, 15*time.Second)
 	require.Equal(t, "plan", eval[string](t, bctx, `document.querySelector('[data-field="phase"]').textContent`))

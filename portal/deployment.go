@@ -45,6 +45,32 @@ type deploymentState struct {
 	StartedAt   string `json:"started_at"`
 	FinishedAt  string `json:"finished_at"`
 	CanRetry    bool   `json:"can_retry"`
+	Queued      bool   `json:"queued"`
+}
+
+// queueView is where a queued run stands, for the person waiting on it.
+type queueView struct {
+	Position     int
+	AgentsOnline int
+	Cluster      string
+}
+
+// Place says the position as people do: "next", "2nd".
+func (q queueView) Place() string {
+	if q.Position <= 1 {
+		return "next in its config's queue"
+	}
+	suffix := "th"
+	switch {
+	case q.Position%100 >= 11 && q.Position%100 <= 13:
+	case q.Position%10 == 1:
+		suffix = "st"
+	case q.Position%10 == 2:
+		suffix = "nd"
+	case q.Position%10 == 3:
+		suffix = "rd"
+	}
+	return fmt.Sprintf("%d%s in its config's queue", q.Position, suffix)
 }
 
 // diffView is the plan's attribute diff (plan_diff, a plandiff.Diff that
@@ -337,6 +363,7 @@ func (s *Server) state(d store.Deployment) deploymentState {
 		StartedAt:       formatTimePtr(d.StartedAt),
 		FinishedAt:      formatTimePtr(d.FinishedAt),
 		CanRetry:        d.Status == store.StatusFailed || d.Status == store.StatusCancelled,
+		Queued:          d.Status == store.StatusQueued,
 	}
 	st.CommitURL = s.commitURL(st.CommitSHA)
 	return st
@@ -389,7 +416,14 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 	// A queued run says what holds its config's slot (a parked approval
 	// holds it until decided or expired).
 	var waitsFor string
+	var queue *queueView
 	if d.Status == store.StatusQueued {
+		q, err := s.st.QueuePosition(ctx, id, s.opts.AgentOfflineAfter)
+		if err != nil {
+			return err
+		}
+		// What holds the queue (q.Active) is WaitsFor's to say, with why.
+		queue = &queueView{Position: q.Position, AgentsOnline: q.AgentsOnline, Cluster: d.ClusterID}
 		blk, err := s.st.ConfigBlocker(ctx, d.ConfigID)
 		switch {
 		case err == nil:
@@ -405,7 +439,8 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 		Lines     []store.LogLine
 		Truncated bool
 		WaitsFor  string
-	}{d, cfg, s.state(d), lines, truncated, waitsFor}})
+		Queue     *queueView
+	}{d, cfg, s.state(d), lines, truncated, waitsFor, queue}})
 	return nil
 }
 

@@ -743,10 +743,33 @@ func TestQueuedPageSaysWhatItWaitsFor(t *testing.T) {
 	parked := e.awaitingApproval(e.cfg)
 	queued := e.enqueue(e.cfg, store.EnqueueParams{})
 	_, page := c.get("/deployments/" + queued.ID.String())
-	require.Contains(t, page, `id="waits-for">Queued: waiting for deployment `+parked.ID.String()+", which has awaited approval for")
+	require.Contains(t, page, `id="waits-for" data-show="queued">Queued: waiting for deployment `+parked.ID.String()+", which has awaited approval for")
 	require.Contains(t, page, "it expires at")
+	require.Contains(t, html.UnescapeString(page), `<p class="hint" id="queue-place" data-show="queued">Queued: next in its config's queue; 1 agent of cluster eu-1 online.</p>`)
+	second := e.enqueue(e.cfg, store.EnqueueParams{})
+	_, page = c.get("/deployments/" + second.ID.String())
+	require.Contains(t, html.UnescapeString(page), "Queued: 2nd in its config's queue")
+	_, err := e.pool.Exec(e.ctx, `UPDATE agents SET last_heartbeat_at = now() - interval '5 minutes'`)
+	require.NoError(t, err)
+	_, page = c.get("/deployments/" + second.ID.String())
+	require.Contains(t, page, "; no agent of cluster eu-1 is online: it runs when one starts.</p>")
 	_, page = c.get("/deployments/" + parked.ID.String())
 	require.NotContains(t, page, `id="waits-for"`)
+	require.NotContains(t, page, `id="queue-place"`)
+	// Behind a running deployment of its config.
+	busy := e.newConfig("busy")
+	run := e.running(busy, store.EnqueueParams{})
+	next := e.enqueue(busy, store.EnqueueParams{})
+	_, page = c.get("/deployments/" + next.ID.String())
+	require.Contains(t, html.UnescapeString(page), `Queued: next in its config's queue;`)
+	require.Contains(t, page, `id="waits-for" data-show="queued">Queued: waiting for deployment `+run.ID.String()+` (in_progress, apply)`)
+}
+
+func TestQueuePlace(t *testing.T) {
+	for n, want := range map[int]string{1: "next", 2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 13: "13th", 21: "21st", 22: "22nd", 101: "101st", 111: "111th"} {
+		got := queueView{Position: n}.Place()
+		require.True(t, strings.HasPrefix(got, want+" "), "%d: %s", n, got)
+	}
 }
 
 // TestApprovalPageShowsTheDiff: the person asked to approve reads every

@@ -372,7 +372,12 @@
       term.appendChild(lineElement(l));
       if (stick) toBottom();
     });
-    es.addEventListener('status', function (e) { applyState(JSON.parse(e.data)); });
+    es.addEventListener('status', function (e) {
+      var st = JSON.parse(e.data);
+      applyState(st);
+      // A queued run has no output yet: say why the terminal is blank.
+      if (es.readyState === EventSource.OPEN) setState(st.queued ? 'live: queued, waiting for an agent' : 'live');
+    });
     es.addEventListener('end', function () {
       es.close();
       setState('finished');
