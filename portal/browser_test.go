@@ -323,6 +323,7 @@ func TestBrowserReview(t *testing.T) {
 	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#diff"))))
 	require.Equal(t, `~tags.team"blue" → "green"`, eval[string](t, bctx, teamRow))
 	require.True(t, eval[bool](t, bctx, `document.querySelector('#diff details').open`))
+	screenshot(t, bctx, "approval.png")
 
 	// A phone: nothing wider than the screen, sign-out on it.
 	e.addLines(d.ID, 1, store.StreamStdout, strings.Repeat("x", 500))
@@ -331,5 +332,21 @@ func TestBrowserReview(t *testing.T) {
 		require.NoError(t, chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+path), chromedp.WaitVisible(chromedp.CSS("main"))))
 		require.LessOrEqual(t, eval[int](t, bctx, `document.documentElement.scrollWidth`), 390, "%s is wider than a 390 px screen", path)
 		require.True(t, eval[bool](t, bctx, `(function (b) { var r = b.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= 390; })(document.querySelector('form.logout button'))`), "%s: sign out is off the screen", path)
+	}
+	require.NoError(t, chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+"/deployments/"+d.ID.String()), chromedp.WaitVisible(chromedp.CSS("#diff"))))
+	screenshot(t, bctx, "approval-390.png")
+}
+
+// screenshot saves the page for a person to look at: its path is in the
+// test log, and a copy goes to GRAPE_SCREENSHOT_DIR when set.
+func screenshot(t *testing.T, bctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	shot := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(shot, png, 0o644))
+	t.Logf("screenshot: %s", shot)
+	if dir := os.Getenv("GRAPE_SCREENSHOT_DIR"); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, name), png, 0o644)
 	}
 }
