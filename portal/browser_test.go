@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -57,6 +59,28 @@ func browser(t *testing.T, ctx context.Context) context.Context {
 	bctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
 	t.Cleanup(cancel)
 	require.NoError(t, chromedp.Do(bctx), "starting Chromium")
+	// A script error leaves the page half-updated while the test may still
+	// find what it waits for: any uncaught exception fails the test.
+	var mu sync.Mutex
+	var thrown []string
+	require.NoError(t, chromedp.Listen(bctx, func(ev any) {
+		if ex, ok := ev.(*runtime.EventExceptionThrown); ok {
+			mu.Lock()
+			msg := ex.ExceptionDetails.Text
+			if ex.ExceptionDetails.Exception != nil {
+				msg += " " + ex.ExceptionDetails.Exception.Description
+			}
+			thrown = append(thrown, msg)
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(thrown) > 0 {
+			t.Errorf("the page threw: %s", strings.Join(thrown, "; "))
+		}
+	})
 	return bctx
 }
 
@@ -176,6 +200,11 @@ func TestBrowserLiveTerminal(t *testing.T) {
 		for _, l := range hostileLines {
 			fmt.Fprintln(run.Logs.Writer(store.StreamStderr), l)
 		}
+		if err := run.Store().SetOutputs(ctx, run.Deployment.ID, run.AgentID(), map[string]any{
+			"vpc_id": map[string]any{"value": "vpc-0abc"}, "db_password": map[string]any{"sensitive": true, "value": "(sensitive)"},
+		}); err != nil {
+			return store.Outcome{Status: store.StatusFailed, Kind: store.KindInternal, Error: err.Error()}
+		}
 		return store.Outcome{Status: store.StatusSucceeded}
 	})
 	opener := func(ctx context.Context, d store.Deployment) (reconciler.LogSink, error) {
@@ -246,6 +275,8 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.Equal(t, "1 of 3 on agent browser-agent", eval[string](t, bctx, `document.querySelector('[data-field="attempt"]').textContent`))
 	require.Equal(t, formatTimePtr(fin.StartedAt), eval[string](t, bctx, `document.querySelector('[data-field="started_at"]').textContent`))
 	require.Equal(t, formatTimePtr(fin.FinishedAt), eval[string](t, bctx, `document.querySelector('[data-field="finished_at"]').textContent`))
+	require.Equal(t, []string{"db_password = (sensitive value)", "vpc_id = \"vpc-0abc\""}, eval[[]string](t, bctx,
+		`Array.from(document.querySelectorAll('[data-field="outputs"] li')).map(function (l) { return l.textContent; })`), "the outputs after apply, live")
 
 	// Every stored line exactly once, in order, as text.
 	stored, err := e.st.ReadLogs(e.ctx, id, 0, 100000)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,47 @@ type deploymentState struct {
 	FinishedAt  string `json:"finished_at"`
 	CanRetry    bool   `json:"can_retry"`
 	Queued      bool   `json:"queued"`
+	// Outputs are the root module's outputs after an apply, sensitive ones
+	// masked (the row never holds their values: runner.Outputs redacts).
+	Outputs []outputView `json:"outputs"`
+}
+
+type outputView struct {
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	Sensitive bool   `json:"sensitive"`
+}
+
+// decodeOutputs reads the outputs column ({name: {sensitive, type, value}},
+// runner.Output), sorted by name.
+func decodeOutputs(raw json.RawMessage) []outputView {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var m map[string]struct {
+		Sensitive bool            `json:"sensitive"`
+		Value     json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return []outputView{{Name: "(outputs unreadable)"}}
+	}
+	out := make([]outputView, 0, len(m))
+	for name, o := range m {
+		v := outputView{Name: name, Sensitive: o.Sensitive}
+		if o.Sensitive {
+			v.Value = sensitiveText
+		} else {
+			var x any
+			if err := json.Unmarshal(o.Value, &x); err != nil {
+				v.Value = string(o.Value)
+			} else {
+				v.Value = diffValue(x)
+			}
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // queueView is where a queued run stands, for the person waiting on it.
@@ -364,6 +406,7 @@ func (s *Server) state(d store.Deployment) deploymentState {
 		FinishedAt:      formatTimePtr(d.FinishedAt),
 		CanRetry:        d.Status == store.StatusFailed || d.Status == store.StatusCancelled,
 		Queued:          d.Status == store.StatusQueued,
+		Outputs:         decodeOutputs(d.Outputs),
 	}
 	st.CommitURL = s.commitURL(st.CommitSHA)
 	return st

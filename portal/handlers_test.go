@@ -890,3 +890,40 @@ func TestRetry(t *testing.T) {
 	require.Equal(t, store.ActionDestroy, again.Action)
 	require.Equal(t, other.ID, again.ConfigID)
 }
+
+// TestOutputsShown: after an apply the page lists the outputs, a sensitive
+// one masked, and the live status carries them.
+func TestOutputsShown(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	d := e.running(e.cfg, store.EnqueueParams{})
+	_, page := c.get("/deployments/" + d.ID.String())
+	require.Contains(t, page, `<ul data-field="outputs" class="outputs"></ul>`)
+	require.NoError(t, e.st.SetOutputs(e.ctx, d.ID, testAgent, map[string]any{
+		"vpc_id":      map[string]any{"sensitive": false, "value": "vpc-0abc"},
+		"subnet_ids":  map[string]any{"sensitive": false, "value": []string{"subnet-1", "subnet-2"}},
+		"db_password": map[string]any{"sensitive": true, "value": "(sensitive)"},
+		"note":        map[string]any{"sensitive": false, "value": "<b>bold</b>"},
+	}))
+	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
+	_, page = c.get("/deployments/" + d.ID.String())
+	require.Contains(t, html.UnescapeString(page), `<ul data-field="outputs" class="outputs">`+
+		`<li><code>db_password</code> = <code class="sensitive">(sensitive value)</code></li>`+
+		`<li><code>note</code> = <code>"<b>bold</b>"</code></li>`+
+		`<li><code>subnet_ids</code> = <code>["subnet-1","subnet-2"]</code></li>`+
+		`<li><code>vpc_id</code> = <code>"vpc-0abc"</code></li></ul>`)
+	require.NotContains(t, page, "<b>bold</b>", "an output value became markup")
+
+	s := c.events("/deployments/"+d.ID.String()+"/events", "")
+	ev, ok := s.next(10 * time.Second)
+	require.True(t, ok)
+	require.Equal(t, "status", ev.Event)
+	var st deploymentState
+	require.NoError(t, json.Unmarshal([]byte(ev.Data), &st))
+	require.Equal(t, []outputView{
+		{Name: "db_password", Value: "(sensitive value)", Sensitive: true},
+		{Name: "note", Value: `"<b>bold</b>"`},
+		{Name: "subnet_ids", Value: `["subnet-1","subnet-2"]`},
+		{Name: "vpc_id", Value: `"vpc-0abc"`},
+	}, st.Outputs)
+}

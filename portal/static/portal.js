@@ -266,6 +266,17 @@
     setText(root, 'finished_at', st.finished_at);
     setText(root, 'approved_by', st.approved_by);
     applyDiff(root, st.diff);
+    var outputs = root.querySelector('[data-field="outputs"]');
+    if (outputs) {
+      while (outputs.firstChild) outputs.removeChild(outputs.firstChild);
+      (st.outputs || []).forEach(function (o) {
+        var li = el('li');
+        li.appendChild(el('code', '', o.name));
+        li.appendChild(document.createTextNode(' = '));
+        li.appendChild(el('code', o.sensitive ? 'sensitive' : '', o.value));
+        outputs.appendChild(li);
+      });
+    }
     setText(root, 'plan', st.plan ? st.plan.text : '');
     var list = root.querySelector('[data-field="plan-resources"]');
     if (list) {
@@ -305,16 +316,16 @@
     if (commit) {
       while (commit.firstChild) commit.removeChild(commit.firstChild);
       if (st.commit_sha) {
-        var el;
+        var link;
         if (st.commit_url && /^https?:\/\//.test(st.commit_url)) {
-          el = document.createElement('a');
-          el.href = st.commit_url;
-          el.rel = 'noreferrer noopener';
+          link = document.createElement('a');
+          link.href = st.commit_url;
+          link.rel = 'noreferrer noopener';
         } else {
-          el = document.createElement('code');
+          link = document.createElement('code');
         }
-        el.textContent = st.commit_sha;
-        commit.appendChild(el);
+        link.textContent = st.commit_sha;
+        commit.appendChild(link);
       }
     }
     root.querySelectorAll('[data-show]').forEach(function (el) {
