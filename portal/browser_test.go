@@ -299,10 +299,20 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.Equal(t, []string{"ansi-b ansi-f1", "ansi-f2"}, eval[[]string](t, bctx,
 		`Array.from(document.querySelectorAll('#terminal .line span')).map(function (s) { return s.className; })`))
 
+	// Hovering a line shows when it was stored: a streamed line here, a
+	// rendered one after the reload below.
+	hoverTitle := func(seq int64) string {
+		return eval[string](t, bctx, fmt.Sprintf(`(function (l) { l.dispatchEvent(new MouseEvent('mouseover', {bubbles: true})); return l.title; })(document.querySelector('#terminal .line[data-seq="%d"]'))`, seq))
+	}
+	lineTime := func(l store.LogLine) string { return l.CreatedAt.UTC().Format("2006-01-02 15:04:05.000Z") }
+	last := stored[len(stored)-1]
+	require.Equal(t, lineTime(last), hoverTitle(last.Seq))
+
 	// A finished deployment opened afresh shows the full log at once.
 	require.NoError(t, chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#terminal"))))
 	require.Equal(t, "finished", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
 	require.Len(t, eval[[]domLine](t, bctx, domLines), len(stored))
+	require.Equal(t, lineTime(stored[0]), hoverTitle(stored[0].Seq))
 
 	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))

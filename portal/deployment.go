@@ -534,6 +534,9 @@ type sseLine struct {
 	Seq    int64  `json:"seq"`
 	Stream string `json:"stream"`
 	Line   string `json:"line"`
+	// T is when the line was stored, in Unix milliseconds: the page shows
+	// it on hover (a title per line would weigh more than the line).
+	T int64 `json:"t"`
 }
 
 const (
@@ -581,7 +584,7 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error 
 				return
 			}
 			for _, l := range lines {
-				b, _ := json.Marshal(sseLine{Seq: l.Seq, Stream: string(l.Stream), Line: l.Line})
+				b, _ := json.Marshal(sseLine{Seq: l.Seq, Stream: string(l.Stream), Line: l.Line, T: l.CreatedAt.UnixMilli()})
 				es.printf("id: %d\nevent: line\ndata: %s\n\n", l.Seq, b)
 				after = l.Seq
 			}

@@ -529,7 +529,12 @@ func TestLiveTerminalStream(t *testing.T) {
 	s := c.events(path, "")
 	first, ok := s.next(10 * time.Second)
 	require.True(t, ok)
-	require.Equal(t, sseEvent{ID: "1", Event: "line", Data: `{"seq":1,"stream":"agent","line":"claimed by agent agent-1"}`}, first)
+	stored, err := e.st.ReadLogs(e.ctx, d.ID, 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, sseEvent{ID: "1", Event: "line", Data: fmt.Sprintf(`{"seq":1,"stream":"agent","line":"claimed by agent agent-1","t":%d}`, stored[0].CreatedAt.UnixMilli())}, first)
+	// The page renders the same time with each stored line.
+	_, page := c.get("/deployments/" + d.ID.String())
+	require.Contains(t, page, fmt.Sprintf(`<div class="line st-agent" data-seq="1" data-t="%d">claimed by agent agent-1</div>`, stored[0].CreatedAt.UnixMilli()))
 	status, ok := s.next(10 * time.Second)
 	require.True(t, ok)
 	require.Equal(t, "status", status.Event)

@@ -156,6 +156,7 @@
     var div = document.createElement('div');
     div.className = 'line st-' + (/^[a-z]+$/.test(l.stream) ? l.stream : 'stdout');
     div.dataset.seq = String(l.seq);
+    if (l.t) div.dataset.t = String(l.t);
     segments(l.line).forEach(function (s) {
       var node = document.createTextNode(s.text);
       if (s['class']) {
@@ -168,6 +169,14 @@
     });
     return div;
   }
+
+  // lineTime formats as the page's other times do, with milliseconds.
+  function lineTime(ms) {
+    var d = new Date(ms);
+    if (isNaN(d.getTime())) return '';
+    return d.toISOString().replace('T', ' ');
+  }
+  window.GrapeLineTime = lineTime;
 
   function setText(root, field, text) {
     var el = root.querySelector('[data-field="' + field + '"]');
@@ -367,6 +376,13 @@
       });
     }
     term.scrollTop = term.scrollHeight;
+
+    // Each line's time shows on hover; the title is made when first needed.
+    term.addEventListener('mouseover', function (e) {
+      var line = e.target.closest ? e.target.closest('.line') : null;
+      if (!line || line.title || !line.dataset.t) return;
+      line.title = lineTime(Number(line.dataset.t));
+    });
 
     if (term.dataset.final === 'true') {
       setState('finished');
