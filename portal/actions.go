@@ -203,6 +203,39 @@ func (s *Server) remediate(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// checkDrift is "Check now": it queues a drift check of the config's last
+// applied commit, as `grape drift check` and the schedule do.
+func (s *Server) checkDrift(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	c, err := s.config(r)
+	if err != nil {
+		return err
+	}
+	cands, err := s.st.DriftCandidates(ctx, c.ClusterID)
+	if err != nil {
+		return err
+	}
+	var commit *string
+	for _, cand := range cands {
+		if cand.Config.ID == c.ID {
+			commit = cand.LastAppliedCommit
+		}
+	}
+	if commit == nil {
+		return pageError{http.StatusConflict, fmt.Sprintf("Config %s was never applied: there is no commit to check for drift. Deploy it first.", c.Name)}
+	}
+	d, err := s.st.Enqueue(ctx, store.EnqueueParams{
+		ClusterID: c.ClusterID, ConfigID: c.ID, Action: store.ActionDrift,
+		SourceCommit: commit, RequestedBy: s.user(r), MaxAttempts: 1,
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("drift check queued", "deployment_id", d.ID, "config_id", c.ID, "cluster_id", c.ClusterID, "commit", *commit, "user", s.user(r))
+	http.Redirect(w, r, "/deployments/"+d.ID.String(), http.StatusSeeOther)
+	return nil
+}
+
 // validateSchedule checks a drift schedule as the agent reads it.
 func validateSchedule(s string) error {
 	if s == "off" {

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +51,9 @@ type deploymentState struct {
 	// Outputs are the root module's outputs after an apply, sensitive ones
 	// masked (the row never holds their values: runner.Outputs redacts).
 	Outputs []outputView `json:"outputs"`
+	// DriftStatus is what a finished drift check found (in_sync, drifted,
+	// error): the page shows it instead of a green "succeeded".
+	DriftStatus string `json:"drift_status"`
 }
 
 type outputView struct {
@@ -383,6 +387,21 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// stateOf is state plus what needs a read: a finished drift check's report.
+func (s *Server) stateOf(ctx context.Context, d store.Deployment) (deploymentState, error) {
+	st := s.state(d)
+	if d.Action == store.ActionDrift && d.Status.Final() {
+		rep, err := s.st.DriftReportOf(ctx, d)
+		switch {
+		case err == nil:
+			st.DriftStatus = string(rep.Status)
+		case !errors.Is(err, store.ErrNotFound): // a failed check may have none
+			return st, err
+		}
+	}
+	return st, nil
+}
+
 func (s *Server) state(d store.Deployment) deploymentState {
 	st := deploymentState{
 		Status:          string(d.Status),
@@ -475,6 +494,10 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	state, err := s.stateOf(ctx, d)
+	if err != nil {
+		return err
+	}
 	s.render(w, r, http.StatusOK, "deployment", view{Title: "Deployment " + shortID(d.ID), Nav: "deployments", Data: struct {
 		D         store.Deployment
 		Config    store.Config
@@ -483,7 +506,7 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 		Truncated bool
 		WaitsFor  string
 		Queue     *queueView
-	}{d, cfg, s.state(d), lines, truncated, waitsFor, queue}})
+	}{d, cfg, state, lines, truncated, waitsFor, queue}})
 	return nil
 }
 
@@ -594,7 +617,12 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error 
 		}
 	}
 	sendState := func() {
-		b, _ := json.Marshal(s.state(d))
+		st, err := s.stateOf(ctx, d)
+		if err != nil {
+			es.err = err
+			return
+		}
+		b, _ := json.Marshal(st)
 		if !bytes.Equal(b, lastState) {
 			es.printf("event: status\ndata: %s\n\n", b)
 			lastState = b

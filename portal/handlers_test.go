@@ -252,7 +252,8 @@ func TestPages(t *testing.T) {
 			`<span data-field="policy">0 denied, 1 warnings · sha256:0f0f0f0f0f0f</span>`,
 			`<span class="verdict v-warn">warn</span> module.vpc.aws_vpc.this is replaced: a person approves it <span class="hint">warn_protected_delete (approval.rego:10)</span>`,
 			`data-events="/deployments/` + d.ID.String() + `/events"`,
-			`data-seq="1">claimed by agent agent-1</div>`,
+			`data-seq="1" data-t="`,
+			`">claimed by agent agent-1</div>`,
 		}},
 		{"/drift", []string{"eu-1/prod", "never checked"}},
 	}
@@ -496,7 +497,7 @@ func TestLogLinesAreText(t *testing.T) {
 	_, page := c.get("/deployments/" + d.ID.String())
 	for i, l := range hostileLines {
 		require.NotContains(t, page, l)
-		require.Contains(t, page, fmt.Sprintf(`data-seq="%d">%s</div>`, i+1, html.EscapeString(l)))
+		require.Regexp(t, fmt.Sprintf(`data-seq="%d" data-t="\d+">%s</div>`, i+1, regexp.QuoteMeta(html.EscapeString(l))), page)
 	}
 	// The plain-text log is served as text, never sniffed as HTML.
 	resp, body := c.do(http.MethodGet, "/deployments/"+d.ID.String()+"/log", nil, nil)
@@ -931,4 +932,51 @@ func TestOutputsShown(t *testing.T) {
 		{Name: "subnet_ids", Value: `["subnet-1","subnet-2"]`},
 		{Name: "vpc_id", Value: `"vpc-0abc"`},
 	}, st.Outputs)
+}
+
+// TestCheckNow: "Check now" queues a drift check of the last applied
+// commit, and a finished check that found drift shows "drifted", not a
+// green "succeeded".
+func TestCheckNow(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	_, page := c.get("/drift")
+	require.Contains(t, page, `action="/clusters/eu-1/configs/prod/drift-check"`)
+	resp, body := c.post("/clusters/eu-1/configs/prod/drift-check", nil)
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	require.Contains(t, body, "Config prod was never applied: there is no commit to check for drift.")
+
+	sha := strings.Repeat("5eed", 10)
+	a := e.running(e.cfg, store.EnqueueParams{})
+	require.NoError(t, e.st.SetCommit(e.ctx, a.ID, testAgent, sha))
+	require.NoError(t, e.st.Finish(e.ctx, a.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
+	_, page = c.get("/clusters/eu-1/configs/prod")
+	require.Contains(t, page, `action="/clusters/eu-1/configs/prod/drift-check"`)
+	resp, body = c.post("/clusters/eu-1/configs/prod/drift-check", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
+	d := e.deployment(uuid.MustParse(strings.TrimPrefix(resp.Header.Get("Location"), "/deployments/")))
+	require.Equal(t, store.ActionDrift, d.Action)
+	require.Equal(t, sha, *d.SourceCommit)
+	require.Equal(t, 1, d.MaxAttempts)
+	require.Equal(t, "token", d.RequestedBy)
+
+	// The agent runs it and finds drift.
+	run, err := e.st.Claim(e.ctx, "eu-1", testAgent, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, d.ID, run.ID)
+	_, err = e.st.InsertDriftReport(e.ctx, store.DriftReport{ConfigID: e.cfg.ID, ClusterID: "eu-1", DeploymentID: &d.ID, Status: store.DriftDrifted, CommitSHA: &sha})
+	require.NoError(t, err)
+	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
+	_, page = c.get("/deployments/" + d.ID.String())
+	require.Contains(t, page, `<span data-field="status" class="status s-drifted">drifted</span>`)
+	require.Contains(t, page, `<span data-show="drift_status" class="hint">drift check succeeded</span>`)
+	s := c.events("/deployments/"+d.ID.String()+"/events", "")
+	_, statuses, ended := s.collect(100000, 10*time.Second)
+	require.True(t, ended)
+	require.Equal(t, "drifted", statuses[len(statuses)-1].DriftStatus)
+
+	// An apply's page is unchanged.
+	_, page = c.get("/deployments/" + a.ID.String())
+	require.Contains(t, page, `<span data-field="status" class="status s-succeeded">succeeded</span>`)
+	require.Contains(t, page, `<span data-show="drift_status" class="hint" hidden>`)
 }

@@ -327,6 +327,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /clusters/{cluster}/configs/{name}/edit", page(s.editConfigPage))
 	m.HandleFunc("POST /clusters/{cluster}/configs/{name}", page(s.saveConfig))
 	m.HandleFunc("POST /clusters/{cluster}/configs/{name}/deployments", page(s.queueDeployment))
+	m.HandleFunc("POST /clusters/{cluster}/configs/{name}/drift-check", page(s.checkDrift))
 
 	m.HandleFunc("GET /deployments", page(s.deploymentsPage))
 	m.HandleFunc("GET /deployments/{id}", page(s.deploymentPage))

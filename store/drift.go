@@ -67,6 +67,21 @@ func (s *Store) GetDriftReport(ctx context.Context, id uuid.UUID) (DriftReport, 
 	return r, nil
 }
 
+// DriftReportOf reads the report a drift check deployment wrote (its
+// config narrows the search to that config's reports' index).
+func (s *Store) DriftReportOf(ctx context.Context, d Deployment) (DriftReport, error) {
+	rows, err := s.db().Query(ctx, `SELECT `+driftColumns+` FROM drift_reports
+WHERE config_id = $1 AND deployment_id = $2 ORDER BY checked_at DESC, id DESC LIMIT 1`, d.ConfigID, d.ID)
+	if err != nil {
+		return DriftReport{}, fmt.Errorf("reading the drift report of deployment %s: %w", d.ID, err)
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[DriftReport])
+	if err != nil {
+		return DriftReport{}, notFound(err, "drift report of deployment "+d.ID.String())
+	}
+	return r, nil
+}
+
 // LatestDriftReports returns the newest report of each config of a cluster
 // ("" for all), optionally of one config.
 func (s *Store) LatestDriftReports(ctx context.Context, clusterID string, configID *uuid.UUID) ([]DriftReport, error) {

@@ -265,8 +265,12 @@
   function applyState(st) {
     var root = document.getElementById('deployment');
     if (!root) return;
-    var status = setText(root, 'status', st.status);
-    if (status) status.className = 'status s-' + String(st.status).replace(/[^a-z_]/g, '');
+    // A drift check shows what it found, not a green "succeeded".
+    var label = st.drift_status || st.status;
+    var status = setText(root, 'status', label);
+    if (status) status.className = 'status s-' + String(label).replace(/[^a-z_]/g, '');
+    var checked = root.querySelector('[data-show="drift_status"]');
+    if (checked) checked.textContent = 'drift check ' + st.status;
     setText(root, 'phase', st.phase);
     setText(root, 'error', st.error);
     setText(root, 'cost', st.cost);
