@@ -187,7 +187,7 @@ func TestCSRFProtection(t *testing.T) {
 		require.Equal(t, http.StatusForbidden, resp.StatusCode, tc.name)
 		require.Contains(t, body, "403 Forbidden", tc.name)
 	}
-	for _, p := range []string{"/deployments/" + uuid.NewString() + "/cancel", "/clusters/eu-1/configs/prod", "/logout"} {
+	for _, p := range []string{"/deployments/" + uuid.NewString() + "/cancel", "/deployments/" + uuid.NewString() + "/retry", "/clusters/eu-1/configs/prod/drift-check", "/clusters/eu-1/configs/prod", "/logout"} {
 		resp, _ := c.do(http.MethodPost, p, url.Values{}, nil)
 		require.Equal(t, http.StatusForbidden, resp.StatusCode, p)
 	}
