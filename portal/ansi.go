@@ -259,3 +259,16 @@ func nearestBasic(r, g, b int) int {
 	}
 	return best
 }
+
+// diagClass marks the heading line of a terraform diagnostic ("Error: …",
+// "Warning: …", as runner.renderDiagnostic lays it out) so the terminal
+// colours it; portal.js applies the same rule to streamed lines.
+func diagClass(line string) string {
+	switch {
+	case strings.HasPrefix(line, "Error: "):
+		return " diag-error"
+	case strings.HasPrefix(line, "Warning: "):
+		return " diag-warning"
+	}
+	return ""
+}

@@ -197,6 +197,9 @@ func TestBrowserLiveTerminal(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		fmt.Fprintln(out, coloured)
+		fmt.Fprintln(out, "Error: Invalid value for variable")
+		fmt.Fprintln(out, "Warning: Argument is deprecated")
+		fmt.Fprintln(out, "  Error: not a heading")
 		for _, l := range hostileLines {
 			fmt.Fprintln(run.Logs.Writer(store.StreamStderr), l)
 		}
@@ -299,6 +302,10 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.Equal(t, []string{"ansi-b ansi-f1", "ansi-f2"}, eval[[]string](t, bctx,
 		`Array.from(document.querySelectorAll('#terminal .line span')).map(function (s) { return s.className; })`))
 
+	// Diagnostic headings are coloured as they stream in.
+	diagClasses := `['Error: Invalid value for variable', 'Warning: Argument is deprecated', '  Error: not a heading'].map(function (t) { return Array.from(document.querySelectorAll('#terminal .line')).filter(function (l) { return l.textContent === t; })[0].className; })`
+	require.Equal(t, []string{"line st-stdout diag-error", "line st-stdout diag-warning", "line st-stdout"}, eval[[]string](t, bctx, diagClasses))
+
 	// Hovering a line shows when it was stored: a streamed line here, a
 	// rendered one after the reload below.
 	hoverTitle := func(seq int64) string {
@@ -313,6 +320,7 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.Equal(t, "finished", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
 	require.Len(t, eval[[]domLine](t, bctx, domLines), len(stored))
 	require.Equal(t, lineTime(stored[0]), hoverTitle(stored[0].Seq))
+	require.Equal(t, []string{"line st-stdout diag-error", "line st-stdout diag-warning", "line st-stdout"}, eval[[]string](t, bctx, diagClasses), "rendered on the server the same")
 
 	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))

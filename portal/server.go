@@ -181,6 +181,7 @@ func (s *Server) loadAssets() error {
 	}
 	funcs := template.FuncMap{
 		"ansi":      ANSISegments,
+		"diagClass": diagClass,
 		"short":     shortSHA,
 		"commitURL": s.commitURL,
 		"when":      formatTime,

@@ -152,9 +152,16 @@
 
   // ---- the live terminal --------------------------------------------------
 
+  // diagClass in ansi.go: a diagnostic's heading line is coloured.
+  function diagClass(line) {
+    if (line.indexOf('Error: ') === 0) return ' diag-error';
+    if (line.indexOf('Warning: ') === 0) return ' diag-warning';
+    return '';
+  }
+
   function lineElement(l) {
     var div = document.createElement('div');
-    div.className = 'line st-' + (/^[a-z]+$/.test(l.stream) ? l.stream : 'stdout');
+    div.className = 'line st-' + (/^[a-z]+$/.test(l.stream) ? l.stream : 'stdout') + diagClass(l.line);
     div.dataset.seq = String(l.seq);
     if (l.t) div.dataset.t = String(l.t);
     segments(l.line).forEach(function (s) {
