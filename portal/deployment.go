@@ -99,6 +99,8 @@ type queueView struct {
 	Position     int
 	AgentsOnline int
 	Cluster      string
+	// Running is what the cluster's agents are running now (a few).
+	Running []store.NamedDeployment
 }
 
 // Place says the position as people do: "next", "2nd".
@@ -486,6 +488,9 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 		}
 		// What holds the queue (q.Active) is WaitsFor's to say, with why.
 		queue = &queueView{Position: q.Position, AgentsOnline: q.AgentsOnline, Cluster: d.ClusterID}
+		if queue.Running, err = s.st.ListNamedDeployments(ctx, store.ListFilter{ClusterID: d.ClusterID, Statuses: []store.Status{store.StatusInProgress}, Limit: 5}); err != nil {
+			return err
+		}
 		blk, err := s.st.ConfigBlocker(ctx, d.ConfigID)
 		switch {
 		case err == nil:

@@ -768,6 +768,7 @@ func TestQueuedPageSaysWhatItWaitsFor(t *testing.T) {
 	next := e.enqueue(busy, store.EnqueueParams{})
 	_, page = c.get("/deployments/" + next.ID.String())
 	require.Contains(t, html.UnescapeString(page), `Queued: next in its config's queue;`)
+	require.Contains(t, page, ` Running now: <a href="/deployments/`+run.ID.String()+`">apply of busy</a> on `+testAgent+`.</p>`)
 	require.Contains(t, page, `id="waits-for" data-show="queued">Queued: waiting for deployment `+run.ID.String()+` (in_progress, apply)`)
 }
 
