@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/grapehq/grape/drift"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/store"
 )
 
@@ -32,6 +33,20 @@ type DriftResource struct {
 	Address    string   `json:"address"`
 	Action     string   `json:"action"`
 	Attributes []string `json:"attributes"`
+	// Changes are the values old → new (runner.DriftedResource; redacted,
+	// sensitive ones without a value). Reports from before they were
+	// recorded have only the attribute names.
+	Changes          []plandiff.Attribute `json:"changes"`
+	SensitiveChanged bool                 `json:"sensitive_changed"`
+}
+
+// Rows are the changes as the diff tables show them.
+func (r DriftResource) Rows() []diffAttr {
+	out := make([]diffAttr, 0, len(r.Changes))
+	for _, a := range r.Changes {
+		out = append(out, diffAttribute(a))
+	}
+	return out
 }
 
 // Resources decodes the report's details; a malformed column yields none

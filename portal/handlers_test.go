@@ -640,7 +640,18 @@ VALUES ($1, 'eu-1', now() - interval '1 hour', 'drifted', $2, 11000, $3) RETURNI
 	var cleanID uuid.UUID
 	require.NoError(t, e.pool.QueryRow(e.ctx, `INSERT INTO drift_reports (config_id, cluster_id, status, commit_sha) VALUES ($1, 'eu-1', 'in_sync', $2) RETURNING id`, clean.ID, sha).Scan(&cleanID))
 
+	// A report with values shows them old → new, sensitive ones masked.
+	valued := e.newConfig("valued")
+	withValues := `{"resources":[{"address":"aws_vpc.main","action":"update","attributes":["tags"],"sensitive_changed":true,"changes":[` +
+		`{"path":"tags.team","action":"change","old":"blue","new":"<i>green</i>"},{"path":"password","action":"change","old":null,"new":null,"sensitive":true}]}]}`
+	_, err := e.pool.Exec(e.ctx, `INSERT INTO drift_reports (config_id, cluster_id, status, commit_sha, details) VALUES ($1, 'eu-1', 'drifted', $2, $3)`, valued.ID, sha, withValues)
+	require.NoError(t, err)
+
 	_, page := c.get("/drift")
+	require.Contains(t, html.UnescapeString(page), `<code>aws_vpc.main</code><div class="scroll"><table class="diff"><tbody>`+
+		`<tr><td class="sym">~</td><td><code>tags.team</code></td><td><code>"blue" → "<i>green</i>"</code></td></tr>`+
+		`<tr><td class="sym">~</td><td><code>password</code></td><td><code>(sensitive value)</code></td></tr></tbody></table></div></li>`)
+	require.NotContains(t, page, "<i>green", "a drifted value became markup")
 	require.Contains(t, page, `<span class="status s-drifted">drifted</span>`)
 	require.Contains(t, page, `<span class="act act-update">update</span> <code>module.vpc.aws_vpc.this</code> <span class="hint">(tags, enable_dns_hostnames)</span>`)
 	require.Contains(t, page, `<code>module.vpc.aws_subnet.private[0]</code>`)
