@@ -987,6 +987,11 @@ func TestCheckNow(t *testing.T) {
 	require.True(t, ended)
 	require.Equal(t, "drifted", statuses[len(statuses)-1].DriftStatus)
 
+	// Lists show it as checked, not as a green "succeeded".
+	_, page = c.get("/deployments")
+	require.Regexp(t, `(?s)<a href="/deployments/`+d.ID.String()+`">.*?<span class="status s-checked">checked</span>`, page)
+	require.NotRegexp(t, `(?s)<a href="/deployments/`+d.ID.String()+`">[^\n]*\n(?:[^\n]*\n){0,3}[^\n]*s-succeeded`, page)
+
 	// An apply's page is unchanged.
 	_, page = c.get("/deployments/" + a.ID.String())
 	require.Contains(t, page, `<span data-field="status" class="status s-succeeded">succeeded</span>`)
