@@ -141,7 +141,7 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if d.Action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
-		return pageError{http.StatusBadRequest, fmt.Sprintf("Destroy deletes everything config %s manages: type its name to confirm.", c.Name)}
+		return s.renderDeployment(w, r, http.StatusBadRequest, d, c, fmt.Sprintf("%q is not the config's name: type %s exactly to destroy again.", r.PostFormValue("confirm"), c.Name))
 	}
 	nd, err := s.st.Enqueue(ctx, store.EnqueueParams{
 		ClusterID: d.ClusterID, ConfigID: d.ConfigID, Action: d.Action, RequireApproval: d.RequireApproval,

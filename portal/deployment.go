@@ -459,6 +459,14 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return s.renderDeployment(w, r, http.StatusOK, d, cfg, "")
+}
+
+// renderDeployment shows a deployment's page; retryErr is a refused retry
+// confirmation, shown at the Retry form.
+func (s *Server) renderDeployment(w http.ResponseWriter, r *http.Request, status int, d store.Deployment, cfg store.Config, retryErr string) error {
+	ctx := r.Context()
+	id := d.ID
 	var lines []store.LogLine
 	var after int64
 	truncated := false
@@ -503,7 +511,7 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.render(w, r, http.StatusOK, "deployment", view{Title: "Deployment " + shortID(d.ID), Nav: "deployments", Data: struct {
+	s.render(w, r, status, "deployment", view{Title: "Deployment " + shortID(d.ID), Nav: "deployments", Data: struct {
 		D         store.Deployment
 		Config    store.Config
 		State     deploymentState
@@ -511,7 +519,8 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 		Truncated bool
 		WaitsFor  string
 		Queue     *queueView
-	}{d, cfg, state, lines, truncated, waitsFor, queue}})
+		RetryErr  string
+	}{d, cfg, state, lines, truncated, waitsFor, queue, retryErr}})
 	return nil
 }
 

@@ -901,7 +901,10 @@ func TestRetry(t *testing.T) {
 	require.Contains(t, page, `<input id="retry-confirm" name="confirm" autocomplete="off" required>`)
 	resp, body = c.post("/deployments/"+x.ID.String()+"/retry", url.Values{"confirm": {"prod"}})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
-	require.Contains(t, body, "type its name to confirm")
+	// The deployment page again, with the message at the form.
+	require.Contains(t, html.UnescapeString(body), `<p class="message error" id="retry-error" role="alert">"prod" is not the config's name: type doomed exactly to destroy again.</p>`)
+	require.Contains(t, body, `<input id="retry-confirm" name="confirm" autocomplete="off" required aria-invalid="true" aria-describedby="retry-error" autofocus>`)
+	require.Contains(t, body, `id="terminal"`)
 	resp, _ = c.post("/deployments/"+x.ID.String()+"/retry", url.Values{"confirm": {"doomed"}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	again = e.deployment(uuid.MustParse(strings.TrimPrefix(resp.Header.Get("Location"), "/deployments/")))
