@@ -377,7 +377,7 @@ func TestBrowserReview(t *testing.T) {
 	// A phone: nothing wider than the screen, sign-out on it.
 	e.addLines(d.ID, 1, store.StreamStdout, strings.Repeat("x", 500))
 	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(390, 844)))
-	for _, path := range []string{"/", "/clusters/eu-1", "/clusters/eu-1/configs/prod", "/deployments", "/deployments/" + d.ID.String(), "/drift"} {
+	for _, path := range []string{"/", "/clusters/eu-1", "/clusters/eu-1/configs/prod", "/deployments", "/deployments/" + d.ID.String(), "/drift", "/audit"} {
 		require.NoError(t, chromedp.Do(bctx, chromedp.Navigate(e.ts.URL+path), chromedp.WaitVisible(chromedp.CSS("main"))))
 		require.LessOrEqual(t, eval[int](t, bctx, `document.documentElement.scrollWidth`), 390, "%s is wider than a 390 px screen", path)
 		require.True(t, eval[bool](t, bctx, `(function (b) { var r = b.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= 390; })(document.querySelector('form.logout button'))`), "%s: sign out is off the screen", path)
