@@ -320,6 +320,17 @@ func TestBrowserLiveTerminal(t *testing.T) {
 	require.Equal(t, "finished", eval[string](t, bctx, `document.getElementById('term-state').textContent`))
 	require.Len(t, eval[[]domLine](t, bctx, domLines), len(stored))
 	require.Equal(t, lineTime(stored[0]), hoverTitle(stored[0].Seq))
+	// A phase line also says how long the phase took: here plan, the last
+	// phase, until the last line.
+	var planLine *store.LogLine
+	for i, l := range stored {
+		if l.Stream == store.StreamAgent && l.Line == "phase: plan" {
+			planLine = &stored[i]
+		}
+	}
+	require.NotNil(t, planLine, "no phase line in the log")
+	tenths := (stored[len(stored)-1].CreatedAt.UnixMilli() - planLine.CreatedAt.UnixMilli() + 50) / 100
+	require.Equal(t, fmt.Sprintf("%s · phase plan took %d.%d s", lineTime(*planLine), tenths/10, tenths%10), hoverTitle(planLine.Seq))
 	require.Equal(t, []string{"line st-stdout diag-error", "line st-stdout diag-warning", "line st-stdout"}, eval[[]string](t, bctx, diagClasses), "rendered on the server the same")
 
 	require.False(t, eval[bool](t, bctx, visible("#term-follow")), "the follow button shows while following")

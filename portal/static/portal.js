@@ -185,6 +185,13 @@
   }
   window.GrapeLineTime = lineTime;
 
+  // seconds rounds to tenths in integers, so it never depends on how a
+  // binary fraction rounds.
+  function seconds(ms) {
+    var tenths = Math.floor((Math.max(ms, 0) + 50) / 100);
+    return Math.floor(tenths / 10) + '.' + (tenths % 10) + ' s';
+  }
+
   function setText(root, field, text) {
     var el = root.querySelector('[data-field="' + field + '"]');
     if (el) el.textContent = text || '';
@@ -388,11 +395,27 @@
     }
     term.scrollTop = term.scrollHeight;
 
-    // Each line's time shows on hover; the title is made when first needed.
+    var ended = term.dataset.final === 'true';
+    // Each line's time shows on hover; the title is made when needed. A
+    // phase line ("phase: plan", from the agent) also says how long the
+    // phase took: until the next phase line, or so far.
     term.addEventListener('mouseover', function (e) {
       var line = e.target.closest ? e.target.closest('.line') : null;
-      if (!line || line.title || !line.dataset.t) return;
-      line.title = lineTime(Number(line.dataset.t));
+      if (!line || !line.dataset.t) return;
+      var t = Number(line.dataset.t);
+      var title = lineTime(t);
+      var phase = /^phase: (\S+)$/.exec(line.classList.contains('st-agent') ? line.textContent : '');
+      if (phase) {
+        var end = null, done = false;
+        for (var n = line.nextElementSibling; n; n = n.nextElementSibling) {
+          if (n.dataset.t) end = Number(n.dataset.t);
+          if (n.classList.contains('st-agent') && /^phase: /.test(n.textContent)) { done = true; break; }
+        }
+        // The last phase of a finished run ends with its last line.
+        if (ended) done = true;
+        if (end !== null) title += ' · phase ' + phase[1] + (done ? ' took ' : ' has run for ') + seconds(end - t) + (done ? '' : ' so far');
+      }
+      line.title = title;
     });
 
     if (term.dataset.final === 'true') {
@@ -417,6 +440,7 @@
       if (es.readyState === EventSource.OPEN) setState(st.queued ? 'live: queued, waiting for an agent' : 'live');
     });
     es.addEventListener('end', function () {
+      ended = true;
       es.close();
       setState('finished');
     });
