@@ -183,7 +183,6 @@
     if (isNaN(d.getTime())) return '';
     return d.toISOString().replace('T', ' ');
   }
-  window.GrapeLineTime = lineTime;
 
   // seconds rounds to tenths in integers, so it never depends on how a
   // binary fraction rounds.
@@ -193,9 +192,9 @@
   }
 
   function setText(root, field, text) {
-    var el = root.querySelector('[data-field="' + field + '"]');
-    if (el) el.textContent = text || '';
-    return el;
+    var target = root.querySelector('[data-field="' + field + '"]');
+    if (target) target.textContent = text || '';
+    return target;
   }
 
   function el(tag, cls, text) {
