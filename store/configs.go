@@ -3,13 +3,19 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// ErrStackIdentity: the change moves an applied stack (its region or its
+// state backend), which would create it again and orphan the old one.
+var ErrStackIdentity = errors.New("changes where an applied stack lives")
 
 // Config is a cluster's intent for one stack: which golden modules are on and
 // with what inputs (Spec, validated by package render before it is stored).
@@ -134,8 +140,13 @@ RETURNING `+configColumns, clusterID, name, spec, set.RequireApproval, set.AutoR
 }
 
 func (s *Store) configWriteError(clusterID, name string, err error) error {
-	if code, _ := pgCode(err); code == codeForeignKeyViolation {
+	code, constraint := pgCode(err)
+	if code == codeForeignKeyViolation {
 		return fmt.Errorf("storing config %s: cluster %q does not exist: create it with `grape cluster create %s`: %w", name, clusterID, clusterID, ErrNotFound)
+	}
+	var pgErr *pgconn.PgError
+	if code == codeCheckViolation && constraint == "configs_stack_identity" && errors.As(err, &pgErr) {
+		return fmt.Errorf("storing config %s/%s: %s: %s: %w", clusterID, name, pgErr.Message, pgErr.Hint, ErrStackIdentity)
 	}
 	return fmt.Errorf("storing config %s/%s: %w", clusterID, name, err)
 }

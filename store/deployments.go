@@ -76,19 +76,21 @@ type ErrorKind = errkind.Kind
 
 // The error kinds, by their store names.
 const (
-	KindBadConfig       = errkind.BadConfig
-	KindGit             = errkind.Git
-	KindInit            = errkind.Init
-	KindPlan            = errkind.Plan
-	KindPolicy          = errkind.Policy
-	KindApply           = errkind.Apply
-	KindStateLock       = errkind.StateLock
-	KindAgentLost       = errkind.AgentLost
-	KindCancelled       = errkind.Cancelled
-	KindTimeout         = errkind.Timeout
-	KindRejected        = errkind.Rejected
-	KindApprovalRefused = errkind.ApprovalRefused
-	KindInternal        = errkind.Internal
+	KindBadConfig          = errkind.BadConfig
+	KindGit                = errkind.Git
+	KindInit               = errkind.Init
+	KindPlan               = errkind.Plan
+	KindPolicy             = errkind.Policy
+	KindApply              = errkind.Apply
+	KindStateLock          = errkind.StateLock
+	KindStateMissing       = errkind.StateMissing
+	KindControlPlaneBehind = errkind.ControlPlaneBehind
+	KindAgentLost          = errkind.AgentLost
+	KindCancelled          = errkind.Cancelled
+	KindTimeout            = errkind.Timeout
+	KindRejected           = errkind.Rejected
+	KindApprovalRefused    = errkind.ApprovalRefused
+	KindInternal           = errkind.Internal
 )
 
 // Deployment is one row of the queue.
@@ -137,8 +139,17 @@ type Deployment struct {
 	LogsPrunedAt *time.Time `db:"logs_pruned_at"`
 	// AwaitingApprovalAt is when the plan was parked for a person.
 	AwaitingApprovalAt *time.Time `db:"awaiting_approval_at"`
-	CreatedAt          time.Time  `db:"created_at"`
-	UpdatedAt          time.Time  `db:"updated_at"`
+	// AcceptEmptyState: a person (RequestedBy) accepted that this run plans
+	// from an empty state although Grape applied resources for the config.
+	AcceptEmptyState bool `db:"accept_empty_state"`
+	// AcceptRollback: a person (RequestedBy) accepted that this run deploys
+	// a version older than the audit repository's newest commit of the config.
+	AcceptRollback bool `db:"accept_rollback"`
+	// StateResources is how many resources the config's state held after
+	// this deployment applied (0 after a destroy); nil when nothing applied.
+	StateResources *int      `db:"state_resources"`
+	CreatedAt      time.Time `db:"created_at"`
+	UpdatedAt      time.Time `db:"updated_at"`
 }
 
 // PhaseName returns the phase or "" when none was recorded.
@@ -153,7 +164,8 @@ const deploymentColumns = `id, config_id, cluster_id, status, action, phase, con
     require_approval, approved_at, approved_by, rejected_at, rejected_by, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
     commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy,
-    engine, engine_version, logs_pruned_at, awaiting_approval_at, created_at, updated_at`
+    engine, engine_version, logs_pruned_at, awaiting_approval_at, accept_empty_state, accept_rollback, state_resources,
+    created_at, updated_at`
 
 func collectDeployment(rows pgx.Rows, what string) (Deployment, error) {
 	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deployment])
@@ -172,6 +184,10 @@ type EnqueueParams struct {
 	SourceCommit    *string // run this commit instead of rendering the current intent
 	RequestedBy     string
 	MaxAttempts     int // 0: the default (3)
+	// AcceptEmptyState and AcceptRollback are one-off overrides of the state
+	// guards (docs/operations.md, "Where state lives"), recorded on the row.
+	AcceptEmptyState bool
+	AcceptRollback   bool
 }
 
 // Enqueue inserts a queued deployment; the database fills the config version
@@ -184,10 +200,14 @@ func (s *Store) Enqueue(ctx context.Context, p EnqueueParams) (Deployment, error
 	if maxAttempts == 0 {
 		maxAttempts = 3
 	}
-	rows, err := s.db().Query(ctx, `
-INSERT INTO deployments (config_id, cluster_id, action, require_approval, source_commit, requested_by, max_attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING `+deploymentColumns, p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts)
+	args := []any{p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts}
+	insert := enqueueQuery
+	if p.AcceptEmptyState || p.AcceptRollback {
+		// Only people set overrides; agent roles hold no grant on these
+		// columns, so the common statement does not name them.
+		insert, args = enqueueOverrideQuery, append(args, p.AcceptEmptyState, p.AcceptRollback)
+	}
+	rows, err := s.db().Query(ctx, insert, args...)
 	if err != nil {
 		return Deployment{}, enqueueError(p, err)
 	}
@@ -197,6 +217,17 @@ RETURNING `+deploymentColumns, p.ConfigID, p.ClusterID, p.Action, p.RequireAppro
 	}
 	return d, nil
 }
+
+const enqueueQuery = `
+INSERT INTO deployments (config_id, cluster_id, action, require_approval, source_commit, requested_by, max_attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING ` + deploymentColumns
+
+const enqueueOverrideQuery = `
+INSERT INTO deployments (config_id, cluster_id, action, require_approval, source_commit, requested_by, max_attempts,
+    accept_empty_state, accept_rollback)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING ` + deploymentColumns
 
 func enqueueError(p EnqueueParams, err error) error {
 	switch code, constraint := pgCode(err); {
@@ -248,7 +279,9 @@ ORDER BY created_at DESC, id DESC LIMIT $4`, f.ClusterID, f.ConfigID, statuses, 
 // planned (it holds its config's slot and the agent holds its plan file), or
 // else the oldest queued deployment of the cluster whose config has nothing
 // running or awaiting approval and nothing older queued. SKIP LOCKED lets
-// concurrent agents pass over each other's rows. The partial unique index
+// concurrent agents pass over each other's rows. A config whose local state
+// another agent holds (config_state_holders) is left to that agent: any other
+// would plan from an empty state. The partial unique index
 // deployments_one_active_per_config turns the remaining race (two claims of
 // one config from snapshots taken at the same moment) into a unique
 // violation, which Claim retries.
@@ -272,6 +305,9 @@ WITH approved AS (
           SELECT 1 FROM deployments older
           WHERE older.config_id = d.config_id AND older.status = 'queued'
             AND (older.created_at, older.id) < (d.created_at, d.id))
+      AND NOT EXISTS (
+          SELECT 1 FROM config_state_holders h
+          WHERE h.config_id = d.config_id AND h.agent_id <> $2)
     ORDER BY d.created_at, d.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -502,6 +538,7 @@ WHERE d.id = $1 AND d.status = 'queued'
   AND NOT EXISTS (SELECT 1 FROM deployments older
                   WHERE older.config_id = d.config_id AND older.status = 'queued'
                     AND (older.created_at, older.id) < (d.created_at, d.id))
+  AND NOT EXISTS (SELECT 1 FROM config_state_holders h WHERE h.config_id = d.config_id AND h.agent_id <> $2)
 RETURNING `+deploymentColumns, id, agentID, lease.Seconds())
 	if err != nil {
 		return Deployment{}, fmt.Errorf("claiming deployment %s: %w", id, err)

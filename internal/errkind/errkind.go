@@ -23,10 +23,16 @@ const (
 	Policy    Kind = "policy"     // a policy denied the plan, or could not be evaluated
 	Apply     Kind = "apply"      // terraform apply failed (provider/API error, stale plan)
 	StateLock Kind = "state_lock" // another process holds the state lock
-	AgentLost Kind = "agent_lost" // the agent died, shut down or lost its lease
-	Cancelled Kind = "cancelled"  // a person cancelled the deployment
-	Timeout   Kind = "timeout"    // a terraform phase ran longer than its timeout
-	Rejected  Kind = "rejected"   // a person rejected the plan
+	// StateMissing: the plan saw an empty state for a config Grape applied
+	// and has not destroyed (state lost, moved, or on another agent).
+	StateMissing Kind = "state_missing"
+	// ControlPlaneBehind: the config version to deploy is older than the
+	// audit repository's newest commit of the config (a restored database).
+	ControlPlaneBehind Kind = "control_plane_behind"
+	AgentLost          Kind = "agent_lost" // the agent died, shut down or lost its lease
+	Cancelled          Kind = "cancelled"  // a person cancelled the deployment
+	Timeout            Kind = "timeout"    // a terraform phase ran longer than its timeout
+	Rejected           Kind = "rejected"   // a person rejected the plan
 	// ApprovalRefused: the approved plan no longer means what was approved.
 	ApprovalRefused Kind = "approval_refused"
 	Internal        Kind = "internal" // anything else: the agent's own failure

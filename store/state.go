@@ -1,0 +1,330 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// What the control plane knows about a config's terraform state: whether
+// Grape left infrastructure behind (so an empty state is an accident, not a
+// fresh start), which agent holds a local state, and the audit of operator
+// actions on state. docs/operations.md, "Where state lives", is the story.
+
+// StateHolder is the agent whose data dir holds a local-state config's state.
+type StateHolder struct {
+	ConfigID     uuid.UUID  `db:"config_id"`
+	ClusterID    string     `db:"cluster_id"`
+	AgentID      string     `db:"agent_id"`
+	DeploymentID *uuid.UUID `db:"deployment_id"`
+	RecordedAt   time.Time  `db:"recorded_at"`
+}
+
+// ErrHeldElsewhere: another agent holds the config's local state.
+var ErrHeldElsewhere = errors.New("another agent holds this config's state")
+
+// RecordStateHolder records agentID as the holder of the config's local
+// state, unless one is recorded already. It returns the holder after the
+// call; ErrHeldElsewhere (with that holder) when it is another agent, which
+// means this agent must not run terraform on the config.
+func (s *Store) RecordStateHolder(ctx context.Context, clusterID string, configID, deploymentID uuid.UUID, agentID string) (StateHolder, error) {
+	if _, err := s.db().Exec(ctx, `
+INSERT INTO config_state_holders (config_id, cluster_id, agent_id, deployment_id)
+VALUES ($1, $2, $3, $4) ON CONFLICT (config_id) DO NOTHING`, configID, clusterID, agentID, deploymentID); err != nil {
+		return StateHolder{}, fmt.Errorf("recording the state holder of config %s: %w", configID, err)
+	}
+	h, err := s.StateHolderOf(ctx, configID)
+	if err != nil {
+		return StateHolder{}, err
+	}
+	if h.AgentID != agentID {
+		return h, fmt.Errorf("config %s: agent %s holds its state: %w", configID, h.AgentID, ErrHeldElsewhere)
+	}
+	return h, nil
+}
+
+// StateHolderOf returns the holder of a config's local state, or ErrNotFound.
+func (s *Store) StateHolderOf(ctx context.Context, configID uuid.UUID) (StateHolder, error) {
+	rows, err := s.db().Query(ctx, `
+SELECT config_id, cluster_id, agent_id, deployment_id, recorded_at FROM config_state_holders WHERE config_id = $1`, configID)
+	if err != nil {
+		return StateHolder{}, fmt.Errorf("reading the state holder of config %s: %w", configID, err)
+	}
+	h, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[StateHolder])
+	if err != nil {
+		return StateHolder{}, notFound(err, fmt.Sprintf("state holder of config %s", configID))
+	}
+	return h, nil
+}
+
+// ReleaseStateHolder forgets who holds a config's local state (the state was
+// moved by hand, or its agent is gone for good), recorded in the audit log.
+// The next agent to apply the config becomes its holder.
+func (s *Store) ReleaseStateHolder(ctx context.Context, configID uuid.UUID, actor, reason string) (StateHolder, error) {
+	var h StateHolder
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM config_state_holders WHERE config_id = $1
+RETURNING config_id, cluster_id, agent_id, deployment_id, recorded_at`, configID)
+		if err != nil {
+			return err
+		}
+		if h, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[StateHolder]); err != nil {
+			return notFound(err, fmt.Sprintf("state holder of config %s", configID))
+		}
+		return recordAudit(ctx, tx, AuditEvent{ClusterID: h.ClusterID, ConfigID: &configID, Actor: actor,
+			Action: AuditStateHolderRelease, Detail: map[string]any{"agent": h.AgentID, "reason": reason}})
+	})
+	if err != nil {
+		return StateHolder{}, fmt.Errorf("releasing the state holder of config %s: %w", configID, err)
+	}
+	return h, nil
+}
+
+// SetStateResources records how many resources the config's state holds
+// after this deployment applied (0 after a destroy): the fact the state
+// guard later compares a plan's prior state with.
+func (s *Store) SetStateResources(ctx context.Context, id uuid.UUID, agentID string, n int) error {
+	return s.updateOwned(ctx, id, agentID, "state resources", `state_resources = $3`, n)
+}
+
+// Applied is what Grape knows it left in the cloud for a config.
+type Applied struct {
+	// Applied: the last applying deployment was an apply that left
+	// resources, and no destroy succeeded since.
+	Applied bool
+	// Last is that deployment (nil when the config never applied anything).
+	Last *Deployment
+	// Version is the config version Last deployed (0 when unknown).
+	Version int
+}
+
+// AppliedState reads whether Grape applied the config and has not destroyed
+// it since, with the deployment that says so. The rule is the database's
+// (grape_config_applied), so the identity guard on configs and the agent's
+// state guard cannot disagree.
+func (s *Store) AppliedState(ctx context.Context, configID uuid.UUID) (Applied, error) {
+	var a Applied
+	if err := s.db().QueryRow(ctx, `SELECT grape_config_applied($1)`, configID).Scan(&a.Applied); err != nil {
+		return Applied{}, fmt.Errorf("reading whether config %s is applied: %w", configID, err)
+	}
+	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM deployments d
+WHERE d.config_id = $1 AND d.status = 'succeeded' AND d.action IN ('apply', 'destroy')
+  AND (d.action = 'destroy' OR d.state_resources IS NOT NULL OR coalesce((d.plan_summary ->> 'add')::int, 0) > 0)
+ORDER BY d.finished_at DESC, d.id DESC LIMIT 1`, configID)
+	if err != nil {
+		return Applied{}, fmt.Errorf("reading the last apply of config %s: %w", configID, err)
+	}
+	d, err := collectDeployment(rows, "last apply")
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return a, nil
+	case err != nil:
+		return Applied{}, err
+	}
+	a.Last = &d
+	if d.ConfigVersion != nil {
+		a.Version = *d.ConfigVersion
+	}
+	return a, nil
+}
+
+// WaitReason says why a queued deployment is not being claimed when the
+// reason is the state holder: "waiting for agent X, which holds this
+// config's state; last seen …". It is "" when the deployment is not queued,
+// its config has no holder, or the holder is online (it is then merely busy
+// or the queue is ahead of it).
+func (s *Store) WaitReason(ctx context.Context, d Deployment, offlineAfter time.Duration) (string, error) {
+	if d.Status != StatusQueued {
+		return "", nil
+	}
+	var (
+		agentID  string
+		lastSeen *time.Time
+		stopped  *time.Time
+		now      time.Time
+	)
+	err := s.db().QueryRow(ctx, `
+SELECT h.agent_id, a.last_heartbeat_at, a.stopped_at, now()
+FROM config_state_holders h LEFT JOIN agents a ON a.id = h.agent_id
+WHERE h.config_id = $1`, d.ConfigID).Scan(&agentID, &lastSeen, &stopped, &now)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading the state holder of deployment %s: %w", d.ID, err)
+	}
+	return HolderWaitReason(agentID, lastSeen, stopped, now, offlineAfter), nil
+}
+
+// HolderWaitReason is the sentence front ends show for a queued deployment
+// whose config's state holder is offline, or "" when the holder is online.
+// Pure, so every front end says the same.
+func HolderWaitReason(agentID string, lastSeen, stopped *time.Time, now time.Time, offlineAfter time.Duration) string {
+	switch {
+	case lastSeen == nil:
+		return fmt.Sprintf("waiting for agent %s, which holds this config's state; it has never registered with this control plane", agentID)
+	case stopped != nil && !stopped.Before(*lastSeen):
+		return fmt.Sprintf("waiting for agent %s, which holds this config's state; last seen %s (%s ago, stopped)", agentID, lastSeen.UTC().Format(time.RFC3339), now.Sub(*lastSeen).Round(time.Second))
+	case now.Sub(*lastSeen) > offlineAfter:
+		return fmt.Sprintf("waiting for agent %s, which holds this config's state; last seen %s (%s ago)", agentID, lastSeen.UTC().Format(time.RFC3339), now.Sub(*lastSeen).Round(time.Second))
+	}
+	return ""
+}
+
+// LocalStateRisk is what `grape agent` warns about at start: other agents of
+// the cluster online while configs keep their state on an agent's disk.
+type LocalStateRisk struct {
+	OtherAgents  []string // online agents of the cluster other than this one
+	LocalConfigs []string // configs of the cluster using the local backend
+}
+
+// LocalStateRiskOf reads the agents of the cluster other than self seen within
+// onlineWithin, and the cluster's configs whose intent uses the local backend.
+func (s *Store) LocalStateRiskOf(ctx context.Context, clusterID, self string, onlineWithin time.Duration) (LocalStateRisk, error) {
+	var r LocalStateRisk
+	err := s.db().QueryRow(ctx, `
+SELECT
+  coalesce((SELECT array_agg(a.id ORDER BY a.id) FROM agents a
+            WHERE a.cluster_id = $1 AND a.id <> $2 AND a.stopped_at IS NULL
+              AND a.last_heartbeat_at > now() - make_interval(secs => $3)), '{}'),
+  coalesce((SELECT array_agg(c.name ORDER BY c.name) FROM configs c
+            WHERE c.cluster_id = $1 AND coalesce(c.spec -> 'backend' ->> 'type', 'local') = 'local'), '{}')`,
+		clusterID, self, onlineWithin.Seconds()).Scan(&r.OtherAgents, &r.LocalConfigs)
+	if err != nil {
+		return LocalStateRisk{}, fmt.Errorf("reading the agents and local-state configs of cluster %s: %w", clusterID, err)
+	}
+	return r, nil
+}
+
+// AuditAction names an operator action recorded in audit_events.
+type AuditAction string
+
+const (
+	AuditConfigRename       AuditAction = "config_rename"
+	AuditStateRestore       AuditAction = "state_restore"
+	AuditStateHolderRelease AuditAction = "state_holder_release"
+	AuditStackReplace       AuditAction = "stack_replace"
+)
+
+// AuditEvent is one recorded operator action.
+type AuditEvent struct {
+	ID        int64           `db:"id"`
+	At        time.Time       `db:"at"`
+	ClusterID string          `db:"cluster_id"`
+	ConfigID  *uuid.UUID      `db:"config_id"`
+	Actor     string          `db:"actor"`
+	Action    AuditAction     `db:"action"`
+	RawDetail json.RawMessage `db:"detail"`
+	// Detail is written as the event's detail object (RawDetail is what
+	// was read back).
+	Detail map[string]any `db:"-"`
+}
+
+func recordAudit(ctx context.Context, q execer, e AuditEvent) error {
+	detail := e.Detail
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO audit_events (cluster_id, config_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)`,
+		e.ClusterID, e.ConfigID, e.Actor, e.Action, detail); err != nil {
+		return fmt.Errorf("recording %s in the audit log: %w", e.Action, err)
+	}
+	return nil
+}
+
+// RecordAudit writes an operator action into the audit log.
+func (s *Store) RecordAudit(ctx context.Context, e AuditEvent) error {
+	return recordAudit(ctx, s.db(), e)
+}
+
+// ListAudit returns a config's audit events (or a cluster's, with
+// configID nil), newest first.
+func (s *Store) ListAudit(ctx context.Context, clusterID string, configID *uuid.UUID, limit int) ([]AuditEvent, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	rows, err := s.db().Query(ctx, `
+SELECT id, at, cluster_id, config_id, actor, action, detail FROM audit_events
+WHERE cluster_id = $1 AND ($2::uuid IS NULL OR config_id = $2)
+ORDER BY at DESC, id DESC LIMIT $3`, clusterID, configID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading the audit log of cluster %s: %w", clusterID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByName[AuditEvent])
+}
+
+// RenameConfig renames a config. Nothing moves in the cloud: state, the
+// audit repository path and locks are keyed by the config's id. The database
+// records the rename in the audit log with actor (for any writer; this only
+// names the actor).
+func (s *Store) RenameConfig(ctx context.Context, clusterID string, configID uuid.UUID, newName, actor string) (Config, error) {
+	if err := ValidateConfigName(newName); err != nil {
+		return Config{}, err
+	}
+	var c Config
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('grape.actor', $1, true)`, actor); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE configs SET name = $3 WHERE id = $1 AND cluster_id = $2 RETURNING `+configColumns,
+			configID, clusterID, newName)
+		if err != nil {
+			return err
+		}
+		if c, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Config]); err != nil {
+			return notFound(err, fmt.Sprintf("config %s in cluster %s", configID, clusterID))
+		}
+		return nil
+	})
+	if err != nil {
+		if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "configs_name_unique" {
+			return Config{}, fmt.Errorf("renaming config %s: cluster %s already has a config named %q: %w", configID, clusterID, newName, ErrInvalid)
+		}
+		return Config{}, fmt.Errorf("renaming config %s: %w", configID, err)
+	}
+	return c, nil
+}
+
+// ReplaceStack changes an applied config's region or backend the only safe
+// way: in one transaction it queues the destroy of the version that is
+// applied now, stores the new intent (the identity guard lets it through
+// because that destroy is queued), and queues the apply of the new version
+// behind it. Each deployment renders the version it was queued against, so
+// the destroy plans the old stack and the apply the new one, as two
+// reviewable (approval-gated when the config requires it) runs. If the
+// destroy fails, the agent refuses the apply: the old stack still exists.
+func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec json.RawMessage, set ConfigSettings, actor string) (cfg Config, destroy, apply Deployment, err error) {
+	err = pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		inner := &Store{pool: s.pool, q: tx}
+		old, err := inner.GetConfig(ctx, clusterID, name)
+		if err != nil {
+			return err
+		}
+		if destroy, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionDestroy, RequestedBy: actor}); err != nil {
+			return err
+		}
+		if cfg, err = inner.UpsertConfig(ctx, clusterID, name, spec, set); err != nil {
+			return err
+		}
+		if apply, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionApply, RequestedBy: actor}); err != nil {
+			return err
+		}
+		// Both rows got the transaction's now(); the queue orders by
+		// (created_at, id), so the apply is placed explicitly behind.
+		if err := tx.QueryRow(ctx, `UPDATE deployments SET created_at = $2::timestamptz + interval '1 microsecond' WHERE id = $1 RETURNING created_at`,
+			apply.ID, destroy.CreatedAt).Scan(&apply.CreatedAt); err != nil {
+			return err
+		}
+		return recordAudit(ctx, tx, AuditEvent{ClusterID: clusterID, ConfigID: &old.ID, Actor: actor, Action: AuditStackReplace,
+			Detail: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "destroy": destroy.ID, "apply": apply.ID}})
+	})
+	if err != nil {
+		return Config{}, Deployment{}, Deployment{}, fmt.Errorf("replacing the stack of config %s/%s: %w", clusterID, name, err)
+	}
+	return cfg, destroy, apply, nil
+}
