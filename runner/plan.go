@@ -55,6 +55,21 @@ type PlanResult struct {
 	// Diff is the plan's attribute-level changes without sensitive values,
 	// for the deployment row.
 	Diff *plandiff.Diff
+	// PriorResources is how many managed resources the state held when
+	// terraform planned (the plan's prior_state): 0 for an empty or missing
+	// state. The agent compares it with what it knows it applied.
+	PriorResources int
+}
+
+// StateResourcesAfter is how many managed resources the state holds once
+// this plan is applied: the prior state plus creations minus deletions (a
+// replacement is both).
+func (p PlanResult) StateResourcesAfter() int {
+	n := p.PriorResources + p.Summary.Add - p.Summary.Destroy
+	if n < 0 {
+		return 0
+	}
+	return n
 }
 
 // PlanSummary is stored on the deployment (jsonb) so reviewers need not read
@@ -166,7 +181,7 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "encoding the saved plan as JSON failed", Err: err}
 		}
 		diff := plandiff.Build(plan)
-		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan), Plan: plan, PlanJSON: raw, Diff: diff}
+		res = PlanResult{Changes: changes, PlanFile: planFile, Summary: summarize(plan), Plan: plan, PlanJSON: raw, Diff: diff, PriorResources: priorResources(plan)}
 		if o.DetailedExitCode && changes {
 			res.Drift = drift(plan, diff)
 		}
@@ -184,6 +199,31 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 		return PlanResult{}, finish("plan", err, js)
 	}
 	return res, nil
+}
+
+// priorResources counts the managed resource instances of the state the plan
+// started from; data sources are read again on every plan and do not count.
+func priorResources(p *tfjson.Plan) int {
+	if p.PriorState == nil || p.PriorState.Values == nil {
+		return 0
+	}
+	var count func(m *tfjson.StateModule) int
+	count = func(m *tfjson.StateModule) int {
+		if m == nil {
+			return 0
+		}
+		n := 0
+		for _, r := range m.Resources {
+			if r.Mode == tfjson.ManagedResourceMode {
+				n++
+			}
+		}
+		for _, c := range m.ChildModules {
+			n += count(c)
+		}
+		return n
+	}
+	return count(p.PriorState.Values.RootModule)
 }
 
 // summarize counts a plan's resource changes the way terraform's summary

@@ -107,3 +107,23 @@ func TestChangedAttributesNested(t *testing.T) {
 	assert.Equal(t, []string{"rules", "tags"}, names)
 	assert.True(t, sens)
 }
+
+func TestPriorResources(t *testing.T) {
+	tests := []struct {
+		file       string
+		prior      int
+		afterApply int
+	}{
+		{"create.json", 0, 3},
+		{"update_replace_sensitive.json", 3, 3},
+		{"destroy.json", 3, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			p := loadPlan(t, tt.file)
+			res := PlanResult{Summary: summarize(p), PriorResources: priorResources(p)}
+			assert.Equal(t, tt.prior, res.PriorResources)
+			assert.Equal(t, tt.afterApply, res.StateResourcesAfter())
+		})
+	}
+}
