@@ -133,6 +133,10 @@ ORDER BY d.finished_at DESC, d.id DESC LIMIT 1`, configID)
 	return a, nil
 }
 
+// HolderOfflineAfter is how long an agent may go without a heartbeat before
+// front ends call it offline (agents beat every few seconds; three leases).
+const HolderOfflineAfter = 90 * time.Second
+
 // WaitReason says why a queued deployment is not being claimed when the
 // reason is the state holder: "waiting for agent X, which holds this
 // config's state; last seen …". It is "" when the deployment is not queued,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"text/tabwriter"
@@ -19,13 +20,17 @@ func init() {
 		name:    "config apply",
 		summary: "validate an intent JSON against the templates and store it (create or update); prints the config id",
 		long: `The intent is validated exactly as the agent will validate it (see docs/intent.md);
-nothing is stored when it is invalid. The config's version increases when anything changed.`,
+nothing is stored when it is invalid. The config's version increases when anything changed.
+The region and the state backend of an applied config are where its stack lives: changing
+them is refused (the next apply would create the stack again and orphan the old one) unless
+--replace-stack queues the destroy of the old stack ahead of the change.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var (
 				db, cluster, name, file, schedule, policySet string
 				approval, remediate                          optionalBool
-				noPolicySet                                  bool
+				noPolicySet, replaceStack                    bool
 				approvalTimeout                              time.Duration
+				who                                          string
 				tmpl                                         templateFlags
 			)
 			dbFlag(fs, &db)
@@ -38,6 +43,8 @@ nothing is stored when it is invalid. The config's version increases when anythi
 			fs.StringVar(&policySet, "policy-set", "", "policy set (sets/<name>/ of the agents' policy sources) that judges this config's plans besides the common policies")
 			fs.BoolVar(&noPolicySet, "no-policy-set", false, "clear the config's policy set: only the common policies judge it")
 			fs.DurationVar(&approvalTimeout, "approval-timeout", 0, "how long a plan may await approval before it expires, cancelled and discarded (at least 1m; default for a new config 24h; 0 keeps the stored value)")
+			fs.BoolVar(&replaceStack, "replace-stack", false, "the intent moves an applied stack (region or backend): queue the destroy of the stack that exists, store the intent, and queue its apply behind the destroy")
+			whoFlag(fs, &who)
 			tmpl.register(fs)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if cluster == "" || name == "" {
@@ -88,7 +95,20 @@ nothing is stored when it is invalid. The config's version increases when anythi
 						}
 						return err
 					}
+					if replaceStack {
+						c, destroy, apply, err := st.ReplaceStack(ctx, cluster, name, normalized, set, who)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintln(cio.stdout, c.ID)
+						fmt.Fprintf(cio.stderr, "config %s/%s is at version %d\nqueued: destroy %s (v%d, the stack that exists), then apply %s (v%d)\n",
+							cluster, name, c.Version, destroy.ID, *destroy.ConfigVersion, apply.ID, *apply.ConfigVersion)
+						return nil
+					}
 					c, err := st.UpsertConfig(ctx, cluster, name, normalized, set)
+					if errors.Is(err, store.ErrStackIdentity) {
+						return fmt.Errorf("%w\nnothing was stored", err)
+					}
 					if err != nil {
 						return err
 					}

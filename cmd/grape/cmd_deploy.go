@@ -29,6 +29,7 @@ log live and exit 0 only if it succeeded.`,
 			var (
 				db, cluster, cfgRef, action, who string
 				approval, follow, noColor        bool
+				acceptEmpty, acceptRollback      bool
 			)
 			dbFlag(fs, &db)
 			fs.StringVar(&cluster, "cluster", "", "cluster id")
@@ -37,6 +38,8 @@ log live and exit 0 only if it succeeded.`,
 			fs.BoolVar(&approval, "require-approval", false, "stop after plan until someone runs grape approve")
 			fs.BoolVar(&follow, "follow", false, "print the log live until the deployment ends")
 			noColorFlag(fs, &noColor)
+			fs.BoolVar(&acceptEmpty, "accept-empty-state", false, "this once, plan from an empty state although Grape applied the config (after an out-of-band destroy); recorded with --as")
+			fs.BoolVar(&acceptRollback, "accept-rollback", false, "this once, deploy a config version older than the audit repository's newest commit of it (an intended rollback of the database); recorded with --as")
 			whoFlag(fs, &who)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
 				if cluster == "" || cfgRef == "" {
@@ -60,7 +63,8 @@ log live and exit 0 only if it succeeded.`,
 						}
 						return err
 					}
-					d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: cluster, ConfigID: c.ID, Action: act, RequireApproval: approval, RequestedBy: who})
+					d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: cluster, ConfigID: c.ID, Action: act, RequireApproval: approval, RequestedBy: who,
+						AcceptEmptyState: acceptEmpty, AcceptRollback: acceptRollback})
 					if err != nil {
 						return err
 					}
@@ -114,6 +118,9 @@ log live and exit 0 only if it succeeded.`,
 						if err := printDeployment(cio.stdout, d); err != nil {
 							return err
 						}
+						if why := waitReason(ctx, st, d); why != "" {
+							fmt.Fprintf(cio.stdout, "waiting:  %s\n", why)
+						}
 						return printBlocker(ctx, cio.stdout, st, d)
 					}
 					ds, err := st.ListDeployments(ctx, store.ListFilter{ClusterID: cluster, Limit: 30})
@@ -126,7 +133,11 @@ log live and exit 0 only if it succeeded.`,
 					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(tw, "ID\tCLUSTER\tACTION\tSTATUS\tPHASE\tCREATED\tERROR")
 					for _, d := range ds {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(ptr.Deref(d.Error), 60))
+						note := ptr.Deref(d.Error)
+						if why := waitReason(ctx, st, d); why != "" {
+							note = why
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClusterID, d.Action, d.Status, d.PhaseName(), d.CreatedAt.Format("01-02 15:04:05"), truncate(note, 100))
 					}
 					return tw.Flush()
 				})
@@ -278,6 +289,13 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 		row("phase", *d.Phase)
 	}
 	row("attempt", fmt.Sprintf("%d of %d", d.Attempt, d.MaxAttempts))
+	row("requested by", d.RequestedBy)
+	if d.AcceptEmptyState {
+		row("override", "accept empty state (requested by "+d.RequestedBy+")")
+	}
+	if d.AcceptRollback {
+		row("override", "accept rollback behind the audit repository (requested by "+d.RequestedBy+")")
+	}
 	if d.ClaimedBy != nil {
 		row("agent", *d.ClaimedBy)
 	}

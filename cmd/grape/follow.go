@@ -96,6 +96,11 @@ func sayQueued(ctx context.Context, st *store.Store, id uuid.UUID, w io.Writer) 
 		msg += fmt.Sprintf("; %d agents of cluster %s are online", q.AgentsOnline, d.ClusterID)
 	}
 	fmt.Fprintln(w, msg)
+	// Its config's local state may be held by an agent that is offline:
+	// then only that agent can run it, whatever else is online.
+	if why := waitReason(ctx, st, d); why != "" {
+		fmt.Fprintf(w, "[grape] %s\n", why)
+	}
 	return nil
 }
 
