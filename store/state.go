@@ -213,6 +213,7 @@ const (
 	AuditStateRestore       AuditAction = "state_restore"
 	AuditStateHolderRelease AuditAction = "state_holder_release"
 	AuditStackReplace       AuditAction = "stack_replace"
+	AuditStateBackendMove   AuditAction = "state_backend_move"
 )
 
 // AuditEvent is one recorded operator action.
@@ -331,4 +332,44 @@ func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec j
 		return Config{}, Deployment{}, Deployment{}, fmt.Errorf("replacing the stack of config %s/%s: %w", clusterID, name, err)
 	}
 	return cfg, destroy, apply, nil
+}
+
+// MoveStateBackend stores an intent whose state backend differs from the one
+// the applied config uses, after a person copied the state there (the
+// database's identity guard allows it inside this transaction only, and only
+// when the region stays). The state holder is forgotten: a state in S3 is
+// any agent's to use, and a local one is pinned again by its next apply. If
+// the state is not where the new backend looks, the next plan sees an empty
+// state and the agent refuses it (state_missing).
+func (s *Store) MoveStateBackend(ctx context.Context, clusterID, name string, spec json.RawMessage, set ConfigSettings, actor string) (Config, error) {
+	var cfg Config
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		inner := &Store{pool: s.pool, q: tx}
+		old, err := inner.GetConfig(ctx, clusterID, name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('grape.state_moved', 'on', true)`); err != nil {
+			return err
+		}
+		if cfg, err = inner.UpsertConfig(ctx, clusterID, name, spec, set); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM config_state_holders WHERE config_id = $1`, old.ID); err != nil {
+			return err
+		}
+		var from, to any
+		_ = json.Unmarshal(old.Spec, &struct {
+			Backend *any `json:"backend"`
+		}{&from})
+		_ = json.Unmarshal(cfg.Spec, &struct {
+			Backend *any `json:"backend"`
+		}{&to})
+		return recordAudit(ctx, tx, AuditEvent{ClusterID: clusterID, ConfigID: &old.ID, Actor: actor, Action: AuditStateBackendMove,
+			Detail: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "from": from, "to": to}})
+	})
+	if err != nil {
+		return Config{}, fmt.Errorf("moving the state backend of config %s/%s: %w", clusterID, name, err)
+	}
+	return cfg, nil
 }

@@ -188,6 +188,20 @@ func TestStackIdentityGuard(t *testing.T) {
 	_, err = b.st.UpsertConfig(b.ctx, "idg", "prod", json.RawMessage(`{"region":"eu-west-1","modules":{"vpc":{"cidr":"10.9.0.0/16"}}}`), store.ConfigSettings{})
 	require.NoError(t, err)
 
+	// A state copied to the new backend by hand: --state-moved, backend only.
+	_, err = b.st.RecordStateHolder(b.ctx, "idg", c.ID, uuid.New(), "agent-1")
+	require.NoError(t, err)
+	_, err = b.st.MoveStateBackend(b.ctx, "idg", "prod", spec("eu-north-1", `{"type":"s3","bucket":"state-bucket"}`), store.ConfigSettings{}, "carol")
+	require.ErrorIs(t, err, store.ErrStackIdentity, "a region change is never a state move")
+	moved, err := b.st.MoveStateBackend(b.ctx, "idg", "prod", spec("eu-west-1", `{"type":"s3","bucket":"state-bucket"}`), store.ConfigSettings{}, "carol")
+	require.NoError(t, err)
+	require.Contains(t, string(moved.Spec), "state-bucket")
+	_, err = b.st.StateHolderOf(b.ctx, c.ID)
+	require.ErrorIs(t, err, store.ErrNotFound, "state in S3 is any agent's")
+	// The setting does not outlive its transaction.
+	_, err = b.st.UpsertConfig(b.ctx, "idg", "prod", spec("eu-west-1", ""), store.ConfigSettings{})
+	require.ErrorIs(t, err, store.ErrStackIdentity)
+
 	// A front end writing the row directly meets the same guard.
 	_, err = b.pool.Exec(b.ctx, `UPDATE configs SET spec = jsonb_set(spec, '{region}', '"us-east-1"') WHERE id = $1`, c.ID)
 	require.ErrorContains(t, err, "would create the stack again")
@@ -207,8 +221,10 @@ func TestStackIdentityGuard(t *testing.T) {
 	require.Equal(t, destroy.ID, got.ID, "the destroy runs first")
 	ev, err := b.st.ListAudit(b.ctx, "idg", &c.ID, 10)
 	require.NoError(t, err)
-	require.Len(t, ev, 1)
+	require.Len(t, ev, 2)
 	require.Equal(t, store.AuditStackReplace, ev[0].Action)
+	require.Equal(t, store.AuditStateBackendMove, ev[1].Action)
+	require.Equal(t, "carol", ev[1].Actor)
 	require.Equal(t, "alice", ev[0].Actor)
 }
 

@@ -28,7 +28,7 @@ them is refused (the next apply would create the stack again and orphan the old 
 			var (
 				db, cluster, name, file, schedule, policySet string
 				approval, remediate                          optionalBool
-				noPolicySet, replaceStack                    bool
+				noPolicySet, replaceStack, stateMoved        bool
 				approvalTimeout                              time.Duration
 				who                                          string
 				tmpl                                         templateFlags
@@ -44,6 +44,7 @@ them is refused (the next apply would create the stack again and orphan the old 
 			fs.BoolVar(&noPolicySet, "no-policy-set", false, "clear the config's policy set: only the common policies judge it")
 			fs.DurationVar(&approvalTimeout, "approval-timeout", 0, "how long a plan may await approval before it expires, cancelled and discarded (at least 1m; default for a new config 24h; 0 keeps the stored value)")
 			fs.BoolVar(&replaceStack, "replace-stack", false, "the intent moves an applied stack (region or backend): queue the destroy of the stack that exists, store the intent, and queue its apply behind the destroy")
+			fs.BoolVar(&stateMoved, "state-moved", false, "the intent changes the state backend of an applied config and you copied its state there (docs/operations.md); recorded with --as")
 			whoFlag(fs, &who)
 			tmpl.register(fs)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
@@ -94,6 +95,18 @@ them is refused (the next apply would create the stack again and orphan the old 
 							return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
 						}
 						return err
+					}
+					if stateMoved {
+						if replaceStack {
+							return usagef("--state-moved and --replace-stack are exclusive")
+						}
+						c, err := st.MoveStateBackend(ctx, cluster, name, normalized, set, who)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintln(cio.stdout, c.ID)
+						fmt.Fprintf(cio.stderr, "config %s/%s is at version %d with its new backend; queue a plan and expect \"No changes\"\n", cluster, name, c.Version)
+						return nil
 					}
 					if replaceStack {
 						c, destroy, apply, err := st.ReplaceStack(ctx, cluster, name, normalized, set, who)

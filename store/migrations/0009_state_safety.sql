@@ -71,7 +71,7 @@ CREATE TABLE audit_events (
     config_id  uuid,
     actor      text NOT NULL,
     action     text NOT NULL CONSTRAINT audit_events_action CHECK (action IN
-                   ('config_rename', 'state_restore', 'state_holder_release', 'stack_replace')),
+                   ('config_rename', 'state_restore', 'state_holder_release', 'stack_replace', 'state_backend_move')),
     detail     jsonb NOT NULL DEFAULT '{}'::jsonb CONSTRAINT audit_events_detail CHECK (jsonb_typeof(detail) = 'object')
 );
 CREATE INDEX audit_events_config ON audit_events (config_id, at DESC);
@@ -121,6 +121,13 @@ BEGIN
                  AND d.status IN ('queued', 'in_progress', 'awaiting_approval')) THEN
         RETURN NEW;
     END IF;
+    -- `grape config apply --state-moved`: a person copied the state to the
+    -- new backend and says so (recorded in audit_events by the same
+    -- transaction). Only the backend may change that way; a moved state
+    -- that is not there is caught by the agent's empty-state guard.
+    IF old_region = new_region AND current_setting('grape.state_moved', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
     IF old_region <> new_region THEN
         what := format('region %s → %s', old_region, new_region);
     ELSE
@@ -128,7 +135,9 @@ BEGIN
     END IF;
     RAISE EXCEPTION 'config % is applied; changing its % would create the stack again and orphan the one that exists', OLD.name, what
         USING ERRCODE = 'check_violation', CONSTRAINT = 'configs_stack_identity',
-              HINT = 'destroy it first (grape deploy --action destroy), or use grape config apply --replace-stack to queue the destroy and the re-create as two reviewable deployments (docs/operations.md, "Where state lives")';
+              HINT = CASE WHEN old_region <> new_region
+                  THEN 'destroy it first (grape deploy --action destroy), or use grape config apply --replace-stack to queue the destroy and the re-create as two reviewable deployments (docs/operations.md, "Where state lives")'
+                  ELSE 'copy the state to the new backend first, then grape config apply --state-moved; or destroy it first, or grape config apply --replace-stack (docs/operations.md, "Moving state to another backend")' END;
 END $$;
 CREATE TRIGGER configs_identity_guard BEFORE UPDATE OF spec ON configs
     FOR EACH ROW EXECUTE FUNCTION grape_config_identity_guard();
