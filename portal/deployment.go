@@ -54,6 +54,9 @@ type deploymentState struct {
 	// DriftStatus is what a finished drift check found (in_sync, drifted,
 	// error): the page shows it instead of a green "succeeded".
 	DriftStatus string `json:"drift_status"`
+	// Waiting says why a queued deployment is not taken when its config's
+	// state is held by an offline agent ("waiting for agent X, …").
+	Waiting string `json:"waiting"`
 }
 
 type outputView struct {
@@ -391,7 +394,7 @@ func truncate(s string, n int) string {
 
 // stateOf is state plus what needs a read: a finished drift check's report.
 func (s *Server) stateOf(ctx context.Context, d store.Deployment) (deploymentState, error) {
-	st := s.state(d)
+	st := s.state(ctx, d)
 	if d.Action == store.ActionDrift && d.Status.Final() {
 		rep, err := s.st.DriftReportOf(ctx, d)
 		switch {
@@ -404,7 +407,7 @@ func (s *Server) stateOf(ctx context.Context, d store.Deployment) (deploymentSta
 	return st, nil
 }
 
-func (s *Server) state(d store.Deployment) deploymentState {
+func (s *Server) state(ctx context.Context, d store.Deployment) deploymentState {
 	st := deploymentState{
 		Status:          string(d.Status),
 		Phase:           string(d.PhaseName()),
@@ -430,6 +433,10 @@ func (s *Server) state(d store.Deployment) deploymentState {
 		Outputs:         decodeOutputs(d.Outputs),
 	}
 	st.CommitURL = s.commitURL(st.CommitSHA)
+	if why, err := s.st.WaitReason(ctx, d, store.HolderOfflineAfter); err == nil {
+		// The "(… ago)" part would change every event; the page shows when.
+		st.Waiting, _, _ = strings.Cut(why, " (")
+	}
 	return st
 }
 

@@ -1000,3 +1000,24 @@ func TestCheckNow(t *testing.T) {
 	require.Contains(t, page, `<span data-field="status" class="status s-succeeded">succeeded</span>`)
 	require.Contains(t, page, `<span data-show="drift_status" class="hint" hidden>`)
 }
+
+// A queued deployment whose config's state is held by an offline agent says
+// so on its page, and stops saying so once the holder is back.
+func TestDeploymentWaitingForStateHolder(t *testing.T) {
+	e := setup(t)
+	c := e.signedIn()
+	held := e.newConfig("held")
+	_, err := e.st.RecordStateHolder(e.ctx, "eu-1", held.ID, uuid.New(), "agent-far")
+	require.NoError(t, err)
+	require.NoError(t, e.st.RegisterAgent(e.ctx, store.Agent{ID: "agent-far", ClusterID: "eu-1"}))
+	_, err = e.pool.Exec(e.ctx, `UPDATE agents SET last_heartbeat_at = now() - interval '10 minutes' WHERE id = 'agent-far'`)
+	require.NoError(t, err)
+	d := e.enqueue(held, store.EnqueueParams{})
+
+	_, body := c.get("/deployments/" + d.ID.String())
+	require.Contains(t, body, `data-field="waiting" class="hint">waiting for agent agent-far, which holds this config&#39;s state; last seen `)
+
+	require.NoError(t, e.st.AgentHeartbeat(e.ctx, "agent-far"))
+	_, body = c.get("/deployments/" + d.ID.String())
+	require.Contains(t, body, `data-field="waiting" class="hint"></dd>`)
+}

@@ -285,6 +285,7 @@
     var checked = root.querySelector('[data-show="drift_status"]');
     if (checked) checked.textContent = 'drift check ' + st.status;
     setText(root, 'phase', st.phase);
+    setText(root, 'waiting', st.waiting);
     setText(root, 'error', st.error);
     setText(root, 'cost', st.cost);
     setText(root, 'attempt', st.attempt + ' of ' + st.max_attempts + (st.agent ? ' on agent ' + st.agent : ''));
