@@ -1,15 +1,18 @@
 package store_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
 )
 
@@ -292,4 +295,58 @@ func TestLocalStateRisk(t *testing.T) {
 	r, err = b.st.LocalStateRiskOf(b.ctx, "risk", "me", time.Minute)
 	require.NoError(t, err)
 	require.Empty(t, r.OtherAgents)
+}
+
+// Upgrading a control plane whose configs were applied before affinity
+// existed: the agent of each local-state config's last apply becomes its
+// holder, so the next deployment goes where the state is.
+func TestMigrationRecordsExistingHolders(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.Pool(t, testsupport.EmptyDatabaseURL(t))
+	migs, err := store.Migrations()
+	require.NoError(t, err)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		_, err := pool.Exec(ctx, sql, args...)
+		require.NoError(t, err)
+	}
+	for _, m := range migs {
+		if m.Name == "state_safety" {
+			break
+		}
+		_, err := pool.Exec(ctx, m.SQL, pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err, m.Name)
+	}
+	exec(`INSERT INTO clusters (id) VALUES ('up')`)
+	var local, s3, never uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO configs (cluster_id, name, spec) VALUES ('up', 'local', '{}') RETURNING id`).Scan(&local))
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO configs (cluster_id, name, spec) VALUES ('up', 's3', '{"backend":{"type":"s3","bucket":"b"}}') RETURNING id`).Scan(&s3))
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO configs (cluster_id, name, spec) VALUES ('up', 'never', '{}') RETURNING id`).Scan(&never))
+	for _, row := range []struct {
+		cfg            uuid.UUID
+		agent, status  string
+		finishedMinAgo int
+	}{
+		{local, "old-agent", "succeeded", 60},
+		{local, "new-agent", "succeeded", 10},
+		{local, "third-agent", "failed", 5},
+		{s3, "old-agent", "succeeded", 10},
+		{never, "old-agent", "failed", 10},
+	} {
+		exec(`INSERT INTO deployments (config_id, cluster_id) VALUES ($1, 'up')`, row.cfg)
+		exec(`UPDATE deployments SET status = $2, claimed_by = $3, finished_at = now() - make_interval(mins => $4)
+WHERE id = (SELECT id FROM deployments WHERE config_id = $1 AND status = 'queued')`, row.cfg, row.status, row.agent, row.finishedMinAgo)
+	}
+	_, err = store.Migrate(ctx, pool)
+	require.NoError(t, err)
+
+	st := store.New(pool)
+	h, err := st.StateHolderOf(ctx, local)
+	require.NoError(t, err)
+	require.Equal(t, "new-agent", h.AgentID, "the agent of the last successful apply")
+	_, err = st.StateHolderOf(ctx, s3)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = st.StateHolderOf(ctx, never)
+	require.ErrorIs(t, err, store.ErrNotFound)
 }

@@ -62,6 +62,16 @@ CREATE TABLE config_state_holders (
 );
 COMMENT ON TABLE config_state_holders IS 'Agent holding a local-state config''s terraform state: only it claims the config''s deployments.';
 
+-- Configs applied before this migration keep their state where they were
+-- applied: the agent of their last successful apply holds it. (A config on
+-- the S3 backend needs no holder.)
+INSERT INTO config_state_holders (config_id, cluster_id, agent_id, deployment_id, recorded_at)
+SELECT DISTINCT ON (d.config_id) d.config_id, d.cluster_id, d.claimed_by, d.id, d.finished_at
+FROM deployments d JOIN configs c ON c.id = d.config_id
+WHERE d.status = 'succeeded' AND d.action IN ('apply', 'destroy') AND d.claimed_by IS NOT NULL
+  AND coalesce(c.spec -> 'backend' ->> 'type', 'local') = 'local'
+ORDER BY d.config_id, d.finished_at DESC;
+
 -- Operator actions that change no config version but matter to anyone
 -- reconstructing what happened: renames, state restores, stack replacements.
 CREATE TABLE audit_events (
