@@ -17,10 +17,15 @@ import (
 // what an apply would be refused for — and never for drift checks.
 //
 // It returns ok = false with the deployment's outcome to stop the
-// deployment before apply. The run dir is removed after a stop like after
-// any other failure. A check that reads the plan file itself needs the
-// run's terraform job too (its dir holds plan.PlanFile): pass it in then.
-func (d *Deployer) afterPlan(ctx context.Context, r *reconciler.Run, cfg store.Config, plan runner.PlanResult) (store.Outcome, bool) {
+// deployment before apply; j is the run's terraform job (its dir holds the
+// plan file plan.PlanFile and the committed intent; the state guard reads
+// where the state is from it). The run dir is removed after a stop like
+// after any other failure.
+func (d *Deployer) afterPlan(ctx context.Context, r *reconciler.Run, cfg store.Config, j runner.Job, plan runner.PlanResult) (store.Outcome, bool) {
+	// The state guard first: a plan from an empty state is no plan to judge.
+	if o, ok := d.checkState(ctx, r, cfg, j, plan); !ok {
+		return o, false
+	}
 	if o, ok := d.checkPolicies(ctx, r, cfg, plan); !ok {
 		return o, false
 	}

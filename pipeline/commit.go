@@ -56,7 +56,7 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 	res, err := d.Git.Commit(ctx, gitstore.Change{
 		Require:    require,
 		ClusterID:  cfg.ClusterID,
-		ConfigName: cfg.Name,
+		ConfigName: auditDir(cfg),
 		Files:      rd.files,
 		Subject:    fmt.Sprintf("%s %s (cluster %s): %s", dep.Action, cfg.Name, cfg.ClusterID, what),
 		Body: func(previous map[string][]byte) string {

@@ -47,7 +47,8 @@ type Deployer struct {
 	Git       *gitstore.Store
 	Runner    *runner.Runner
 	// DataDir holds run dirs (runs/<deployment>) and local state
-	// (state/<cluster>/<config>) — never inside the audit repository.
+	// (state/<cluster>/<config-id>, package localstate) — never inside the
+	// audit repository.
 	DataDir string
 	// SecretVars are values of sensitive template variables supplied on the
 	// agent's side (TF_VAR_<name> in its environment), keyed by root variable
@@ -157,6 +158,9 @@ func (d *Deployer) execute(ctx context.Context, r *reconciler.Run) store.Outcome
 		if err := r.SetPhase(ctx, store.PhaseRender); err != nil {
 			return lost(err)
 		}
+		if o, ok := d.checkBeforeRender(ctx, r, cfg, spec); !ok {
+			return o
+		}
 		rendered, o, ok := d.render(ctx, r, cfg, spec)
 		if !ok {
 			return o
@@ -216,12 +220,6 @@ func (d *Deployer) runDir(r *reconciler.Run) string {
 // treeDir is where the run checks out its commit's subtree.
 func (d *Deployer) treeDir(r *reconciler.Run) string {
 	return filepath.Join(d.runDir(r), "tree")
-}
-
-// statePath is where the local backend keeps a config's state: outside the
-// audit repository and outside run dirs, which are deleted after each run.
-func (d *Deployer) statePath(cfg store.Config) string {
-	return filepath.Join(d.DataDir, "state", cfg.ClusterID, cfg.Name, "terraform.tfstate")
 }
 
 func failed(kind store.ErrorKind, msg string) store.Outcome {

@@ -13,6 +13,7 @@ import (
 	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/runner"
+	"github.com/grapehq/grape/stateguard"
 	"github.com/grapehq/grape/store"
 )
 
@@ -52,10 +53,10 @@ func (d *Deployer) driftCheck(ctx context.Context, r *reconciler.Run) store.Outc
 	if err := os.RemoveAll(d.runDir(r)); err != nil {
 		return d.recordDrift(ctx, r, cfg, report, started, nil, fmt.Errorf("clearing run dir: %w", err))
 	}
-	if err := d.Git.Checkout(ctx, sha, cfg.ClusterID, cfg.Name, treeDir); err != nil {
+	if err := d.checkout(ctx, sha, cfg, treeDir); err != nil {
 		return d.recordDrift(ctx, r, cfg, report, started, nil, fmt.Errorf("checking out commit %s: %w", short(sha), err))
 	}
-	j, err := d.job(r, cfg, treeDir)
+	j, err := d.job(ctx, r, cfg, treeDir)
 	if err != nil {
 		return d.recordDrift(ctx, r, cfg, report, started, nil, err)
 	}
@@ -69,6 +70,15 @@ func (d *Deployer) driftCheck(ctx context.Context, r *reconciler.Run) store.Outc
 		return lost(err)
 	}
 	plan, err := d.Runner.Plan(ctx, j, runner.PlanOptions{DetailedExitCode: true, PlanFile: planFile})
+	if err == nil {
+		// A check that planned from an empty state would report every
+		// resource as missing: report why instead.
+		if o, ok := d.emptyState(ctx, r, cfg, j, plan); !ok {
+			err = &stateguard.Refusal{Kind: o.Kind, Msg: o.Error}
+		} else if o, ok := d.holdLocalState(ctx, r, cfg, j, plan); !ok {
+			err = &stateguard.Refusal{Kind: o.Kind, Msg: o.Error}
+		}
+	}
 	return d.recordDrift(ctx, r, cfg, report, started, &plan, err)
 }
 
@@ -92,7 +102,12 @@ func (d *Deployer) recordDrift(ctx context.Context, r *reconciler.Run, cfg store
 			msg = re.Msg
 		}
 		report.Error = &msg
-		outcome = failed(terraformFailed(checkErr).Kind, "drift check failed: "+msg)
+		kind := terraformFailed(checkErr).Kind
+		var refusal *stateguard.Refusal
+		if errors.As(checkErr, &refusal) {
+			kind = refusal.Kind
+		}
+		outcome = failed(kind, "drift check failed: "+msg)
 	case plan.Changes:
 		report.Status = store.DriftDrifted
 		details := plan.Drift

@@ -19,7 +19,7 @@ import (
 const planFile = "grape.tfplan"
 
 // job describes terraform's work on the run dir of r.
-func (d *Deployer) job(r *reconciler.Run, cfg store.Config, treeDir string) (runner.Job, error) {
+func (d *Deployer) job(ctx context.Context, r *reconciler.Run, cfg store.Config, treeDir string) (runner.Job, error) {
 	j := runner.Job{
 		Dir:    treeDir,
 		Stdout: r.Logs.Writer(store.StreamStdout),
@@ -43,9 +43,9 @@ func (d *Deployer) job(r *reconciler.Run, cfg store.Config, treeDir string) (run
 		j.VarFiles = []string{path}
 	}
 	if backend == "local" {
-		path := d.statePath(cfg)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return j, fmt.Errorf("creating local state dir: %w", err)
+		path, err := d.localStatePath(ctx, r, cfg)
+		if err != nil {
+			return j, err
 		}
 		j.BackendConfig = map[string]string{"path": path}
 	}
@@ -88,13 +88,13 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 	if err := os.RemoveAll(d.runDir(r)); err != nil {
 		return failed(store.KindInternal, fmt.Sprintf("clearing run dir: %v", err))
 	}
-	if err := d.Git.Checkout(ctx, sha, cfg.ClusterID, cfg.Name, treeDir); err != nil {
+	if err := d.checkout(ctx, sha, cfg, treeDir); err != nil {
 		if o, full := diskFull(r, err, "checking out commit "+short(sha)); full {
 			return o
 		}
 		return failed(store.KindGit, fmt.Sprintf("checking out commit %s: %v", short(sha), err))
 	}
-	j, err := d.job(r, cfg, treeDir)
+	j, err := d.job(ctx, r, cfg, treeDir)
 	if err != nil {
 		if o, full := diskFull(r, err, "preparing the run dir"); full {
 			return o
@@ -138,7 +138,7 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 			}
 		}
 	}
-	if o, ok := d.afterPlan(ctx, r, cfg, plan); !ok {
+	if o, ok := d.afterPlan(ctx, r, cfg, j, plan); !ok {
 		d.mark(r, MarkTerraformEnd)
 		return o
 	}
@@ -164,6 +164,7 @@ func (d *Deployer) apply(ctx context.Context, r *reconciler.Run, j runner.Job, p
 	if err := r.SetPhase(ctx, store.PhaseApply); err != nil {
 		return lost(err)
 	}
+	d.snapshotState(r, j)
 	if err := d.Runner.Apply(ctx, j, plan); err != nil {
 		d.mark(r, MarkTerraformEnd)
 		return d.terraformFailedIn(ctx, r, err)
@@ -206,7 +207,7 @@ func (d *Deployer) applyApproved(ctx context.Context, r *reconciler.Run) store.O
 	if msg := d.commitMoved(ctx, cfg, *dep.CommitSHA, treeDir); msg != "" {
 		return failed(store.KindApprovalRefused, "approval refused: "+msg+"; queue a new deployment")
 	}
-	j, err := d.job(r, cfg, treeDir)
+	j, err := d.job(ctx, r, cfg, treeDir)
 	if err != nil {
 		return failed(store.KindInternal, err.Error())
 	}
@@ -216,7 +217,7 @@ func (d *Deployer) applyApproved(ctx context.Context, r *reconciler.Run) store.O
 
 // commitMoved says why the approved commit no longer stands, or "".
 func (d *Deployer) commitMoved(ctx context.Context, cfg store.Config, sha, treeDir string) string {
-	approved, err := d.Git.Files(ctx, sha, cfg.ClusterID, cfg.Name)
+	approved, err := d.files(ctx, sha, cfg)
 	if err != nil {
 		return fmt.Sprintf("reading commit %s failed: %v", short(sha), err)
 	}
@@ -225,7 +226,7 @@ func (d *Deployer) commitMoved(ctx context.Context, cfg store.Config, sha, treeD
 		return fmt.Sprintf("reading the workspace head failed: %v", err)
 	}
 	if head != sha {
-		latest, err := d.Git.Files(ctx, head, cfg.ClusterID, cfg.Name)
+		latest, err := d.files(ctx, head, cfg)
 		if err != nil {
 			return fmt.Sprintf("reading the workspace head failed: %v", err)
 		}

@@ -188,6 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("agent started", "concurrency", a.opts.Concurrency, "poll_interval", a.opts.PollInterval.String(), "lease", a.opts.Lease.String(), "poll_only", a.opts.PollOnly)
+	a.warnLocalState(ctx)
 
 	// Runs outlive ctx: a first signal only stops claiming.
 	runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -409,6 +410,24 @@ func (a *Agent) warnLongWaits(ctx context.Context) {
 			"deployment_id", id, "config_id", w.Deployment.ConfigID, "expires_at", w.ExpiresAt, "approve", "grape approve "+id.String())
 	}
 	a.warnedWaits = now // forget the ones decided meanwhile
+}
+
+// warnLocalState says at start when other agents of the cluster are online
+// while configs keep local state: each such config runs only on the agent
+// holding its state, so those agents do not share its work (and a config
+// that was never applied goes to whichever agent claims it first).
+func (a *Agent) warnLocalState(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	risk, err := a.st.LocalStateRiskOf(qctx, a.opts.ClusterID, a.opts.AgentID, store.HolderOfflineAfter)
+	if err != nil {
+		a.log.Warn("checking for other agents and local-state configs failed", "err", err)
+		return
+	}
+	if len(risk.OtherAgents) > 0 && len(risk.LocalConfigs) > 0 {
+		a.log.Warn("other agents of this cluster are online and configs keep their state on an agent's disk (local backend): each such config runs only on the agent holding its state; use the S3 backend to share them",
+			"other_agents", risk.OtherAgents, "local_state_configs", risk.LocalConfigs)
+	}
 }
 
 // RunNow queues a deployment already claimed by this agent — so no other
