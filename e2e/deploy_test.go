@@ -95,7 +95,7 @@ func TestDeployLifecycle(t *testing.T) {
 	require.Contains(t, msg, "apply lifecycle (cluster e2e): vpc, rds")
 	require.Contains(t, msg, "Grape-Deployment: "+d.ID.String())
 	require.Contains(t, msg, fmt.Sprintf("Grape-Config: %s@v1", cfg.ID))
-	committedIntent := e.git("show", sha+":clusters/e2e/lifecycle/intent.json")
+	committedIntent := e.git("show", sha+":clusters/e2e/"+cfg.ID.String()+"/intent.json")
 	requireSameJSON(t, string(cfg.Spec), committedIntent)
 
 	// The state in S3 knows the resources the plan said it would create.

@@ -152,8 +152,8 @@ func TestFaultKillDuringApply(t *testing.T) {
 	e.wait(after.ID, 2*time.Minute, store.StatusSucceeded)
 
 	// Local: the lock info file stays, the lock does not.
-	statePath := a1.dataDir + "/state/e2e/applylocal/terraform.tfstate"
-	info := readFile(t, a1.dataDir+"/state/e2e/applylocal/.terraform.tfstate.lock.info")
+	statePath := a1.dataDir + "/state/e2e/" + localCfg.ID.String() + "/terraform.tfstate"
+	info := readFile(t, a1.dataDir+"/state/e2e/"+localCfg.ID.String()+"/.terraform.tfstate.lock.info")
 	require.Contains(t, info, `"Operation":"OperationTypeApply"`)
 	t.Logf("local lock info left by the dead apply: %s", info)
 	requireUnlocked(t, statePath)

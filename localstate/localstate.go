@@ -221,7 +221,7 @@ func readVersion(path, name string) (Version, error) {
 		if t, err := time.Parse("20060102T150405.000000000Z", stamp); err == nil {
 			v.Time = t
 		}
-		v.Reason = strings.ReplaceAll(reason, "-", " ")
+		v.Reason = strings.ReplaceAll(reason, "_", " ")
 	}
 	var st struct {
 		Serial    uint64 `json:"serial"`
@@ -287,11 +287,13 @@ func sanitize(s string) string {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
 			b.WriteRune(r)
+		case r == ' ' || r == '_':
+			b.WriteRune('_')
 		default:
 			b.WriteRune('-')
 		}
 	}
-	out := strings.Trim(b.String(), "-")
+	out := strings.Trim(b.String(), "-_")
 	if len(out) > 80 {
 		out = out[:80]
 	}

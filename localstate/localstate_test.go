@@ -85,7 +85,7 @@ func TestSnapshotKeepsTheNewestTen(t *testing.T) {
 	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
 	for i := 1; i <= 13; i++ {
 		writeState(t, d, state(i, "a", "b"))
-		v, ok, err := d.Snapshot(cluster, cfgID, fmt.Sprintf("before apply of deployment d%d", i), t0.Add(time.Duration(i)*time.Minute))
+		v, ok, err := d.Snapshot(cluster, cfgID, fmt.Sprintf("before apply of deployment d-%d", i), t0.Add(time.Duration(i)*time.Minute))
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.Equal(t, uint64(i), v.Serial)
@@ -97,7 +97,7 @@ func TestSnapshotKeepsTheNewestTen(t *testing.T) {
 	require.Equal(t, uint64(13), vs[1].Serial, "newest first")
 	require.Equal(t, uint64(4), vs[len(vs)-1].Serial, "the oldest three were pruned")
 	require.Equal(t, t0.Add(13*time.Minute), vs[1].Time)
-	require.Equal(t, "before apply of deployment d13", vs[1].Reason)
+	require.Equal(t, "before apply of deployment d-13", vs[1].Reason)
 	require.Equal(t, 2, vs[1].Resources, "managed resources only")
 	require.Equal(t, "l-1", vs[1].Lineage)
 	for _, v := range vs[1:] {

@@ -555,6 +555,13 @@ RETURNING `+deploymentColumns, id, agentID, lease.Seconds())
 // check` runs its check in its own process). ErrNotFound means the config is
 // busy now (nothing is written); try again later.
 func (s *Store) EnqueueClaimed(ctx context.Context, p EnqueueParams, agentID string, lease time.Duration) (Deployment, error) {
+	// A local state held by another agent is that agent's to run: waiting
+	// for the config to be free would wait forever.
+	if h, err := s.StateHolderOf(ctx, p.ConfigID); err == nil && h.AgentID != agentID {
+		return Deployment{}, fmt.Errorf("config %s keeps its state on agent %s (local backend): run this there, with that agent's --agent-id and --data-dir: %w", p.ConfigID, h.AgentID, ErrHeldElsewhere)
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return Deployment{}, err
+	}
 	var out Deployment
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		inner := &Store{pool: s.pool, q: tx}

@@ -88,6 +88,11 @@ func TestClaimLeavesHeldConfigsToTheirHolder(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, why, "an online holder is no reason to explain")
 
+	// `grape drift check` from elsewhere is told where to run, not left waiting.
+	_, err = b.st.EnqueueClaimed(b.ctx, store.EnqueueParams{ClusterID: "aff", ConfigID: held.ID, Action: store.ActionPlan}, "drift-cli", time.Minute)
+	require.ErrorIs(t, err, store.ErrHeldElsewhere)
+	require.ErrorContains(t, err, "agent agent-a")
+
 	d, err = b.st.Claim(b.ctx, "aff", "agent-a", time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, second, d.ID)
