@@ -8,6 +8,9 @@
 //	afterplan.go  the after-plan point: what must hold before a plan is applied
 //	terraform.go  park for approval, or apply the saved plan and read outputs
 //	drift.go      a drift check instead: re-plan the last applied commit
+//	state.go      the state guards: audit trail and stack identity before
+//	              render, empty state after plan, the local state's holder
+//	              and kept versions
 //	lock.go       stale state locks an earlier run left behind
 //	disk.go       a full disk on the agent's machine
 //
