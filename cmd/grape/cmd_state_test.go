@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/grapehq/grape/internal/testsupport"
+	"github.com/grapehq/grape/localstate"
+	"github.com/grapehq/grape/store"
+)
+
+// TestStateCommands: state list shows the kept versions and the holder,
+// restore puts one back and is recorded in the audit log, release forgets
+// the holder (audited); rename keeps the id and is audited; the overrides
+// are recorded with who asked.
+func TestStateCommands(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	ctx := context.Background()
+	c.ok("cluster", "create", "eu-1")
+	spec := writeFile(t, "intent.json", `{"region":"eu-central-1","modules":{"vpc":{}}}`)
+	cfgID := uuid.MustParse(c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", spec))
+	st := store.New(testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"]))
+
+	dataDir := t.TempDir()
+	ls := localstate.Dir{DataDir: dataDir}
+	live := ls.Path("eu-1", cfgID.String())
+	require.NoError(t, os.MkdirAll(filepath.Dir(live), 0o700))
+	require.NoError(t, os.WriteFile(live, []byte(`{"version":4,"serial":7,"lineage":"x","resources":[{"mode":"managed","type":"aws_vpc","name":"this","instances":[{}]}]}`), 0o600))
+	kept, _, err := ls.Snapshot("eu-1", cfgID.String(), "before apply", time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(live, []byte(`{"version":4,"serial":8,"lineage":"x","resources":[]}`), 0o600))
+	_, err = st.RecordStateHolder(ctx, "eu-1", cfgID, uuid.New(), "agent-a")
+	require.NoError(t, err)
+
+	out, errOut, code := c.run("", "state", "list", "--cluster", "eu-1", "--config", "prod", "--data-dir", dataDir)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "agent agent-a holds the state of prod")
+	require.Contains(t, out, kept.Name)
+	require.Regexp(t, `current\s+\S+\s+8\s+0`, out)
+
+	_, errOut, code = c.run("", "state", "restore", "--cluster", "eu-1", "--config", "prod", "--data-dir", dataDir, "nope")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "grape state list")
+	out = c.ok("state", "restore", "--cluster", "eu-1", "--config", "prod", "--data-dir", dataDir, "--as", "carol", kept.Name)
+	require.Contains(t, out, "restored "+kept.Name+" of prod (serial 7, 1 resources)")
+	b, err := os.ReadFile(live)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"serial":7`)
+
+	require.Contains(t, c.ok("config", "rename", "--cluster", "eu-1", "prod", "production", "--as", "dave"), "is now production")
+	renamed, err := st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	require.Equal(t, "production", renamed.Name)
+
+	_, errOut, code = c.run("", "state", "release", "--cluster", "eu-1", "--config", "production")
+	require.Equal(t, 2, code, "a release without a reason is a usage error")
+	require.Contains(t, errOut, "--reason")
+	require.Contains(t, c.ok("state", "release", "--cluster", "eu-1", "--config", "production", "--reason", "disk moved to agent-b", "--as", "erin"), "agent agent-a no longer holds")
+
+	audit := c.ok("audit", "--cluster", "eu-1", "--config", "production")
+	lines := strings.Split(audit, "\n")
+	require.Len(t, lines, 4, audit)
+	require.Contains(t, lines[1], "erin")
+	require.Contains(t, lines[1], "state_holder_release")
+	require.Contains(t, lines[2], "dave")
+	require.Contains(t, lines[2], "config_rename")
+	require.Contains(t, lines[3], "carol")
+	require.Contains(t, lines[3], "state_restore")
+
+	id := uuid.MustParse(c.ok("deploy", "--cluster", "eu-1", "--config", "production", "--accept-empty-state", "--as", "frank"))
+	d, err := st.GetDeployment(ctx, id)
+	require.NoError(t, err)
+	require.True(t, d.AcceptEmptyState)
+	require.False(t, d.AcceptRollback)
+	require.Equal(t, "frank", d.RequestedBy)
+	require.Contains(t, c.ok("status", id.String()), "accept empty state (requested by frank)")
+}
