@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
 )
@@ -101,7 +100,7 @@ func TestClaimLeavesHeldConfigsToTheirHolder(t *testing.T) {
 func TestHolderWaitReason(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) *time.Time { return ptr.To(now.Add(-d)) }
+	at := func(d time.Duration) *time.Time { return ptr(now.Add(-d)) }
 	for _, tc := range []struct {
 		name              string
 		lastSeen, stopped *time.Time
@@ -127,13 +126,13 @@ func TestAppliedState(t *testing.T) {
 		want  bool
 	}{
 		{"never deployed", nil, false},
-		{"apply that created resources", []step{{store.ActionApply, 19, ptr.To(19), store.StatusSucceeded}}, true},
+		{"apply that created resources", []step{{store.ActionApply, 19, ptr(19), store.StatusSucceeded}}, true},
 		{"apply from before state_resources existed", []step{{store.ActionApply, 19, nil, store.StatusSucceeded}}, true},
 		{"failed apply", []step{{store.ActionApply, 19, nil, store.StatusFailed}}, false},
 		{"plan only", []step{{store.ActionPlan, 19, nil, store.StatusSucceeded}}, false},
-		{"destroyed", []step{{store.ActionApply, 19, ptr.To(19), store.StatusSucceeded}, {store.ActionDestroy, 0, ptr.To(0), store.StatusSucceeded}}, false},
-		{"applied again after a destroy", []step{{store.ActionApply, 19, ptr.To(19), store.StatusSucceeded}, {store.ActionDestroy, 0, ptr.To(0), store.StatusSucceeded}, {store.ActionApply, 3, ptr.To(3), store.StatusSucceeded}}, true},
-		{"every module switched off", []step{{store.ActionApply, 19, ptr.To(19), store.StatusSucceeded}, {store.ActionApply, 0, ptr.To(0), store.StatusSucceeded}}, false},
+		{"destroyed", []step{{store.ActionApply, 19, ptr(19), store.StatusSucceeded}, {store.ActionDestroy, 0, ptr(0), store.StatusSucceeded}}, false},
+		{"applied again after a destroy", []step{{store.ActionApply, 19, ptr(19), store.StatusSucceeded}, {store.ActionDestroy, 0, ptr(0), store.StatusSucceeded}, {store.ActionApply, 3, ptr(3), store.StatusSucceeded}}, true},
+		{"every module switched off", []step{{store.ActionApply, 19, ptr(19), store.StatusSucceeded}, {store.ActionApply, 0, ptr(0), store.StatusSucceeded}}, false},
 		{"a legacy no-change apply does not hide the creating one", []step{{store.ActionApply, 19, nil, store.StatusSucceeded}, {store.ActionApply, 0, nil, store.StatusSucceeded}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,7 +179,7 @@ func TestStackIdentityGuard(t *testing.T) {
 	_, err = b.st.UpsertConfig(b.ctx, "idg", "prod", spec("eu-west-1", ""), store.ConfigSettings{})
 	require.NoError(t, err)
 	id := b.enqueue(t, "idg", c.ID, store.ActionApply)
-	b.run(t, "idg", "agent-1", id, 19, ptr.To(19), store.StatusSucceeded)
+	b.run(t, "idg", "agent-1", id, 19, ptr(19), store.StatusSucceeded)
 
 	_, err = b.st.UpsertConfig(b.ctx, "idg", "prod", spec("eu-north-1", ""), store.ConfigSettings{})
 	require.ErrorIs(t, err, store.ErrStackIdentity)
