@@ -49,7 +49,7 @@ func TestStateAffinityAcrossAgentsAndRename(t *testing.T) {
 
 	// A second agent joins and warns; then the holder stops.
 	a2 := e.startAgent("agent-2")
-	a2.waitLog(t, "each such config runs only on the agent holding its state", time.Minute)
+	a2.waitLog(t, "each such config runs only on the agent holding its state", 2*time.Minute)
 	a1.stop(t)
 
 	again := e.deploy(held, store.ActionApply)

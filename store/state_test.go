@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 
@@ -280,7 +279,7 @@ func TestReleaseStateHolderIsAudited(t *testing.T) {
 	ev, err := b.st.ListAudit(b.ctx, "rel", &c.ID, 10)
 	require.NoError(t, err)
 	require.Len(t, ev, 1)
-	require.True(t, strings.Contains(string(ev[0].RawDetail), "agent-b"))
+	require.Contains(t, string(ev[0].RawDetail), "agent-b")
 }
 
 func TestLocalStateRisk(t *testing.T) {
