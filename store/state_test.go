@@ -14,9 +14,9 @@ import (
 	"github.com/grapehq/grape/store"
 )
 
-// run claims the config's next deployment as agent and finishes it, having
+// runApplying claims the config's next deployment as agent and finishes it, having
 // recorded a plan that adds add resources and, when set, the state's size.
-func (b bundle) run(t *testing.T, cluster, agent string, want uuid.UUID, add int, stateResources *int, status store.Status) {
+func (b bundle) runApplying(t *testing.T, cluster, agent string, want uuid.UUID, add int, stateResources *int, status store.Status) {
 	t.Helper()
 	d, err := b.st.Claim(b.ctx, cluster, agent, time.Minute)
 	require.NoError(t, err)
@@ -139,7 +139,7 @@ func TestAppliedState(t *testing.T) {
 			c := b.config(t, "ap", "x")
 			for _, s := range tc.steps {
 				id := b.enqueue(t, "ap", c.ID, s.action)
-				b.run(t, "ap", "agent-1", id, s.add, s.state, s.status)
+				b.runApplying(t, "ap", "agent-1", id, s.add, s.state, s.status)
 			}
 			got, err := b.st.AppliedState(b.ctx, c.ID)
 			require.NoError(t, err)
@@ -178,7 +178,7 @@ func TestStackIdentityGuard(t *testing.T) {
 	_, err = b.st.UpsertConfig(b.ctx, "idg", "prod", spec("eu-west-1", ""), store.ConfigSettings{})
 	require.NoError(t, err)
 	id := b.enqueue(t, "idg", c.ID, store.ActionApply)
-	b.run(t, "idg", "agent-1", id, 19, ptr(19), store.StatusSucceeded)
+	b.runApplying(t, "idg", "agent-1", id, 19, ptr(19), store.StatusSucceeded)
 
 	_, err = b.st.UpsertConfig(b.ctx, "idg", "prod", spec("eu-north-1", ""), store.ConfigSettings{})
 	require.ErrorIs(t, err, store.ErrStackIdentity)
