@@ -68,8 +68,8 @@ func TestStateAffinityAcrossAgentsAndRename(t *testing.T) {
 
 	// A rename while it waits: nothing moves in the cloud, and it is audited.
 	require.Contains(t, e.grape("config", "rename", "--cluster", e.cluster, "held", "renamed"), "is now renamed")
-	audit := e.grape("audit", "--cluster", e.cluster, "--config", "renamed")
-	require.Contains(t, audit, "config_rename")
+	audit := e.grape("audit", "--cluster", e.cluster)
+	require.Contains(t, audit, "config.renamed")
 	require.Contains(t, audit, `"from": "held"`)
 
 	// The holder comes back on the same data dir and takes it: no changes.

@@ -172,6 +172,7 @@ type AuditEvent struct {
 // AuditFilter narrows ListAudit; zero values match everything.
 type AuditFilter struct {
 	ClusterID string
+	TargetID  string // e.g. a config's or a deployment's id
 	Since     time.Time
 	Limit     int // default 1000
 }
@@ -189,9 +190,9 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, err
 	rows, err := s.db().Query(ctx, `
 SELECT id, at, actor, action, cluster_id, target_id, details FROM (
     SELECT * FROM audit_events
-    WHERE ($1 = '' OR cluster_id = $1) AND ($2::timestamptz IS NULL OR at >= $2)
+    WHERE ($1 = '' OR cluster_id = $1) AND ($2::timestamptz IS NULL OR at >= $2) AND ($4 = '' OR target_id = $4)
     ORDER BY at DESC, id DESC LIMIT $3) x
-ORDER BY at, id`, f.ClusterID, since, limit)
+ORDER BY at, id`, f.ClusterID, since, limit, f.TargetID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the audit trail: %w", err)
 	}

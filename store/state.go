@@ -76,8 +76,8 @@ RETURNING config_id, cluster_id, agent_id, deployment_id, recorded_at`, configID
 		if h, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[StateHolder]); err != nil {
 			return notFound(err, fmt.Sprintf("state holder of config %s", configID))
 		}
-		return recordAudit(ctx, tx, AuditEvent{ClusterID: h.ClusterID, ConfigID: &configID, Actor: actor,
-			Action: AuditStateHolderRelease, Detail: map[string]any{"agent": h.AgentID, "reason": reason}})
+		return recordAudit(ctx, tx, StateAudit{ClusterID: h.ClusterID, ConfigID: configID, Actor: actor,
+			Action: AuditStateHolderRelease, Details: map[string]any{"agent": h.AgentID, "reason": reason}})
 	})
 	if err != nil {
 		return StateHolder{}, fmt.Errorf("releasing the state holder of config %s: %w", configID, err)
@@ -205,62 +205,44 @@ SELECT
 	return r, nil
 }
 
-// AuditAction names an operator action recorded in audit_events.
+// AuditAction names an operator action on state, recorded in 0008's
+// audit_events (through grape_audit) with the config's id as target_id.
 type AuditAction string
 
 const (
-	AuditConfigRename       AuditAction = "config_rename"
-	AuditStateRestore       AuditAction = "state_restore"
-	AuditStateHolderRelease AuditAction = "state_holder_release"
-	AuditStackReplace       AuditAction = "stack_replace"
-	AuditStateBackendMove   AuditAction = "state_backend_move"
+	AuditConfigRename       AuditAction = "config.renamed" // written by the database's rename trigger
+	AuditStateRestore       AuditAction = "state.restored"
+	AuditStateHolderRelease AuditAction = "state.holder_released"
+	AuditStackReplace       AuditAction = "stack.replaced"
+	AuditStateBackendMove   AuditAction = "state.backend_moved"
 )
 
-// AuditEvent is one recorded operator action.
-type AuditEvent struct {
-	ID        int64           `db:"id"`
-	At        time.Time       `db:"at"`
-	ClusterID string          `db:"cluster_id"`
-	ConfigID  *uuid.UUID      `db:"config_id"`
-	Actor     string          `db:"actor"`
-	Action    AuditAction     `db:"action"`
-	RawDetail json.RawMessage `db:"detail"`
-	// Detail is written as the event's detail object (RawDetail is what
-	// was read back).
-	Detail map[string]any `db:"-"`
+// StateAudit is an operator action on a config's state to record.
+type StateAudit struct {
+	ClusterID string
+	ConfigID  uuid.UUID
+	// Actor is who asked; the database prefers a signed-in user or an
+	// agent role when the session is one (grape_actor).
+	Actor   string
+	Action  AuditAction
+	Details map[string]any
 }
 
-func recordAudit(ctx context.Context, q execer, e AuditEvent) error {
-	detail := e.Detail
-	if detail == nil {
-		detail = map[string]any{}
+func recordAudit(ctx context.Context, q execer, e StateAudit) error {
+	details := e.Details
+	if details == nil {
+		details = map[string]any{}
 	}
-	if _, err := q.Exec(ctx, `INSERT INTO audit_events (cluster_id, config_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)`,
-		e.ClusterID, e.ConfigID, e.Actor, e.Action, detail); err != nil {
-		return fmt.Errorf("recording %s in the audit log: %w", e.Action, err)
+	if _, err := q.Exec(ctx, `SELECT grape_audit(grape_actor($1), $2, $3, $4, $5)`,
+		e.Actor, string(e.Action), e.ClusterID, e.ConfigID.String(), details); err != nil {
+		return fmt.Errorf("recording %s in the audit trail: %w", e.Action, err)
 	}
 	return nil
 }
 
-// RecordAudit writes an operator action into the audit log.
-func (s *Store) RecordAudit(ctx context.Context, e AuditEvent) error {
+// RecordStateAudit writes an operator action on state into the audit trail.
+func (s *Store) RecordStateAudit(ctx context.Context, e StateAudit) error {
 	return recordAudit(ctx, s.db(), e)
-}
-
-// ListAudit returns a config's audit events (or a cluster's, with
-// configID nil), newest first.
-func (s *Store) ListAudit(ctx context.Context, clusterID string, configID *uuid.UUID, limit int) ([]AuditEvent, error) {
-	if limit <= 0 {
-		limit = 50
-	}
-	rows, err := s.db().Query(ctx, `
-SELECT id, at, cluster_id, config_id, actor, action, detail FROM audit_events
-WHERE cluster_id = $1 AND ($2::uuid IS NULL OR config_id = $2)
-ORDER BY at DESC, id DESC LIMIT $3`, clusterID, configID, limit)
-	if err != nil {
-		return nil, fmt.Errorf("reading the audit log of cluster %s: %w", clusterID, err)
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByName[AuditEvent])
 }
 
 // RenameConfig renames a config. Nothing moves in the cloud: state, the
@@ -325,8 +307,8 @@ func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec j
 			apply.ID, destroy.CreatedAt).Scan(&apply.CreatedAt); err != nil {
 			return err
 		}
-		return recordAudit(ctx, tx, AuditEvent{ClusterID: clusterID, ConfigID: &old.ID, Actor: actor, Action: AuditStackReplace,
-			Detail: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "destroy": destroy.ID, "apply": apply.ID}})
+		return recordAudit(ctx, tx, StateAudit{ClusterID: clusterID, ConfigID: old.ID, Actor: actor, Action: AuditStackReplace,
+			Details: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "destroy": destroy.ID, "apply": apply.ID}})
 	})
 	if err != nil {
 		return Config{}, Deployment{}, Deployment{}, fmt.Errorf("replacing the stack of config %s/%s: %w", clusterID, name, err)
@@ -365,8 +347,8 @@ func (s *Store) MoveStateBackend(ctx context.Context, clusterID, name string, sp
 		_ = json.Unmarshal(cfg.Spec, &struct {
 			Backend *any `json:"backend"`
 		}{&to})
-		return recordAudit(ctx, tx, AuditEvent{ClusterID: clusterID, ConfigID: &old.ID, Actor: actor, Action: AuditStateBackendMove,
-			Detail: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "from": from, "to": to}})
+		return recordAudit(ctx, tx, StateAudit{ClusterID: clusterID, ConfigID: old.ID, Actor: actor, Action: AuditStateBackendMove,
+			Details: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "from": from, "to": to}})
 	})
 	if err != nil {
 		return Config{}, fmt.Errorf("moving the state backend of config %s/%s: %w", clusterID, name, err)

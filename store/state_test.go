@@ -225,13 +225,28 @@ func TestStackIdentityGuard(t *testing.T) {
 	got, err := b.st.Claim(b.ctx, "idg", "agent-1", time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, destroy.ID, got.ID, "the destroy runs first")
-	ev, err := b.st.ListAudit(b.ctx, "idg", &c.ID, 10)
-	require.NoError(t, err)
+	ev := b.stateEvents(t, "idg", c.ID)
 	require.Len(t, ev, 2)
-	require.Equal(t, store.AuditStackReplace, ev[0].Action)
-	require.Equal(t, store.AuditStateBackendMove, ev[1].Action)
-	require.Equal(t, "carol", ev[1].Actor)
-	require.Equal(t, "alice", ev[0].Actor)
+	require.Equal(t, string(store.AuditStateBackendMove), ev[0].Action)
+	require.Equal(t, string(store.AuditStackReplace), ev[1].Action)
+	require.Equal(t, "carol", ev[0].Actor)
+	require.Equal(t, "alice", ev[1].Actor)
+}
+
+// stateEvents returns the state actions of 0009 in the config's audit
+// trail, oldest first (the trail also holds 0008's config.* events).
+func (b bundle) stateEvents(t *testing.T, cluster string, configID uuid.UUID) []store.AuditEvent {
+	t.Helper()
+	all, err := b.st.ListAudit(b.ctx, store.AuditFilter{ClusterID: cluster, TargetID: configID.String()})
+	require.NoError(t, err)
+	var ev []store.AuditEvent
+	for _, e := range all {
+		switch store.AuditAction(e.Action) {
+		case store.AuditConfigRename, store.AuditStateRestore, store.AuditStateHolderRelease, store.AuditStackReplace, store.AuditStateBackendMove:
+			ev = append(ev, e)
+		}
+	}
+	return ev
 }
 
 func TestRenameIsAudited(t *testing.T) {
@@ -254,14 +269,13 @@ func TestRenameIsAudited(t *testing.T) {
 	_, err = b.pool.Exec(b.ctx, `UPDATE configs SET name = 'raw' WHERE id = $1`, c.ID)
 	require.NoError(t, err)
 
-	ev, err := b.st.ListAudit(b.ctx, "ren", &c.ID, 10)
-	require.NoError(t, err)
+	ev := b.stateEvents(t, "ren", c.ID)
 	require.Len(t, ev, 2)
-	require.Equal(t, store.AuditConfigRename, ev[0].Action)
-	require.JSONEq(t, `{"from":"new","to":"raw"}`, string(ev[0].RawDetail))
-	require.NotEmpty(t, ev[0].Actor)
-	require.JSONEq(t, `{"from":"old","to":"new"}`, string(ev[1].RawDetail))
-	require.Equal(t, "alice@laptop", ev[1].Actor)
+	require.Equal(t, string(store.AuditConfigRename), ev[1].Action)
+	require.JSONEq(t, `{"from":"new","to":"raw"}`, string(ev[1].Details))
+	require.NotEmpty(t, ev[1].Actor)
+	require.JSONEq(t, `{"from":"old","to":"new"}`, string(ev[0].Details))
+	require.Equal(t, "alice@laptop", ev[0].Actor)
 }
 
 func TestReleaseStateHolderIsAudited(t *testing.T) {
@@ -276,10 +290,11 @@ func TestReleaseStateHolderIsAudited(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 	_, err = b.st.ReleaseStateHolder(b.ctx, c.ID, "bob", "again")
 	require.ErrorIs(t, err, store.ErrNotFound)
-	ev, err := b.st.ListAudit(b.ctx, "rel", &c.ID, 10)
-	require.NoError(t, err)
+	ev := b.stateEvents(t, "rel", c.ID)
 	require.Len(t, ev, 1)
-	require.Contains(t, string(ev[0].RawDetail), "agent-b")
+	require.Equal(t, string(store.AuditStateHolderRelease), ev[0].Action)
+	require.Equal(t, "bob", ev[0].Actor)
+	require.Contains(t, string(ev[0].Details), "agent-b")
 }
 
 func TestLocalStateRisk(t *testing.T) {

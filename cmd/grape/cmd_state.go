@@ -8,8 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/grapehq/grape/localstate"
 	"github.com/grapehq/grape/store"
 )
@@ -99,7 +97,7 @@ before applying anything.`,
 					if saved.Name != "" {
 						detail["replaced_kept_as"] = saved.Name
 					}
-					if err := st.RecordAudit(ctx, store.AuditEvent{ClusterID: cluster, ConfigID: &c.ID, Actor: who, Action: store.AuditStateRestore, Detail: detail}); err != nil {
+					if err := st.RecordStateAudit(ctx, store.StateAudit{ClusterID: cluster, ConfigID: c.ID, Actor: who, Action: store.AuditStateRestore, Details: detail}); err != nil {
 						return fmt.Errorf("the state was restored but recording it failed (record it by hand): %w", err)
 					}
 					fmt.Fprintf(cio.stdout, "restored %s of %s (serial %d, %d resources)\n", restored.Name, c.Name, restored.Serial, restored.Resources)
@@ -144,51 +142,6 @@ fails state_missing until someone accepts the empty state on purpose).`,
 					}
 					fmt.Fprintf(cio.stdout, "agent %s no longer holds the state of %s\n", h.AgentID, c.Name)
 					return nil
-				})
-			}
-		},
-	})
-
-	register(&command{
-		name:    "audit",
-		summary: "list operator actions recorded outside config versions: renames, state restores, stack replacements",
-		flags: func(fs *flag.FlagSet) runFunc {
-			var db, cluster, cfgRef string
-			var asJSON bool
-			dbFlag(fs, &db)
-			fs.StringVar(&cluster, "cluster", "", "cluster id")
-			fs.StringVar(&cfgRef, "config", "", "only this config (name or id)")
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
-			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				if cluster == "" {
-					return usagef("--cluster is required")
-				}
-				return withStore(ctx, db, func(st *store.Store) error {
-					var id *uuid.UUID
-					if cfgRef != "" {
-						c, err := configOf(ctx, st, cluster, cfgRef)
-						if err != nil {
-							return err
-						}
-						id = &c.ID
-					}
-					ev, err := st.ListAudit(ctx, cluster, id, 100)
-					if err != nil {
-						return err
-					}
-					if asJSON {
-						return writeJSON(cio.stdout, ev)
-					}
-					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "TIME\tCONFIG\tACTOR\tACTION\tDETAIL")
-					for _, e := range ev {
-						cfg := ""
-						if e.ConfigID != nil {
-							cfg = e.ConfigID.String()
-						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), cfg, e.Actor, e.Action, string(e.RawDetail))
-					}
-					return tw.Flush()
 				})
 			}
 		},

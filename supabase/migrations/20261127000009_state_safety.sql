@@ -8,8 +8,10 @@
 --    so only that agent claims the config's deployments;
 --  * the overrides a person gives on purpose (accept_empty_state,
 --    accept_rollback), recorded on the deployment with who requested it;
---  * an audit log of operator actions that are not config versions
---    (renames, state restores, stack replacements);
+--  * audit events (0008's audit_events, through grape_audit) for the
+--    operator actions that are not config versions: config.renamed,
+--    state.restored, state.holder_released, stack.replaced,
+--    state.backend_moved, each with the config's id as target_id;
 --  * a guard on configs: an applied config's region and backend are part of
 --    its stack's identity and cannot be changed by a plain write.
 
@@ -72,32 +74,15 @@ WHERE d.status = 'succeeded' AND d.action IN ('apply', 'destroy') AND d.claimed_
   AND coalesce(c.spec -> 'backend' ->> 'type', 'local') = 'local'
 ORDER BY d.config_id, d.finished_at DESC;
 
--- Operator actions that change no config version but matter to anyone
--- reconstructing what happened: renames, state restores, stack replacements.
-CREATE TABLE audit_events (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at         timestamptz NOT NULL DEFAULT now(),
-    cluster_id text NOT NULL REFERENCES clusters (id) ON DELETE CASCADE,
-    config_id  uuid,
-    actor      text NOT NULL,
-    action     text NOT NULL CONSTRAINT audit_events_action CHECK (action IN
-                   ('config_rename', 'state_restore', 'state_holder_release', 'stack_replace', 'state_backend_move')),
-    detail     jsonb NOT NULL DEFAULT '{}'::jsonb CONSTRAINT audit_events_detail CHECK (jsonb_typeof(detail) = 'object')
-);
-CREATE INDEX audit_events_config ON audit_events (config_id, at DESC);
-COMMENT ON TABLE audit_events IS 'Operator actions outside config versions (renames, state restores, stack replacements).';
-
 -- A rename changes nothing in the cloud (state and the audit path are keyed
 -- by the config's id); it is still recorded, whoever wrote it (grape config
--- rename, a browser, or raw SQL).
+-- rename, a browser, or raw SQL), with 0008's actor (grape_actor).
 CREATE FUNCTION grape_config_audit_rename() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     IF NEW.name IS DISTINCT FROM OLD.name THEN
-        INSERT INTO audit_events (cluster_id, config_id, actor, action, detail)
-        VALUES (NEW.cluster_id, NEW.id,
-                coalesce(nullif(current_setting('grape.actor', true), ''), grape_request_identity(), session_user),
-                'config_rename', jsonb_build_object('from', OLD.name, 'to', NEW.name));
+        PERFORM grape_audit(grape_actor(), 'config.renamed', NEW.cluster_id, NEW.id::text,
+                            jsonb_build_object('from', OLD.name, 'to', NEW.name));
     END IF;
     RETURN NULL;
 END $$;
@@ -132,7 +117,7 @@ BEGIN
         RETURN NEW;
     END IF;
     -- `grape config apply --state-moved`: a person copied the state to the
-    -- new backend and says so (recorded in audit_events by the same
+    -- new backend and says so (audited as state.backend_moved by the same
     -- transaction). Only the backend may change that way; a moved state
     -- that is not there is caught by the agent's empty-state guard.
     IF old_region = new_region AND current_setting('grape.state_moved', true) = 'on' THEN
@@ -163,40 +148,33 @@ END $$;
 
 -- The claim looks the holder up by primary key for each candidate.
 ALTER TABLE config_state_holders ENABLE ROW LEVEL SECURITY;
-ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY;
 
 GRANT SELECT, INSERT ON config_state_holders TO grape_agent;
-GRANT SELECT, INSERT (cluster_id, config_id, actor, action, detail) ON audit_events TO grape_agent;
 GRANT UPDATE (state_resources) ON deployments TO grape_agent;
 
 CREATE POLICY agent_read ON config_state_holders FOR SELECT TO grape_agent
     USING (cluster_id = (SELECT grape_agent_cluster()));
 CREATE POLICY agent_record ON config_state_holders FOR INSERT TO grape_agent
     WITH CHECK (cluster_id = (SELECT grape_agent_cluster()));
-CREATE POLICY agent_read ON audit_events FOR SELECT TO grape_agent
-    USING (cluster_id = (SELECT grape_agent_cluster()));
-CREATE POLICY agent_record ON audit_events FOR INSERT TO grape_agent
-    WITH CHECK (cluster_id = (SELECT grape_agent_cluster()) AND action = 'state_restore');
 
--- Supabase: browser users read both, and may ask for the overrides when they
--- queue (deployments_requested_by records them as who asked).
+-- Supabase: browser users read the holders (0008 governs audit_events), and
+-- may ask for the overrides when they queue (deployments_requested_by
+-- records them as who asked).
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-        REVOKE ALL ON config_state_holders, audit_events FROM anon;
+        REVOKE ALL ON config_state_holders FROM anon;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
         RETURN;
     END IF;
-    REVOKE ALL ON config_state_holders, audit_events FROM authenticated;
+    REVOKE ALL ON config_state_holders FROM authenticated;
     IF to_regprocedure('auth.uid()') IS NULL THEN
         RETURN;
     END IF;
-    GRANT SELECT ON config_state_holders, audit_events TO authenticated;
+    GRANT SELECT ON config_state_holders TO authenticated;
     GRANT INSERT (accept_empty_state, accept_rollback) ON deployments TO authenticated;
     CREATE POLICY user_read ON config_state_holders FOR SELECT TO authenticated
-        USING (cluster_id IN (SELECT c.id FROM clusters c));
-    CREATE POLICY user_read ON audit_events FOR SELECT TO authenticated
         USING (cluster_id IN (SELECT c.id FROM clusters c));
 END $$;
 
