@@ -20,6 +20,7 @@ import (
 
 	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/internal/testsupport"
+	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/store"
 )
 
@@ -131,7 +132,25 @@ func TestDriftDetectAndRemediate(t *testing.T) {
 		"module.vpc[0].aws_vpc.this":                    {Address: "module.vpc[0].aws_vpc.this", Action: "update", Attributes: []string{"tags", "tags_all"}},
 		"module.vpc[0].aws_default_security_group.this": {Address: "module.vpc[0].aws_default_security_group.this", Action: "update", Attributes: []string{"ingress"}},
 	}, got, "exactly the changed resources and attributes")
-	require.NotContains(t, string(rep.Details), "console-user", "values are never stored")
+	// The report shows what changed, old → new, as the plan diff does
+	// (non-sensitive values only; plandiff's tests hold the sensitive
+	// cases): the tag the console user added.
+	var withValues struct {
+		Resources []struct {
+			Address string
+			Changes []plandiff.Attribute
+		}
+	}
+	require.NoError(t, json.Unmarshal(rep.Details, &withValues))
+	var tagged bool
+	for _, r := range withValues.Resources {
+		for _, c := range r.Changes {
+			if r.Address == "module.vpc[0].aws_vpc.this" && c.Path == "tags.owner" && c.New == "console-user" && c.Old == nil {
+				tagged = true
+			}
+		}
+	}
+	require.True(t, tagged, "the drift report shows the added tag's value: %s", rep.Details)
 
 	// Remediate: an apply of the checked commit, no new rendering.
 	remID := e.grape("drift", "remediate", rep.ID.String())

@@ -123,7 +123,10 @@ func TestTimeoutStateLockAndTerraformError(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	e.aws("s3api", "create-bucket", "--bucket", "grape-state", "--create-bucket-configuration", "LocationConstraint="+region)
-	e.startAgent("agent-1", "--timeout-plan", "3s", "--concurrency", "3")
+	// The lock case runs on an agent with the default plan timeout: on a
+	// loaded machine terraform may take longer than 3s just to reach the
+	// lock. The timeout case gets its own agent afterwards.
+	first := e.startAgent("agent-1")
 
 	// Another process holds the state lock (an S3 lock file).
 	lockCfg := e.config("locked", `{"region": "eu-central-1", "modules": {"vpc": {}},
@@ -131,16 +134,16 @@ func TestTimeoutStateLockAndTerraformError(t *testing.T) {
 	lock := `{"ID":"4b1b5f2c-0000-4000-8000-000000000001","Operation":"OperationTypeApply","Info":"","Who":"alice@laptop","Version":"1.11.4","Created":"2026-11-27T08:00:00Z","Path":"grape-state/e2e/locked.tfstate"}`
 	e.aws("s3api", "put-object", "--bucket", "grape-state", "--key", "e2e/locked.tfstate.tflock", "--body", writeTemp(t, lock))
 	locked := e.deploy(lockCfg, store.ActionPlan)
-
-	// The plan runs longer than --timeout-plan.
-	slowCfg := e.config("slow", `{"region": "eu-central-1", "modules": {"vpc": {}}}`)
-	slow := e.deploy(slowCfg, store.ActionPlan)
-
 	got := e.wait(locked.ID, 3*time.Minute, store.StatusFailed)
 	require.Equal(t, store.KindStateLock, deref(got.ErrorKind))
 	require.Contains(t, deref(got.Error), "alice@laptop")
 	require.NotContains(t, deref(got.Error), "\n")
+	first.stop(t)
 
+	// The plan runs longer than --timeout-plan.
+	e.startAgent("agent-2", "--timeout-plan", "3s")
+	slowCfg := e.config("slow", `{"region": "eu-central-1", "modules": {"vpc": {}}}`)
+	slow := e.deploy(slowCfg, store.ActionPlan)
 	got = e.wait(slow.ID, 3*time.Minute, store.StatusFailed)
 	require.Equal(t, store.KindTimeout, deref(got.ErrorKind))
 	require.Equal(t, "timed out in plan after 3s", deref(got.Error))

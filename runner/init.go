@@ -40,6 +40,16 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return &Error{Kind: errkind.Init, Phase: "init", Msg: fmt.Sprintf("reading %s: %v", LockFile, err), Err: err}
 	}
+	if committed != nil && r.engine.Name == EngineOpenTofu {
+		// OpenTofu resolves hashicorp/aws to registry.opentofu.org: the
+		// same provider package (same h1 checksum) under another host.
+		// The run dir's copy names that host, so the lock still holds
+		// read-only and an unlocked provider is still refused.
+		committed = forOpenTofu(committed)
+		if err := os.WriteFile(lockPath, committed, 0o644); err != nil {
+			return &Error{Kind: errkind.Init, Phase: "init", Msg: fmt.Sprintf("writing %s for OpenTofu: %v", LockFile, err), Err: err}
+		}
+	}
 
 	js := s.jsonStream()
 	stderr := s.rawWriter(s.stderr)
@@ -95,4 +105,10 @@ func checkLock(s *sink, lockPath string, committed []byte) error {
 	msg := fmt.Sprintf("terraform init changed the committed provider lock file %s: the providers it installed (versions, or checksums for this platform) are not the locked ones; "+
 		"regenerate the lock file with `grape templates lock` for this agent's platform and provider source, and deploy the new rendering", LockFile)
 	return &Error{Kind: errkind.Init, Phase: "init", Msg: msg, Err: errors.Join(ErrLockFileChanged, err)}
+}
+
+// forOpenTofu names OpenTofu's registry host in a lock file written for
+// terraform's: provider "registry.terraform.io/x/y" → "registry.opentofu.org/x/y".
+func forOpenTofu(lock []byte) []byte {
+	return bytes.ReplaceAll(lock, []byte(`provider "registry.terraform.io/`), []byte(`provider "registry.opentofu.org/`))
 }
