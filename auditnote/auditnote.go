@@ -196,7 +196,7 @@ func eventsOf(e store.Ended) []store.Ended {
 	}
 	parked := e
 	parked.Status = store.StatusAwaitingApproval
-	parked.ErrorKind, parked.Error, parked.ApprovedBy, parked.FinishedAt = nil, nil, nil, nil
+	parked.ErrorKind, parked.Error, parked.ApprovedBy, parked.ReviewComment, parked.FinishedAt = nil, nil, nil, nil, nil
 	return []store.Ended{parked, e}
 }
 
@@ -224,6 +224,7 @@ func EventFor(e store.Ended, engine string) gitstore.Event {
 		Error:       ptr.Deref(d.Error),
 		RequestedBy: d.RequestedBy,
 		ApprovedBy:  ptr.Deref(d.ApprovedBy),
+		Comment:     ptr.Deref(d.ReviewComment),
 		Engine:      engine,
 		Started:     ptr.Deref(d.StartedAt),
 		Finished:    ptr.Deref(d.FinishedAt),

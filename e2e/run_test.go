@@ -54,8 +54,10 @@ func TestPlanOnlyApprovalAndRefusal(t *testing.T) {
 	require.Zero(t, e.vpcCount())
 	// The parked plan is an end of its own in the commit's git note.
 	e.waitNote("Deployment: "+d.ID.String(), "Status: awaiting_approval")
-	require.Contains(t, e.grape("approve", d.ID.String()), "awaiting_approval")
+	require.Contains(t, e.grape("approve", d.ID.String(), "--comment", "subnets reviewed with the network team"), "awaiting_approval")
 	applied := e.wait(d.ID, 3*time.Minute, store.StatusSucceeded)
+	require.Equal(t, "subnets reviewed with the network team", deref(applied.ReviewComment))
+	require.Contains(t, e.grape("status", d.ID.String()), `"subnets reviewed with the network team"`)
 	require.Equal(t, deref(parked.CommitSHA), deref(applied.CommitSHA))
 	require.Equal(t, "e2e-test", deref(applied.ApprovedBy))
 	require.Equal(t, 1, e.vpcCount())
@@ -91,6 +93,7 @@ func TestPlanOnlyApprovalAndRefusal(t *testing.T) {
 	note := testsupport.RunGit(t, e.repoDir, "log", "-1", "--notes=grape", "--format=%N", deref(applied.CommitSHA))
 	require.Less(t, strings.Index(note, "Status: awaiting_approval"), strings.Index(note, "Status: succeeded"), note)
 	require.Contains(t, note, "Approved-By: e2e-test")
+	require.Contains(t, note, "Comment: subnets reviewed with the network team", "the approver's comment is in the customer's git")
 }
 
 // TestCancelDuringApply: SIGINT reaches terraform, it stops, the deployment

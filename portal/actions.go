@@ -156,11 +156,15 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) approve(w http.ResponseWriter, r *http.Request) error {
-	return s.control(w, r, "approved", s.st.Approve)
+	return s.control(w, r, "approved", func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error) {
+		return s.st.Approve(ctx, id, by, r.PostFormValue("comment"))
+	})
 }
 
 func (s *Server) reject(w http.ResponseWriter, r *http.Request) error {
-	return s.control(w, r, "rejected", s.st.Reject)
+	return s.control(w, r, "rejected", func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error) {
+		return s.st.Reject(ctx, id, by, r.PostFormValue("comment"))
+	})
 }
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) error {

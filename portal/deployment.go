@@ -38,6 +38,7 @@ type deploymentState struct {
 	CanCancel       bool        `json:"can_cancel"`
 	CancelRequested bool        `json:"cancel_requested"`
 	ApprovedBy      string      `json:"approved_by"`
+	ReviewComment   string      `json:"review_comment"`
 	Diff            *diffView   `json:"diff"`
 	// The run's progress facts: a page opened while queued must end
 	// showing the attempt and times, not the blanks it was rendered with.
@@ -422,6 +423,7 @@ func (s *Server) state(ctx context.Context, d store.Deployment) deploymentState 
 		CanCancel:       d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval || (d.Status == store.StatusInProgress && d.CancelRequestedAt == nil),
 		CancelRequested: d.CancelRequestedAt != nil && !d.Status.Final(),
 		ApprovedBy:      ptr.Deref(d.ApprovedBy),
+		ReviewComment:   ptr.Deref(d.ReviewComment),
 		Diff:            decodeDiff(d.PlanDiff),
 		Attempt:         d.Attempt,
 		MaxAttempts:     d.MaxAttempts,

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/grapehq/grape/internal/ptr"
 	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/plandiff"
 	"github.com/grapehq/grape/store"
@@ -346,18 +347,27 @@ func TestApproveRejectCancel(t *testing.T) {
 
 	// Reject.
 	r := e.awaitingApproval(e.newConfig("reject-me"))
-	resp, _ := c.post("/deployments/"+r.ID.String()+"/reject", nil)
+	resp, _ := c.post("/deployments/"+r.ID.String()+"/reject", url.Values{"comment": {"the NAT gateway is not needed"}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	got := e.deployment(r.ID)
 	require.Equal(t, store.StatusCancelled, got.Status)
 	require.Equal(t, store.KindRejected, *got.ErrorKind)
+	require.Equal(t, "the NAT gateway is not needed", ptr.Deref(got.ReviewComment))
+
+	// A comment with a terminal control sequence is refused, and nothing
+	// is decided.
+	bad := e.awaitingApproval(e.newConfig("bad-comment"))
+	resp, body := c.post("/deployments/"+bad.ID.String()+"/approve", url.Values{"comment": {"ok \x1b[2J"}})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, html.UnescapeString(body), "control characters")
+	require.Nil(t, e.deployment(bad.ID).ApprovedAt)
 
 	// Approval is refused when the config changed since the plan.
 	chCfg := e.newConfig("changed")
 	ch := e.awaitingApproval(chCfg)
 	_, err := e.st.UpsertConfig(e.ctx, "eu-1", "changed", json.RawMessage(`{"region":"eu-west-1","modules":{"vpc":{}}}`), store.ConfigSettings{})
 	require.NoError(t, err)
-	resp, body := c.post("/deployments/"+ch.ID.String()+"/approve", nil)
+	resp, body = c.post("/deployments/"+ch.ID.String()+"/approve", nil)
 	require.Equal(t, http.StatusConflict, resp.StatusCode)
 	require.Contains(t, html.UnescapeString(body), "the config changed from v1 to v2")
 	require.Equal(t, store.StatusFailed, e.deployment(ch.ID).Status)
@@ -386,15 +396,19 @@ func TestApproveRejectCancel(t *testing.T) {
 	// Approve last: the agent's next claim would be the approved deployment.
 	a := e.awaitingApproval(e.newConfig("approve-me"))
 	_, page = c.get("/deployments/" + a.ID.String())
-	require.Regexp(t, `action="/deployments/`+a.ID.String()+`/approve" data-show="can_approve">`, page)
-	resp, _ = c.post("/deployments/"+a.ID.String()+"/approve", nil)
+	require.Regexp(t, `action="/deployments/`+a.ID.String()+`/approve" class="review" data-show="can_approve">`, page)
+	require.Contains(t, page, `<textarea id="review-comment" name="comment"`)
+	require.Contains(t, page, `formaction="/deployments/`+a.ID.String()+`/reject"`)
+	resp, _ = c.post("/deployments/"+a.ID.String()+"/approve", url.Values{"comment": {"checked the subnet sizes with <ops>"}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Equal(t, "/deployments/"+a.ID.String(), resp.Header.Get("Location"))
 	got = e.deployment(a.ID)
 	require.NotNil(t, got.ApprovedAt)
 	require.Equal(t, "token", *got.ApprovedBy)
+	require.Equal(t, "checked the subnet sizes with <ops>", ptr.Deref(got.ReviewComment))
 	_, page = c.get("/deployments/" + a.ID.String())
-	require.Regexp(t, `action="/deployments/`+a.ID.String()+`/approve" data-show="can_approve" hidden>`, page, "approve is hidden once approved")
+	require.Contains(t, page, `<q data-field="review_comment" data-show="review_comment">checked the subnet sizes with &lt;ops&gt;</q>`, "the comment is shown, escaped")
+	require.Regexp(t, `action="/deployments/`+a.ID.String()+`/approve" class="review" data-show="can_approve" hidden>`, page, "approve is hidden once approved")
 	resp, _ = c.post("/deployments/"+a.ID.String()+"/reject", nil)
 	require.Equal(t, http.StatusConflict, resp.StatusCode, "an approved deployment cannot be rejected")
 

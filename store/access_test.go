@@ -242,7 +242,7 @@ RETURNING approved_by`, id).Scan(&by))
 
 	t.Run("CLI", func(t *testing.T) {
 		id := tn.parked(t, x, "by-cli", uuid.Nil) // requested by "seed"
-		_, err := tn.admin.Approve(ctx, id, "seed")
+		_, err := tn.admin.Approve(ctx, id, "seed", "")
 		require.ErrorIs(t, err, store.ErrForbidden)
 		require.ErrorContains(t, err, "grape cluster set "+x.cluster+" --four-eyes off")
 		d, err := tn.admin.GetDeployment(ctx, id)
@@ -251,7 +251,7 @@ RETURNING approved_by`, id).Scan(&by))
 		require.Equal(t, store.StatusAwaitingApproval, d.Status, "a refused approval leaves the plan waiting for someone else")
 
 		require.NoError(t, tn.admin.SetFourEyes(ctx, x.cluster, false))
-		d, err = tn.admin.Approve(ctx, id, "seed")
+		d, err = tn.admin.Approve(ctx, id, "seed", "")
 		require.NoError(t, err)
 		require.Equal(t, "seed", *d.ApprovedBy)
 	})

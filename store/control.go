@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -55,7 +57,11 @@ func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Dep
 // Approve lets the agent that planned a deployment apply exactly that plan.
 // It is refused — and the deployment ends failed — when the config changed
 // since the plan was made: the plan no longer says what the intent says.
-func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
+// comment (optional) is the approver's reason, kept with the decision.
+func (s *Store) Approve(ctx context.Context, id uuid.UUID, by, comment string) (Deployment, error) {
+	if err := ValidateReviewComment(comment); err != nil {
+		return Deployment{}, err
+	}
 	var out Deployment
 	var refused error
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
@@ -87,10 +93,10 @@ func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deploymen
 			return nil
 		}
 		// The guard trigger applies four eyes and the user's role.
-		if _, err := tx.Exec(ctx, `UPDATE deployments SET approved_at = now(), approved_by = $2 WHERE id = $1`, id, by); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE deployments SET approved_at = now(), approved_by = $2, review_comment = $3 WHERE id = $1`, id, by, commentArg(comment)); err != nil {
 			return forbidden(err)
 		}
-		if err := appendAgentLine(ctx, tx, id, "approved by "+by); err != nil {
+		if err := appendAgentLine(ctx, tx, id, "approved by "+by+said(comment)); err != nil {
 			return err
 		}
 		out, err = getDeploymentTx(ctx, tx, id)
@@ -106,7 +112,10 @@ func (s *Store) Approve(ctx context.Context, id uuid.UUID, by string) (Deploymen
 }
 
 // Reject ends a deployment awaiting approval without applying it.
-func (s *Store) Reject(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
+func (s *Store) Reject(ctx context.Context, id uuid.UUID, by, comment string) (Deployment, error) {
+	if err := ValidateReviewComment(comment); err != nil {
+		return Deployment{}, err
+	}
 	var out Deployment
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		d, err := lockDeployment(ctx, tx, id)
@@ -118,10 +127,10 @@ func (s *Store) Reject(ctx context.Context, id uuid.UUID, by string) (Deployment
 		}
 		msg := "rejected by " + by
 		if _, err := tx.Exec(ctx, `UPDATE deployments SET status = 'cancelled', error_kind = 'rejected', error = $2,
-    rejected_at = now(), rejected_by = $3, finished_at = now() WHERE id = $1`, id, msg, by); err != nil {
+    rejected_at = now(), rejected_by = $3, review_comment = $4, finished_at = now() WHERE id = $1`, id, msg, by, commentArg(comment)); err != nil {
 			return forbidden(err)
 		}
-		if err := appendAgentLine(ctx, tx, id, msg); err != nil {
+		if err := appendAgentLine(ctx, tx, id, msg+said(comment)); err != nil {
 			return err
 		}
 		out, err = getDeploymentTx(ctx, tx, id)
@@ -147,4 +156,35 @@ func getDeploymentTx(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Deployment, 
 		return Deployment{}, err
 	}
 	return collectDeployment(rows, "deployment "+id.String())
+}
+
+// ValidateReviewComment repeats the database's rule for review comments
+// (deployments_review_comment), so front ends refuse a bad one with a clear
+// message before anything is decided.
+func ValidateReviewComment(c string) error {
+	if n := utf8.RuneCountInString(c); n > 2000 {
+		return fmt.Errorf("a review comment has at most 2,000 characters, this one %d: %w", n, ErrInvalid)
+	}
+	for _, r := range c {
+		if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f) {
+			return fmt.Errorf("a review comment may not hold control characters other than newline and tab (found %U): %w", r, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// commentArg is a review comment as the column takes it: NULL for none.
+func commentArg(comment string) *string {
+	if comment = strings.TrimSpace(comment); comment == "" {
+		return nil
+	}
+	return &comment
+}
+
+// said quotes a review comment for the deployment's log.
+func said(comment string) string {
+	if comment = strings.TrimSpace(comment); comment == "" {
+		return ""
+	}
+	return fmt.Sprintf(": %q", comment)
 }

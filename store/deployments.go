@@ -95,17 +95,20 @@ const (
 
 // Deployment is one row of the queue.
 type Deployment struct {
-	ID                uuid.UUID       `db:"id"`
-	ConfigID          uuid.UUID       `db:"config_id"`
-	ClusterID         string          `db:"cluster_id"`
-	Status            Status          `db:"status"`
-	Action            Action          `db:"action"`
-	Phase             *Phase          `db:"phase"`
-	ConfigVersion     *int            `db:"config_version"`
-	SourceCommit      *string         `db:"source_commit"`
-	RequireApproval   bool            `db:"require_approval"`
-	ApprovedAt        *time.Time      `db:"approved_at"`
-	ApprovedBy        *string         `db:"approved_by"`
+	ID              uuid.UUID  `db:"id"`
+	ConfigID        uuid.UUID  `db:"config_id"`
+	ClusterID       string     `db:"cluster_id"`
+	Status          Status     `db:"status"`
+	Action          Action     `db:"action"`
+	Phase           *Phase     `db:"phase"`
+	ConfigVersion   *int       `db:"config_version"`
+	SourceCommit    *string    `db:"source_commit"`
+	RequireApproval bool       `db:"require_approval"`
+	ApprovedAt      *time.Time `db:"approved_at"`
+	ApprovedBy      *string    `db:"approved_by"`
+	// ReviewComment is what the person who approved or rejected the plan
+	// said about it (optional; written with the decision, never changed).
+	ReviewComment     *string         `db:"review_comment"`
 	RejectedAt        *time.Time      `db:"rejected_at"`
 	RejectedBy        *string         `db:"rejected_by"`
 	CancelRequestedAt *time.Time      `db:"cancel_requested_at"`
@@ -161,7 +164,7 @@ func (d Deployment) PhaseName() Phase {
 }
 
 const deploymentColumns = `id, config_id, cluster_id, status, action, phase, config_version, source_commit,
-    require_approval, approved_at, approved_by, rejected_at, rejected_by, cancel_requested_at, cancel_requested_by,
+    require_approval, approved_at, approved_by, rejected_at, rejected_by, review_comment, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
     commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy,
     engine, engine_version, logs_pruned_at, awaiting_approval_at, accept_empty_state, accept_rollback, state_resources,

@@ -208,7 +208,7 @@ func TestApprovalExpiry(t *testing.T) {
 	assert.Equal(t, *got.Error, lines[len(lines)-1].Line)
 	_, err = b.st.ConfigBlocker(b.ctx, c.ID)
 	require.ErrorIs(t, err, store.ErrNotFound, "the config is free again")
-	_, err = b.st.Approve(b.ctx, d.ID, "alice")
+	_, err = b.st.Approve(b.ctx, d.ID, "alice", "")
 	assert.Error(t, err, "an expired plan cannot be approved")
 }
 

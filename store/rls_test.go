@@ -603,7 +603,7 @@ VALUES ($1, $2, $3, 'drifted', $4, 1200, '{"changed":["aws_vpc.main"]}') RETURNI
 	require.NoError(t, err)
 	require.Equal(t, planned.ID, got.ID)
 	require.NoError(t, asA.AwaitApproval(ctx, planned.ID, "agent-gone"))
-	_, err = tn.admin.Approve(ctx, planned.ID, "reviewer")
+	_, err = tn.admin.Approve(ctx, planned.ID, "reviewer", "")
 	require.NoError(t, err)
 	rescued, err = asA.RescueExpired(ctx, a.cluster, time.Minute)
 	require.NoError(t, err)

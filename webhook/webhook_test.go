@@ -81,7 +81,7 @@ func TestDeliveryRetriesInOrderSigned(t *testing.T) {
 	_, err = st.Claim(ctx, cluster, "agent", time.Minute)
 	require.NoError(t, err)
 	require.NoError(t, st.AwaitApproval(ctx, d.ID, "agent"))
-	_, err = st.Approve(ctx, d.ID, "bob")
+	_, err = st.Approve(ctx, d.ID, "bob", "")
 	require.NoError(t, err)
 	_, err = st.Claim(ctx, cluster, "agent", time.Minute) // the approved plan resumes
 	require.NoError(t, err)

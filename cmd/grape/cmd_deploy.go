@@ -147,27 +147,39 @@ log live and exit 0 only if it succeeded.`,
 
 	for _, verb := range []struct {
 		name, summary string
-		do            func(*store.Store, context.Context, uuid.UUID, string) (store.Deployment, error)
+		// review: the verb is a decision on a plan, which may carry a
+		// comment (--comment).
+		review bool
+		do     func(st *store.Store, ctx context.Context, id uuid.UUID, by, comment string) (store.Deployment, error)
 	}{
-		{"cancel", "cancel a deployment (a running one gets SIGINT, then its process group is killed after a grace period)", (*store.Store).RequestCancel},
-		{"approve", "apply the saved plan of a deployment awaiting approval (refused if the config changed since)", (*store.Store).Approve},
-		{"reject", "end a deployment awaiting approval without applying it", (*store.Store).Reject},
+		{"cancel", "cancel a deployment (a running one gets SIGINT, then its process group is killed after a grace period)", false,
+			func(st *store.Store, ctx context.Context, id uuid.UUID, by, _ string) (store.Deployment, error) {
+				return st.RequestCancel(ctx, id, by)
+			}},
+		{"approve", "apply the saved plan of a deployment awaiting approval (refused if the config changed since)", true, (*store.Store).Approve},
+		{"reject", "end a deployment awaiting approval without applying it", true, (*store.Store).Reject},
 	} {
 		register(&command{
 			name:    verb.name,
 			args:    "DEPLOYMENT",
 			summary: verb.summary,
 			flags: func(fs *flag.FlagSet) runFunc {
-				var db, who string
+				var db, who, comment string
 				dbFlag(fs, &db)
 				whoFlag(fs, &who)
+				if verb.review {
+					fs.StringVar(&comment, "comment", "", "why: stored with the decision, shown by grape status and the portal, and written into the commit's git note (at most 2,000 characters)")
+				}
 				return func(ctx context.Context, cio *cmdIO, args []string) error {
 					id, err := parseDeploymentID(args)
 					if err != nil {
 						return err
 					}
+					if err := store.ValidateReviewComment(comment); err != nil {
+						return usagef("--comment: %v", err)
+					}
 					return withStore(ctx, db, func(st *store.Store) error {
-						d, err := verb.do(st, ctx, id, who)
+						d, err := verb.do(st, ctx, id, who, comment)
 						if err != nil {
 							return err
 						}
@@ -311,6 +323,11 @@ func printDeployment(w io.Writer, d store.Deployment) error {
 			approved = fmt.Sprintf("by %s at %s", ptr.Deref(d.ApprovedBy), d.ApprovedAt.Format(time.RFC3339))
 		}
 		row("approval required", "approved: "+approved)
+	}
+	if d.ReviewComment != nil {
+		// The database refuses control characters in comments; quoting
+		// keeps a multi-line one on its row.
+		row("review comment", fmt.Sprintf("%q", *d.ReviewComment))
 	}
 	if len(d.PlanSummary) > 0 {
 		var p struct{ Add, Change, Destroy, Replace int }

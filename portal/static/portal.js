@@ -292,6 +292,7 @@
     setText(root, 'started_at', st.started_at);
     setText(root, 'finished_at', st.finished_at);
     setText(root, 'approved_by', st.approved_by);
+    setText(root, 'review_comment', st.review_comment);
     applyDiff(root, st.diff);
     var outputs = root.querySelector('[data-field="outputs"]');
     if (outputs) {

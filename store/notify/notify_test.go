@@ -162,7 +162,7 @@ func TestTriggersSendWhatTopicsParse(t *testing.T) {
 	require.Equal(t, notify.LogBatch{DeploymentID: queued.ID, LastSeq: 3}, recv(t, logs.C, "log batch"))
 	require.NoError(t, b.st.AwaitApproval(b.ctx, queued.ID, "agent-1"))
 	none(t, events.C, "event for a status change")
-	_, err = b.st.Approve(b.ctx, queued.ID, "someone")
+	_, err = b.st.Approve(b.ctx, queued.ID, "someone", "")
 	require.NoError(t, err)
 	require.Equal(t, notify.ClusterEvent{Kind: notify.Approved, DeploymentID: queued.ID}, recv(t, events.C, "approved event"))
 
