@@ -79,7 +79,7 @@ func testEngineLifecycle(t *testing.T, eng testsupport.Engine) {
 		return a.code, rep
 	}
 	code, rep := drift()
-	require.Equal(t, 0, code, "in sync after apply: %+v", rep)
+	require.Equal(t, 0, code, "in sync after apply: %s (report %+v)", deref(rep.Error), rep)
 	var vpcs struct{ Vpcs []struct{ VpcId string } }
 	require.NoError(t, json.Unmarshal([]byte(e.aws("ec2", "describe-vpcs", "--filters", "Name=tag:Name,Values="+name)), &vpcs))
 	require.Len(t, vpcs.Vpcs, 1)

@@ -145,7 +145,10 @@ func (d *Deployer) emptyState(ctx context.Context, r *reconciler.Run, cfg store.
 	if err != nil {
 		return failed(store.KindInternal, err.Error()), false
 	}
-	if !applied.Applied || plan.PriorResources > 0 {
+	// A plan that changes nothing did not start from an empty state (the
+	// config's resources would be creates), and a drift check in sync does
+	// not read the plan JSON, so its prior-state count is unknown (0).
+	if !applied.Applied || plan.PriorResources > 0 || !plan.Changes {
 		return store.Outcome{}, true
 	}
 	intent, err := os.ReadFile(filepath.Join(j.Dir, intentFile))
