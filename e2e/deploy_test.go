@@ -119,7 +119,7 @@ func TestDeployLifecycle(t *testing.T) {
 	require.Len(t, diff.Resources, 1, "%s", changed.PlanDiff)
 	require.Equal(t, "update", diff.Resources[0].Action)
 	require.Contains(t, diff.Resources[0].Attributes, plandiff.Attribute{Path: "backup_retention_period", Action: "change", Old: float64(7), New: float64(3)})
-	require.Contains(t, e.git("ls-tree", "--name-only", deref(changed.CommitSHA), "clusters/e2e/lifecycle/"), ".terraform.lock.hcl", "the provider lock file is committed with the rendering")
+	require.Contains(t, e.git("ls-tree", "--name-only", deref(changed.CommitSHA), "clusters/e2e/"+cfg.ID.String()+"/"), ".terraform.lock.hcl", "the provider lock file is committed with the rendering")
 	body := e.git("log", "-1", "--format=%b", deref(changed.CommitSHA))
 	require.Contains(t, body, "modules.rds.backup_retention_period: 7 → 3")
 	require.Contains(t, e.aws("rds", "describe-db-instances"), `"BackupRetentionPeriod": 3`)

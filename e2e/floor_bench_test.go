@@ -32,10 +32,11 @@ func BenchmarkDriftCheckVsBarePlan(b *testing.B) {
 	// The same commit, checked out and initialised once, for bare terraform.
 	sha := deref(applied.CommitSHA)
 	tmp := b.TempDir()
-	archive := exec.Command("sh", "-c", `git --git-dir="$1" archive "$2" clusters/e2e/drifty | tar -x -C "$3"`, "sh", e.repoDir, sha, tmp)
+	// The audit directory is keyed by the config's id (rename-safe).
+	archive := exec.Command("sh", "-c", `git --git-dir="$1" archive "$2" "clusters/e2e/$4" | tar -x -C "$3"`, "sh", e.repoDir, sha, tmp, cfg.ID.String())
 	out, err := archive.CombinedOutput()
 	require.NoError(b, err, "%s", out)
-	dir := filepath.Join(tmp, "clusters", "e2e", "drifty")
+	dir := filepath.Join(tmp, "clusters", "e2e", cfg.ID.String())
 	tfEnv := append(e.agentEnviron(), "TF_CLI_CONFIG_FILE="+testsupport.TerraformCLIConfig(b), "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1")
 	terraform := func(args ...string) (int, time.Duration) {
 		cmd := exec.CommandContext(e.ctx, testsupport.TerraformBinary(b), args...)
