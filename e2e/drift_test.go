@@ -134,7 +134,7 @@ func TestDriftDetectAndRemediate(t *testing.T) {
 	}, got, "exactly the changed resources and attributes")
 	// The report shows what changed, old → new, as the plan diff does
 	// (non-sensitive values only; plandiff's tests hold the sensitive
-	// cases): the tag the console user added.
+	// cases): the plan removes the tag the console user added.
 	var withValues struct {
 		Resources []struct {
 			Address string
@@ -145,7 +145,7 @@ func TestDriftDetectAndRemediate(t *testing.T) {
 	var tagged bool
 	for _, r := range withValues.Resources {
 		for _, c := range r.Changes {
-			if r.Address == "module.vpc[0].aws_vpc.this" && c.Path == "tags.owner" && c.New == "console-user" && c.Old == nil {
+			if r.Address == "module.vpc[0].aws_vpc.this" && c.Path == "tags.owner" && c.Old == "console-user" && c.New == nil {
 				tagged = true
 			}
 		}

@@ -235,6 +235,9 @@ func (d *Deployer) commitMoved(ctx context.Context, cfg store.Config, sha, treeD
 		}
 	}
 	for name, want := range approved {
+		if name == runner.LockFile {
+			want = d.Runner.LockFileInRunDir(want)
+		}
 		got, err := os.ReadFile(filepath.Join(treeDir, filepath.FromSlash(name)))
 		if err != nil || !bytes.Equal(got, want) {
 			return fmt.Sprintf("the run dir no longer matches commit %s (%s)", short(sha), name)

@@ -112,3 +112,13 @@ func checkLock(s *sink, lockPath string, committed []byte) error {
 func forOpenTofu(lock []byte) []byte {
 	return bytes.ReplaceAll(lock, []byte(`provider "registry.terraform.io/`), []byte(`provider "registry.opentofu.org/`))
 }
+
+// LockFileInRunDir is a committed lock file as Init leaves it in a run dir
+// for this runner's engine (OpenTofu's copy names its registry host), so a
+// check that the run dir still matches its commit compares like with like.
+func (r *Runner) LockFileInRunDir(committed []byte) []byte {
+	if r.engine.Name == EngineOpenTofu {
+		return forOpenTofu(committed)
+	}
+	return committed
+}
