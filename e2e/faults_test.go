@@ -176,10 +176,10 @@ func TestFaultPostgresRestartDuringPlanAndApply(t *testing.T) {
 	d := e.deploy(cfg, store.ActionApply)
 	e.waitPhase(d.ID, store.PhasePlan, 2*time.Minute)
 	time.Sleep(time.Second)
-	require.NoError(t, e.pg.Restart(e.ctx))
+	e.restartPostgres()
 	e.waitPhase(d.ID, store.PhaseApply, 2*time.Minute)
 	time.Sleep(2 * time.Second)
-	require.NoError(t, e.pg.Restart(e.ctx))
+	e.restartPostgres()
 
 	got := e.wait(d.ID, 3*time.Minute, store.StatusSucceeded)
 	require.Equal(t, 1, got.Attempt)
@@ -208,7 +208,7 @@ func TestFaultPostgresDownAtAgentStart(t *testing.T) {
 	e := newEnv(t, envOptions{ownPostgres: true})
 	cfg := e.config("pgdown", `{"region": "eu-central-1", "modules": {}}`)
 	d := e.deploy(cfg, store.ActionPlan)
-	require.NoError(t, e.pg.Stop(e.ctx))
+	e.stopPostgres()
 	a := e.startAgent("agent-1")
 	// Wait until the second retry is announced.
 	deadline := time.Now().Add(30 * time.Second)
@@ -229,7 +229,7 @@ func TestFaultPostgresDownAtAgentStart(t *testing.T) {
 	}
 	require.Empty(t, a.records(t, "agent started"))
 
-	require.NoError(t, e.pg.Start(e.ctx))
+	e.startPostgres()
 	got := e.wait(d.ID, 2*time.Minute, store.StatusSucceeded)
 	require.Equal(t, "agent-1", deref(got.ClaimedBy))
 	require.Len(t, a.records(t, "agent started"), 1)

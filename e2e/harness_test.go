@@ -78,6 +78,28 @@ func newEnv(t testing.TB, o envOptions) *env {
 	return e
 }
 
+// restartPostgres, stopPostgres and startPostgres drive the test's private
+// server. The harness's own pool still holds connections the server killed
+// (57P01), so it is reset once the server is back: the agent's handling of an
+// outage is what the fault tests examine, not the harness's.
+func (e *env) restartPostgres() {
+	e.t.Helper()
+	require.NoError(e.t, e.pg.Restart(e.ctx))
+	e.pool.Reset()
+}
+
+func (e *env) stopPostgres() {
+	e.t.Helper()
+	require.NoError(e.t, e.pg.Stop(e.ctx))
+	e.pool.Reset()
+}
+
+func (e *env) startPostgres() {
+	e.t.Helper()
+	require.NoError(e.t, e.pg.Start(e.ctx))
+	e.pool.Reset()
+}
+
 // config stores an intent (validated by the CLI, as a person would).
 func (e *env) config(name, intent string, extra ...string) store.Config {
 	e.t.Helper()
