@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS := ./...
 # The test run starts its own throwaway PostgreSQL, moto and git servers.
-TEST_TIMEOUT ?= 30m
+TEST_TIMEOUT ?= 45m
 
 .DEFAULT_GOAL := help
 

@@ -55,7 +55,12 @@ type envOptions struct {
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, bin: testsupport.GrapeBinary(t), cluster: "e2e", agentEnv: map[string]string{}}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	// No deadline of its own: parallel tests (and TestBadInput's parallel
+	// cases) may wait for a slot most of the suite's length, and a fixed
+	// deadline from newEnv expired before they ran on a loaded machine. Every
+	// wait below has its own bound; go test -timeout catches a hang with a
+	// stack dump.
+	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e.ctx = ctx
 	if o.ownPostgres {
