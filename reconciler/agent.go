@@ -77,6 +77,10 @@ type Options struct {
 	DrainTimeout time.Duration
 	// Once claims and runs at most one deployment, then returns.
 	Once bool
+	// WaitNotifyAfter: a deployment queued longer than this is announced
+	// (log line and deployment.waiting event, once); 0: only plans awaiting
+	// approval past half their timeout are.
+	WaitNotifyAfter time.Duration
 	// Logs opens a deployment's log stream; nil writes agent lines only to Logger.
 	Logs LogOpener
 	// OnEvent, when set, observes agent events (metrics).
@@ -135,9 +139,6 @@ type Agent struct {
 	abort context.CancelCauseFunc
 	wg    sync.WaitGroup
 
-	// warnedWaits are the parked deployments already warned about as
-	// waiting long for approval (maintenance loop only).
-	warnedWaits map[uuid.UUID]bool
 }
 
 // New builds an agent. connString is used for the dedicated LISTEN
@@ -385,31 +386,34 @@ func (a *Agent) rescueOnce(ctx context.Context) {
 	a.warnLongWaits(qctx)
 }
 
-// warnLongWaits logs, once per deployment, a plan that has waited for
-// approval more than half its config's approval timeout: someone should
-// decide before it expires, and the config runs nothing else meanwhile.
+// warnLongWaits announces, once per deployment, a plan that has waited for
+// approval more than half its config's approval timeout (someone should
+// decide before it expires, and the config runs nothing else meanwhile) and
+// a deployment queued longer than WaitNotifyAfter: a log line here and a
+// deployment.waiting webhook event. The database dedupes, so however many
+// agents sweep, each wait is announced by exactly one of them.
 func (a *Agent) warnLongWaits(ctx context.Context) {
-	waits, err := a.st.LongApprovalWaits(ctx, a.opts.ClusterID)
+	waits, err := a.st.NoteLongWaits(ctx, a.opts.ClusterID, a.opts.WaitNotifyAfter)
 	if err != nil {
 		if ctx.Err() == nil {
-			a.log.Warn("listing long approval waits failed", "err", err)
+			a.log.Warn("noting long waits failed", "err", err)
 		}
 		return
 	}
-	if a.warnedWaits == nil {
-		a.warnedWaits = map[uuid.UUID]bool{}
-	}
-	now := map[uuid.UUID]bool{}
 	for _, w := range waits {
-		id := w.Deployment.ID
-		now[id] = true
-		if a.warnedWaits[id] {
+		id := w.DeploymentID
+		if w.Reason == store.WaitAwaitingApproval {
+			a.log.Warn("deployment waiting long for approval; its config runs nothing else until it is approved, rejected or expires",
+				"deployment_id", id, "waiting_since", w.WaitingSince, "expires_at", w.ExpiresAt, "approve", "grape approve "+id.String())
 			continue
 		}
-		a.log.Warn("deployment waiting long for approval; its config runs nothing else until it is approved, rejected or expires",
-			"deployment_id", id, "config_id", w.Deployment.ConfigID, "expires_at", w.ExpiresAt, "approve", "grape approve "+id.String())
+		log := a.log.With("deployment_id", id, "waiting_since", w.WaitingSince)
+		if w.BlockedBy != nil {
+			log.Warn("deployment queued long behind another deployment of its config", "blocked_by", *w.BlockedBy)
+		} else {
+			log.Warn("deployment queued long: no agent of the cluster has taken it (all busy, or none may run it)")
+		}
 	}
-	a.warnedWaits = now // forget the ones decided meanwhile
 }
 
 // warnLocalState says at start when other agents of the cluster are online

@@ -168,3 +168,43 @@ ORDER BY 2`, clusterID)
 	}
 	return out, nil
 }
+
+// Reasons a deployment waits (LongWait.Reason, the "reason" of a
+// deployment.waiting event).
+const (
+	WaitAwaitingApproval = "awaiting_approval"
+	WaitQueued           = "queued"
+)
+
+// LongWait is a deployment that has waited too long, announced once.
+type LongWait struct {
+	DeploymentID uuid.UUID  `db:"deployment_id"`
+	Reason       string     `db:"reason"` // WaitAwaitingApproval or WaitQueued
+	WaitingSince time.Time  `db:"waiting_since"`
+	ExpiresAt    *time.Time `db:"expires_at"` // an approval wait's expiry
+	BlockedBy    *uuid.UUID `db:"blocked_by"` // a queued run's blocker, if any
+}
+
+// NoteLongWaits records the cluster's long waits not announced yet — plans
+// awaiting approval past half their config's approval timeout, and (when
+// queuedAfter > 0) deployments queued longer than queuedAfter — enqueues a
+// deployment.waiting event for each, and returns them. The database
+// dedupes: however many agents sweep, each deployment is announced at most
+// once per reason.
+func (s *Store) NoteLongWaits(ctx context.Context, clusterID string, queuedAfter time.Duration) ([]LongWait, error) {
+	var after *float64
+	if queuedAfter > 0 {
+		secs := queuedAfter.Seconds()
+		after = &secs
+	}
+	rows, err := s.db().Query(ctx, `SELECT deployment_id, reason, waiting_since, expires_at, blocked_by
+FROM grape_note_long_waits($1, make_interval(secs => $2))`, clusterID, after)
+	if err != nil {
+		return nil, fmt.Errorf("noting long waits of cluster %s: %w", clusterID, err)
+	}
+	ws, err := pgx.CollectRows(rows, pgx.RowToStructByName[LongWait])
+	if err != nil {
+		return nil, fmt.Errorf("noting long waits of cluster %s: %w", clusterID, err)
+	}
+	return ws, nil
+}

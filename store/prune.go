@@ -40,6 +40,10 @@ type PruneResult struct {
 	LogLines           int64
 	DriftReports       int64
 	DeletedDeployments int64
+	// Notifications are webhook outbox rows: delivered before the log
+	// cutoff, and (with a history cutoff) given up or never delivered
+	// before it.
+	Notifications int64
 }
 
 // pruneDeploymentsPerPass bounds how many deployments one pass lists.
@@ -89,10 +93,18 @@ WHERE finished_at < $1 AND logs_pruned_at IS NULL ORDER BY finished_at LIMIT $2`
 			break
 		}
 	}
+	var err error
+	if res.Notifications, err = s.deleteInBatches(ctx, "delivered webhook events", pruneDeliveredSQL, o.LogsBefore); err != nil {
+		return res, err
+	}
 	if o.HistoryBefore.IsZero() {
 		return res, nil
 	}
-	var err error
+	dead, err := s.deleteInBatches(ctx, "undelivered webhook events", pruneUndeliveredSQL, o.HistoryBefore)
+	res.Notifications += dead
+	if err != nil {
+		return res, err
+	}
 	if res.DriftReports, err = s.deleteInBatches(ctx, "drift reports", pruneDriftSQL, o.HistoryBefore); err != nil {
 		return res, err
 	}
@@ -159,6 +171,21 @@ const (
     LIMIT $2)`
 )
 
+// The webhook outbox: a delivered event is done with once delivered; one
+// that was given up, or never delivered (its cluster had no agent), is kept
+// as long as history, for whoever looks into why it did not arrive. Both
+// walk notify_outbox_created, delivered_at and gave_up_at being later than
+// created_at.
+const (
+	deliveredBefore   = `created_at < $1 AND delivered_at < $1`
+	undeliveredBefore = `created_at < $1 AND delivered_at IS NULL
+      AND (gave_up_at < $1 OR gave_up_at IS NULL AND (locked_until IS NULL OR locked_until < now()))`
+	pruneDeliveredSQL = `DELETE FROM notify_outbox WHERE id IN (
+    SELECT id FROM notify_outbox WHERE ` + deliveredBefore + ` LIMIT $2)`
+	pruneUndeliveredSQL = `DELETE FROM notify_outbox WHERE id IN (
+    SELECT id FROM notify_outbox WHERE ` + undeliveredBefore + ` LIMIT $2)`
+)
+
 // historyBatch bounds the rows of one history DELETE. A deployment's delete
 // also deletes its remaining log lines (by trigger); they are normally
 // pruned already, as the history cutoff is the older one.
@@ -187,9 +214,17 @@ FROM deployments d WHERE finished_at < $1 AND logs_pruned_at IS NULL`, o.LogsBef
 	if err != nil {
 		return res, fmt.Errorf("counting logs to prune: %w", err)
 	}
+	if err := s.db().QueryRow(ctx, `SELECT count(*) FROM notify_outbox WHERE `+deliveredBefore, o.LogsBefore).Scan(&res.Notifications); err != nil {
+		return res, fmt.Errorf("counting webhook events to prune: %w", err)
+	}
 	if o.HistoryBefore.IsZero() {
 		return res, nil
 	}
+	var dead int64
+	if err := s.db().QueryRow(ctx, `SELECT count(*) FROM notify_outbox WHERE `+undeliveredBefore, o.HistoryBefore).Scan(&dead); err != nil {
+		return res, fmt.Errorf("counting webhook events to prune: %w", err)
+	}
+	res.Notifications += dead
 	err = s.db().QueryRow(ctx, `SELECT
     (SELECT count(*) FROM drift_reports WHERE checked_at < $1 AND id NOT IN (
         SELECT DISTINCT ON (config_id) id FROM drift_reports ORDER BY config_id, checked_at DESC)),

@@ -15,7 +15,7 @@ import (
 // NotifyEvents are the events a webhook target can ask for.
 var NotifyEvents = []string{
 	"deployment.awaiting_approval", "deployment.failed", "deployment.succeeded", "deployment.cancelled",
-	"drift.detected", "drift.resolved",
+	"deployment.waiting", "drift.detected", "drift.resolved",
 }
 
 // NotifyTarget is a webhook of a cluster. The secret is never read back
@@ -158,4 +158,58 @@ func (s *Store) NotificationFailed(ctx context.Context, id int64, reason string,
 		return fmt.Errorf("recording failed delivery of notification %d: %w", id, err)
 	}
 	return nil
+}
+
+// NotifyOutboxHead is the cluster's newest outbox id (0: none): a process
+// notes it at start, so that it can later wait for the events it produced.
+func (s *Store) NotifyOutboxHead(ctx context.Context, clusterID string) (int64, error) {
+	var id int64
+	if err := s.db().QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM notify_outbox WHERE cluster_id = $1`, clusterID).Scan(&id); err != nil {
+		return 0, fmt.Errorf("reading the outbox head of cluster %s: %w", clusterID, err)
+	}
+	return id, nil
+}
+
+// PendingNotifications summarises the cluster's undelivered notifications
+// newer than after (not given up yet).
+type PendingNotifications struct {
+	Count int
+	// NextAttempt is the earliest retry among them (zero when none).
+	NextAttempt time.Time
+	// LastError is the newest failure among them, host only ("" when none failed).
+	LastError string
+}
+
+// PendingNotificationsAfter counts what is still to deliver of the
+// cluster's notifications numbered above after.
+func (s *Store) PendingNotificationsAfter(ctx context.Context, clusterID string, after int64) (PendingNotifications, error) {
+	var p PendingNotifications
+	var next *time.Time
+	err := s.db().QueryRow(ctx, `SELECT count(*), min(next_attempt_at),
+    coalesce((SELECT last_error FROM notify_outbox WHERE cluster_id = $1 AND id > $2 AND delivered_at IS NULL
+        AND gave_up_at IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1), '')
+FROM notify_outbox WHERE cluster_id = $1 AND id > $2 AND delivered_at IS NULL AND gave_up_at IS NULL`,
+		clusterID, after).Scan(&p.Count, &next, &p.LastError)
+	if err != nil {
+		return p, fmt.Errorf("counting pending notifications of cluster %s: %w", clusterID, err)
+	}
+	if next != nil {
+		p.NextAttempt = *next
+	}
+	return p, nil
+}
+
+// RotateNotifySecret gives the cluster's target a new signing secret and
+// returns it (shown only this once). The cut is clean: every delivery
+// signed from now on, retries of older events included, uses the new one.
+func (s *Store) RotateNotifySecret(ctx context.Context, clusterID string, id uuid.UUID) (string, error) {
+	secret := base64.RawURLEncoding.EncodeToString(randomBytes(32))
+	tag, err := s.db().Exec(ctx, `UPDATE notify_targets SET secret = $3 WHERE id = $1 AND cluster_id = $2`, id, clusterID, secret)
+	if err != nil {
+		return "", fmt.Errorf("rotating the secret of webhook %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "", fmt.Errorf("rotating the secret of webhook %s: no such webhook in cluster %s: %w", id, clusterID, ErrNotFound)
+	}
+	return secret, nil
 }

@@ -115,10 +115,14 @@ func (d *Deliverer) RunOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Outcomes are recorded even when ctx ends meanwhile: a row left
+	// locked would wait out its lease before anyone retried it.
+	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	for _, n := range ns {
 		err := d.deliver(ctx, n)
 		if err == nil {
-			if err := d.st.NotificationDelivered(ctx, n.ID); err != nil {
+			if err := d.st.NotificationDelivered(rec, n.ID); err != nil {
 				return len(ns), err
 			}
 			continue
@@ -131,11 +135,55 @@ func (d *Deliverer) RunOnce(ctx context.Context) (int, error) {
 			log.Warn("webhook delivery failed; will retry")
 		}
 		next := time.Now().Add(jittered(d.opts.Retry, n.Attempts))
-		if err := d.st.NotificationFailed(ctx, n.ID, err.Error(), next, giveUp); err != nil {
+		if err := d.st.NotificationFailed(rec, n.ID, err.Error(), next, giveUp); err != nil {
 			return len(ns), err
 		}
 	}
 	return len(ns), nil
+}
+
+// Flush delivers until none of the cluster's notifications numbered above
+// after (see store.NotifyOutboxHead) is left to send, or wait has passed, and
+// returns how many were settled (delivered, or given up) and what is still
+// pending. A
+// process that ends after one run (agent --once, dev --once) calls it so the
+// run's events go out before it exits; a dead receiver costs at most wait
+// (plus one request's timeout), and what is left stays in the outbox for the
+// next agent of the cluster.
+func (d *Deliverer) Flush(ctx context.Context, after int64, wait time.Duration) (int, store.PendingNotifications, error) {
+	deadline := time.Now().Add(wait)
+	delivered := 0
+	for {
+		before, err := d.st.PendingNotificationsAfter(ctx, d.opts.ClusterID, after)
+		if err != nil {
+			return delivered, before, err
+		}
+		n, err := d.RunOnce(ctx)
+		if err != nil {
+			return delivered, before, err
+		}
+		left, err := d.st.PendingNotificationsAfter(ctx, d.opts.ClusterID, after)
+		if err != nil {
+			return delivered, left, err
+		}
+		delivered += max(0, before.Count-left.Count)
+		if left.Count == 0 || !time.Now().Before(deadline) {
+			return delivered, left, nil
+		}
+		if n > 0 {
+			continue // the next event of a deployment may be due now
+		}
+		// Until the next retry is due, polling at most every Interval (a
+		// failure recorded elsewhere may make another row due sooner).
+		sleep := min(d.opts.Interval, time.Until(deadline), max(time.Until(left.NextAttempt), 10*time.Millisecond))
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return delivered, left, nil
+		case <-t.C:
+		}
+	}
 }
 
 // jittered is the schedule's delay before retry number attempt.

@@ -233,12 +233,13 @@ func (f *memberFlags) parse(args []string) (uuid.UUID, error) {
 
 // Webhook targets (docs/notifications.md).
 func init() {
-	register(&command{name: "notify", summary: "manage a cluster's webhook notifications (add, list, remove)"})
+	register(&command{name: "notify", summary: "manage a cluster's webhook notifications (add, list, remove, rotate)"})
 	register(&command{
 		name:    "notify add",
 		summary: "send a cluster's deployment and drift events to a URL, signed (X-Grape-Signature)",
 		long: `Events: deployment.awaiting_approval, deployment.failed, deployment.succeeded,
-deployment.cancelled, drift.detected, drift.resolved (default: all). The
+deployment.cancelled, deployment.waiting, drift.detected, drift.resolved
+(default: all). The
 cluster's agents deliver them, at least once and in order per deployment,
 retrying with backoff. The signing secret is printed once.`,
 		flags: func(fs *flag.FlagSet) runFunc {
@@ -330,6 +331,40 @@ Its signing secret is shown only this once; verify X-Grape-Signature (sha256=<HM
 						return err
 					}
 					fmt.Fprintf(cio.stdout, "webhook %s removed\n", id)
+					return nil
+				})
+			}
+		},
+	})
+	register(&command{
+		name:    "notify rotate",
+		summary: "give a webhook target a new signing secret, printed once (the old one stops at once)",
+		long: `A clean cut: every delivery from now on, retries of older events included, is
+signed with the new secret, and the old one is forgotten. A delivery already
+on the wire when you rotate may still carry the old signature; put the new
+secret into the receiver right away (or let it accept both for a minute).`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster, id string
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id (required)")
+			fs.StringVar(&id, "id", "", "webhook id, as grape notify list shows it (required)")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 0 || cluster == "" || id == "" {
+					return usagef("want --cluster and --id")
+				}
+				tid, err := uuid.Parse(id)
+				if err != nil {
+					return usagef("--id: %q is not a UUID (grape notify list --cluster %s)", id, cluster)
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					secret, err := st.RotateNotifySecret(ctx, cluster, tid)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cio.stdout, `webhook %s of cluster %s has a new signing secret; the old one is no longer used.
+It is shown only this once:
+  secret: %s
+`, tid, cluster, secret)
 					return nil
 				})
 			}

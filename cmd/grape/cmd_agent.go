@@ -67,6 +67,8 @@ type agentFlags struct {
 	driftSchedule    string
 	driftConcurrency int
 	notifyURL        string
+	waitNotifyAfter  time.Duration
+	webhookWait      time.Duration
 
 	logs logFlags
 
@@ -113,6 +115,8 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.driftSchedule, "drift-schedule", drift.DefaultSchedule, "when idle configs are re-planned for drift: a 5-field cron expression, @every 6h, @daily, or off")
 	fs.IntVar(&f.driftConcurrency, "drift-concurrency", 1, "drift checks of this cluster queued or running at once")
 	fs.StringVar(&f.notifyURL, "notify-url", "", "POST a JSON event here when drift is detected, a check errors, or drift is resolved")
+	fs.DurationVar(&f.waitNotifyAfter, "wait-notify-after", time.Hour, "announce a deployment queued longer than this (log line and deployment.waiting webhook, once); 0: only plans awaiting approval past half their timeout are announced")
+	fs.DurationVar(&f.webhookWait, "webhook-wait", 15*time.Second, "with --once (and grape drift check): how long to wait, before exiting, for the run's webhook deliveries; what is left stays for the next agent (0: do not wait)")
 	f.logs.register(fs)
 }
 
@@ -157,6 +161,8 @@ func (f *agentFlags) validate() error {
 		{f.lease < 3*time.Second, fmt.Sprintf("--lease: want at least 3s, got %s", f.lease)},
 		{f.heartbeat <= 0 || f.heartbeat*2 > f.lease, fmt.Sprintf("--heartbeat-interval: want more than 0 and at most half of --lease (%s), got %s", f.lease, f.heartbeat)},
 		{f.drain <= 0, "--drain-timeout: want more than 0"},
+		{f.waitNotifyAfter < 0, fmt.Sprintf("--wait-notify-after: want 0 (off) or more, got %s", f.waitNotifyAfter)},
+		{f.webhookWait < 0, fmt.Sprintf("--webhook-wait: want 0 or more, got %s", f.webhookWait)},
 		{f.driftConcurrency < 1, fmt.Sprintf("--drift-concurrency: want at least 1, got %d", f.driftConcurrency)},
 		{f.dataDir == "", "--data-dir: required"},
 		{f.workspace != "" && f.workspaceURL != "", "--workspace and --workspace-url are exclusive: a local repository or a remote one"},
@@ -243,7 +249,7 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		ClusterID: f.cluster, AgentID: f.id(), Hostname: hostname(), Version: grapeVersion(),
 		Concurrency: f.concurrency, PollInterval: f.pollInterval, PollOnly: f.pollOnly, Notifier: n,
 		Lease: f.lease, HeartbeatInterval: f.heartbeat, DrainTimeout: f.drain, Once: f.once,
-		Logger: log, Observer: p.Notes.Observer(m), Logs: p.OpenLogs,
+		WaitNotifyAfter: f.waitNotifyAfter, Logger: log, Observer: p.Notes.Observer(m), Logs: p.OpenLogs,
 	})
 	if err != nil {
 		p.Close()
@@ -303,16 +309,58 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					defer cancel()
 					go parts.drift.Run(driftCtx)
 				}
-				if !f.once {
-					// Webhooks beside the claim loop: a slow receiver never holds up a run.
-					notifyCtx, cancel := context.WithCancel(ctx)
-					defer cancel()
-					go func() { _ = webhook.New(st, webhook.Options{ClusterID: f.cluster, Logger: log}).Run(notifyCtx) }()
+				if f.once {
+					// --once delivers its run's events after the run, not beside it.
+					head, err := st.NotifyOutboxHead(ctx, f.cluster)
+					if err != nil {
+						return err
+					}
+					err = parts.agent.Run(ctx)
+					flushWebhooks(ctx, st, &f, head, log)
+					return err
 				}
+				// Webhooks beside the claim loop: a slow receiver never holds up
+				// a run. They go on through the drain, so the events of the runs
+				// that finish during it go out too.
+				stopHooks := deliverWebhooks(context.WithoutCancel(ctx), st, &f, log)
+				defer stopHooks()
 				return parts.agent.Run(ctx)
 			}
 		},
 	})
+}
+
+// deliverWebhooks delivers the cluster's webhook events in the background
+// until stop is called.
+func deliverWebhooks(ctx context.Context, st *store.Store, f *agentFlags, log *slog.Logger) (stop func()) {
+	hookCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = webhook.New(st, webhook.Options{ClusterID: f.cluster, Logger: log}).Run(hookCtx)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// flushWebhooks delivers, for at most --webhook-wait, the events the cluster
+// produced after the outbox stood at head, before a one-run process exits.
+// It never fails the run: an interrupted process or a dead receiver leaves
+// the events in the outbox for the next agent, and says so.
+func flushWebhooks(ctx context.Context, st *store.Store, f *agentFlags, head int64, log *slog.Logger) {
+	if ctx.Err() != nil {
+		return // interrupted: exit now; the outbox keeps the events
+	}
+	d := webhook.New(st, webhook.Options{ClusterID: f.cluster, Logger: log})
+	settled, left, err := d.Flush(ctx, head, f.webhookWait)
+	switch {
+	case err != nil:
+		log.Warn("delivering this run's webhook events failed; they stay in the outbox for the next agent of the cluster", "err", err)
+	case left.Count > 0:
+		log.Warn("webhook events not delivered before exit (receiver down or slow?); they stay in the outbox for the next agent of the cluster",
+			"pending", left.Count, "waited", f.webhookWait, "last_error", left.LastError)
+	case settled > 0:
+		log.Info("webhook events delivered", "events", settled)
+	}
 }
 
 // serveOps creates the agent's metrics (f.metrics) and serves them with

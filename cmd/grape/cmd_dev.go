@@ -183,12 +183,18 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	agentDone := make(chan error, 1)
 	if !f.once {
 		go parts.drift.Run(runCtx)
+		stopHooks := deliverWebhooks(context.WithoutCancel(ctx), st, f, log)
+		defer stopHooks()
 		fmt.Fprintf(out, "\nqueue a deployment:  GRAPE_DATABASE_URL='%s' grape deploy --cluster %s --config sample --follow\n", f.db, f.cluster)
 		fmt.Fprintf(out, "Ctrl-C stops everything (the data dir is kept).\n")
 		go func() { agentDone <- parts.agent.Run(ctx) }()
 		return <-agentDone
 	}
 
+	head, err := st.NotifyOutboxHead(ctx, f.cluster)
+	if err != nil {
+		return err
+	}
 	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: f.cluster, ConfigID: cfg.ID, Action: action, RequestedBy: "grape dev"})
 	if err != nil {
 		return err
@@ -206,6 +212,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	if err != nil {
 		return err
 	}
+	flushWebhooks(ctx, st, f, head, log)
 	final, err := st.GetDeployment(context.WithoutCancel(ctx), d.ID)
 	if err != nil {
 		return err

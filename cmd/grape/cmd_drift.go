@@ -163,11 +163,16 @@ Exit status 0: in sync; 2: drifted; 1: the check failed.`,
 				} else if !isNotFound(err) {
 					return err
 				}
+				head, err := st.NotifyOutboxHead(ctx, f.cluster)
+				if err != nil {
+					return err
+				}
 				d, err := parts.agent.RunNow(ctx, store.EnqueueParams{ClusterID: f.cluster, ConfigID: cfg.ID, Action: store.ActionDrift,
 					SourceCommit: commit, RequestedBy: "grape drift check", MaxAttempts: 1})
 				if err != nil {
 					return err
 				}
+				flushWebhooks(ctx, st, &f, head, log) // drift.detected / .resolved
 				reports, err := st.LatestDriftReports(ctx, f.cluster, &cfg.ID)
 				if err != nil {
 					return err

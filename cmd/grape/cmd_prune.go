@@ -14,13 +14,14 @@ import (
 func init() {
 	register(&command{
 		name:    "prune",
-		summary: "delete old deployment logs (and, with --history, old deployments and drift reports)",
+		summary: "delete old deployment logs and delivered webhook events (and, with --history, old deployments and drift reports)",
 		long: `Log lines of deployments that finished more than --older-than ago are deleted in
 small batches that never hold up the log appends of running deployments; the
 deployment rows stay (status, plan summary, outputs, error) and grape logs and the
 portal say the log was pruned. Running deployments and those awaiting approval are
-never touched. With --history, deployments and drift reports older than that go
-too, except per config the latest succeeded apply (drift checks and approvals run
+never touched. Webhook events delivered before the cutoff go too. With
+--history, deployments, drift reports and undelivered (given up) webhook
+events older than that go too, except per config the latest succeeded apply (drift checks and approvals run
 its commit), the latest deployment and the latest drift report. Safe to stop and
 re-run; run it daily (deploy/grape-prune.timer, or pg_cron on Supabase: docs/supabase.md).`,
 		flags: func(fs *flag.FlagSet) runFunc {
@@ -55,6 +56,11 @@ re-run; run it daily (deploy/grape-prune.timer, or pg_cron on Supabase: docs/sup
 						fmt.Fprintf(cio.stdout, "%s %d deployments and %d drift reports from before %s\n",
 							verb, res.DeletedDeployments, res.DriftReports, o.HistoryBefore.UTC().Format(time.RFC3339))
 					}
+					which := "delivered before the log cutoff"
+					if history != 0 {
+						which += ", or undelivered before the history cutoff"
+					}
+					fmt.Fprintf(cio.stdout, "%s %d webhook events (%s)\n", verb, res.Notifications, which)
 					return err
 				})
 			}
