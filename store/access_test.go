@@ -469,6 +469,39 @@ func TestWebhookSecretsStayInTheirCluster(t *testing.T) {
 	})
 }
 
+// TestLongWaitsSweptByTheirClusterOnly: an agent announces its own
+// cluster's long waits, once however often it (or another agent) sweeps;
+// another cluster's agent and Supabase users may not sweep at all.
+func TestLongWaitsSweptByTheirClusterOnly(t *testing.T) {
+	t.Parallel()
+	tn := newTenancy(t, supabase)
+	ctx := tn.ctx
+	x, y := tn.seed(t, "x"), tn.seed(t, "y")
+	_, err := tn.pool.Exec(ctx, `UPDATE deployments SET created_at = now() - interval '2 hours' WHERE id = $1`, x.queued.ID)
+	require.NoError(t, err)
+	asX, _, _ := tn.agent(t, x.cluster)
+	asY, _, _ := tn.agent(t, y.cluster)
+
+	_, err = asY.NoteLongWaits(ctx, x.cluster, time.Hour)
+	requireRefused(t, err, "another cluster's agent")
+	ws, err := asX.NoteLongWaits(ctx, x.cluster, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, ws, 1)
+	require.Equal(t, x.queued.ID, ws[0].DeploymentID)
+	require.Equal(t, store.WaitQueued, ws[0].Reason)
+	require.Nil(t, ws[0].BlockedBy, "stage has nothing running")
+	ws, err = asX.NoteLongWaits(ctx, x.cluster, time.Hour)
+	require.NoError(t, err)
+	require.Empty(t, ws, "announced once")
+
+	tn.asUser(t, "authenticated", userClaims(uuid.New()), func(tx pgx.Tx) {
+		_, err := try(t, tx, `SELECT * FROM grape_note_long_waits($1, interval '1 minute')`, x.cluster)
+		requireRefused(t, err)
+		_, err = try(t, tx, `SELECT * FROM deployment_wait_notices`)
+		requireRefused(t, err)
+	})
+}
+
 // TestStoreAsUser: the store's own methods, run as a user, obey the user's
 // role: the building block for a front end that acts as its user.
 func TestStoreAsUser(t *testing.T) {

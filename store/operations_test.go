@@ -225,3 +225,65 @@ func TestSetEngine(t *testing.T) {
 	_, err = b.pool.Exec(b.ctx, `UPDATE deployments SET engine = 'pulumi' WHERE id = $1`, d.ID)
 	assert.ErrorContains(t, err, "deployments_engine")
 }
+
+// TestPruneWebhookOutbox: delivered events go with the logs' cutoff, given
+// up and never delivered ones only past the history cutoff, in batches; a
+// dry run counts the same and deletes nothing.
+func TestPruneWebhookOutbox(t *testing.T) {
+	b := setup(t)
+	c := b.config(t, "eu-1", "prod")
+	_, _, err := b.st.AddNotifyTarget(b.ctx, store.NotifyTarget{ClusterID: "eu-1", URL: "http://127.0.0.1:1/hook", Format: "json"})
+	require.NoError(t, err)
+	const day = 24 * time.Hour
+	// Each finished deployment enqueues one event; its row is then aged.
+	event := func(ago time.Duration, state string) int64 {
+		d := b.run(t, c, store.ActionApply, store.StatusSucceeded, 0, ago)
+		var id int64
+		require.NoError(t, b.pool.QueryRow(b.ctx, `UPDATE notify_outbox SET created_at = now() - make_interval(secs => $2),
+    delivered_at = CASE WHEN $3 = 'delivered' THEN now() - make_interval(secs => $2) END,
+    gave_up_at = CASE WHEN $3 = 'dead' THEN now() - make_interval(secs => $2) END
+WHERE deployment_id = $1 RETURNING id`, d.ID, ago.Seconds(), state).Scan(&id))
+		return id
+	}
+	for range 5 {
+		event(40*day, "delivered")
+	}
+	recentDelivered := event(day, "delivered")
+	deadMiddle := event(100*day, "dead")    // past logs, not past history: kept
+	pendingMiddle := event(100*day, "open") // idem
+	event(300*day, "dead")
+	event(300*day, "open")
+	recentPending := event(0, "open")
+
+	opts := store.PruneOptions{LogsBefore: time.Now().Add(-30 * day), DryRun: true}
+	dry, err := b.st.Prune(b.ctx, opts)
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), dry.Notifications)
+	opts.HistoryBefore = time.Now().Add(-200 * day)
+	dry, err = b.st.Prune(b.ctx, opts)
+	require.NoError(t, err)
+	assert.Equal(t, int64(7), dry.Notifications)
+
+	remaining := func() []int64 {
+		rows, err := b.pool.Query(b.ctx, `SELECT id FROM notify_outbox ORDER BY id`)
+		require.NoError(t, err)
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			require.NoError(t, rows.Scan(&id))
+			ids = append(ids, id)
+		}
+		require.NoError(t, rows.Err())
+		return ids
+	}
+	all := remaining()
+	assert.Len(t, all, 11, "a dry run deletes nothing")
+
+	res, err := b.st.Prune(b.ctx, store.PruneOptions{LogsBefore: opts.LogsBefore})
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), res.Notifications, "only delivered events before the log cutoff")
+	res, err = b.st.Prune(b.ctx, store.PruneOptions{LogsBefore: opts.LogsBefore, HistoryBefore: opts.HistoryBefore})
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), res.Notifications)
+	assert.Equal(t, []int64{recentDelivered, deadMiddle, pendingMiddle, recentPending}, remaining())
+}

@@ -245,6 +245,11 @@ func Body(format, event string, payload json.RawMessage) ([]byte, error) {
 			Deployment string `json:"deployment_id"`
 			Action     string `json:"action"`
 			Error      string `json:"error"`
+			// deployment.waiting
+			Reason    string `json:"reason"`
+			Since     string `json:"waiting_since"`
+			Expires   string `json:"expires_at"`
+			BlockedBy string `json:"blocked_by"`
 		}
 		if err := json.Unmarshal(payload, &p); err != nil {
 			return nil, fmt.Errorf("reading payload: %w", err)
@@ -255,6 +260,15 @@ func Body(format, event string, payload json.RawMessage) ([]byte, error) {
 		}
 		if p.Error != "" {
 			text += ": " + p.Error
+		}
+		switch p.Reason {
+		case store.WaitAwaitingApproval:
+			text += fmt.Sprintf(": awaiting approval since %s, expires at %s", p.Since, p.Expires)
+		case store.WaitQueued:
+			text += ": queued since " + p.Since
+			if p.BlockedBy != "" {
+				text += fmt.Sprintf(", behind deployment `%s`", p.BlockedBy)
+			}
 		}
 		return json.Marshal(map[string]string{"text": text})
 	}
