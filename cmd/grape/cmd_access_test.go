@@ -3,15 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/user"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/internal/testsupport"
 	"github.com/grapehq/grape/store"
+	"github.com/grapehq/grape/webhook"
 )
 
 // TestMembersFourEyesAndAudit: the access commands, and four eyes as the CLI
@@ -108,4 +115,76 @@ func loginRole(t *testing.T) string {
 	var who string
 	require.NoError(t, pool.QueryRow(context.Background(), `SELECT session_user`).Scan(&who))
 	return who
+}
+
+// TestOnceDeliversWebhooksAndRotate: agent --once delivers its run's events
+// before it exits, signed with the secret notify rotate printed; with the
+// receiver down it waits --webhook-wait, says so, and the run's outcome
+// stands.
+func TestOnceDeliversWebhooksAndRotate(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	ctx := context.Background()
+	id := uniqueClusterID("hook")
+	c.ok("cluster", "create", id, "--no-agent-role")
+	var mu sync.Mutex
+	var secret string
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if !webhook.Verify(secret, body, r.Header.Get(webhook.HeaderSignature)) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		got = append(got, r.Header.Get(webhook.HeaderEvent))
+	}))
+	defer srv.Close()
+	out := c.ok("notify", "add", "--cluster", id, "--url", srv.URL+"/hook", "--events", "deployment.failed")
+	first := regexp.MustCompile(`secret: (\S+)`).FindStringSubmatch(out)
+	require.Len(t, first, 2, out)
+	var ts []store.NotifyTarget
+	require.NoError(t, json.Unmarshal([]byte(c.ok("notify", "list", "--cluster", id, "--json")), &ts))
+	require.Len(t, ts, 1)
+	out = c.ok("notify", "rotate", "--cluster", id, "--id", ts[0].ID.String())
+	rotated := regexp.MustCompile(`secret: (\S+)`).FindStringSubmatch(out)
+	require.Len(t, rotated, 2, out)
+	require.NotEqual(t, first[1], rotated[1])
+	mu.Lock()
+	secret = rotated[1]
+	mu.Unlock()
+	_, errOut, code := c.run("", "notify", "rotate", "--cluster", "other", "--id", ts[0].ID.String())
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no such webhook in cluster other")
+	_, errOut, code = c.run("", "notify", "rotate", "--cluster", id, "--id", "x")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `--id: "x" is not a UUID`)
+
+	// A deployment that fails fast, without terraform: an unknown module
+	// (written around the CLI, which would refuse it).
+	st := store.New(testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"]))
+	cfg, err := st.UpsertConfig(ctx, id, "web", json.RawMessage(`{"modules":{"vcp":{}}}`), store.ConfigSettings{})
+	require.NoError(t, err)
+	once := func(wait string) (string, int) {
+		_, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: id, ConfigID: cfg.ID})
+		require.NoError(t, err)
+		_, errOut, code := c.run("", "agent", "--cluster", id, "--once", "--data-dir", t.TempDir(), "--metrics-listen", "",
+			"--provider-mirror", testsupport.ProviderMirror, "--log-format", "text", "--webhook-wait", wait)
+		return errOut, code
+	}
+	errOut, code = once("30s")
+	require.Equal(t, 0, code, errOut)
+	mu.Lock()
+	require.Equal(t, []string{"deployment.failed"}, got, "delivered before agent --once exited")
+	mu.Unlock()
+	require.Contains(t, errOut, "webhook events delivered")
+
+	srv.Close() // the receiver is down: the wait is bounded, and said
+	start := time.Now()
+	errOut, code = once("1s")
+	require.Equal(t, 0, code, errOut)
+	require.Less(t, time.Since(start), time.Minute)
+	require.Contains(t, errOut, "webhook events not delivered before exit")
+	require.Contains(t, errOut, "pending=1")
 }
