@@ -138,7 +138,6 @@ type Agent struct {
 	runs  map[uuid.UUID]*Run
 	abort context.CancelCauseFunc
 	wg    sync.WaitGroup
-
 }
 
 // New builds an agent. connString is used for the dedicated LISTEN

@@ -129,46 +129,6 @@ FROM deployments d JOIN configs c ON c.id = d.config_id WHERE d.id = $1`, d.ID).
 	return b, nil
 }
 
-// LongApprovalWaits lists the cluster's deployments that have awaited
-// approval for more than half their config's approval timeout, with when
-// they expire: the agent logs a warning for each, once, so a person decides
-// before the plan is discarded.
-func (s *Store) LongApprovalWaits(ctx context.Context, clusterID string) ([]Blocker, error) {
-	rows, err := s.db().Query(ctx, `SELECT d.id, coalesce(d.awaiting_approval_at, d.updated_at) + c.approval_timeout
-FROM deployments d JOIN configs c ON c.id = d.config_id
-WHERE d.cluster_id = $1 AND d.status = 'awaiting_approval'
-  AND coalesce(d.awaiting_approval_at, d.updated_at) + c.approval_timeout / 2 < now()
-ORDER BY 2`, clusterID)
-	if err != nil {
-		return nil, fmt.Errorf("listing long approval waits of cluster %s: %w", clusterID, err)
-	}
-	type due struct {
-		id uuid.UUID
-		at time.Time
-	}
-	var ids []due
-	for rows.Next() {
-		var d due
-		if err := rows.Scan(&d.id, &d.at); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("listing long approval waits of cluster %s: %w", clusterID, err)
-		}
-		ids = append(ids, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing long approval waits of cluster %s: %w", clusterID, err)
-	}
-	out := make([]Blocker, 0, len(ids))
-	for _, d := range ids {
-		dep, err := s.GetDeployment(ctx, d.id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Blocker{Deployment: dep, ExpiresAt: &d.at})
-	}
-	return out, nil
-}
-
 // Reasons a deployment waits (LongWait.Reason, the "reason" of a
 // deployment.waiting event).
 const (

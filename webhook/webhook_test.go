@@ -222,7 +222,9 @@ func TestWaitingAnnouncedOnce(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- webhook.New(st, webhook.Options{ClusterID: cl, Interval: 20 * time.Millisecond}).Run(runCtx) }()
+	go func() {
+		done <- webhook.New(st, webhook.Options{ClusterID: cl, Interval: 20 * time.Millisecond}).Run(runCtx)
+	}()
 	for range 2 {
 		select {
 		case <-rc.got:
