@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -456,4 +457,62 @@ func TestKilledAgentLeaseExpires(t *testing.T) {
 			require.Contains(t, fmt.Sprint(notes), "agent doomed lost during "+string(tc.phase))
 		})
 	}
+}
+
+// counting is a slog handler that counts the records with message msg.
+type counting struct {
+	msg string
+	n   *atomic.Int32
+	slog.Handler
+}
+
+func (h counting) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h counting) WithAttrs(as []slog.Attr) slog.Handler {
+	return counting{h.msg, h.n, h.Handler.WithAttrs(as)}
+}
+
+// TestLongQueuedWaitAnnouncedOnce: a run queued behind another of its
+// config past WaitNotifyAfter is announced by the agents' rescue loop, by
+// one of two agents, once.
+func TestLongQueuedWaitAnnouncedOnce(t *testing.T) {
+	b := setup(t)
+	cfgs := b.configs(t, "waits", 1)
+	blocker := b.enqueue(t, cfgs[0])
+	_, err := b.st.ClaimByID(b.ctx, blocker.ID, "elsewhere", time.Hour)
+	require.NoError(t, err)
+	behind := b.enqueue(t, cfgs[0])
+	_, err = b.pool.Exec(b.ctx, `UPDATE deployments SET created_at = now() - interval '2 hours' WHERE id = $1`, behind.ID)
+	require.NoError(t, err)
+
+	const msg = "deployment queued long behind another deployment of its config"
+	var n atomic.Int32
+	seen := make(chan struct{})
+	for _, id := range []string{"w1", "w2"} {
+		base := slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})
+		log := slog.New(newOnMessage(msg, seen, counting{msg, &n, base}))
+		stop, _ := b.startAgent(t, reconciler.Options{ClusterID: "waits", AgentID: id, RescueInterval: 20 * time.Millisecond,
+			WaitNotifyAfter: time.Hour, Logger: log}, reconciler.WorkFunc(succeed))
+		defer stop()
+	}
+	select {
+	case <-seen:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long wait was not announced")
+	}
+	again, err := b.st.NoteLongWaits(b.ctx, "waits", time.Hour)
+	require.NoError(t, err)
+	require.Empty(t, again, "already noted")
+	got, err := b.st.GetDeployment(b.ctx, behind.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusQueued, got.Status, "still behind its blocker")
+	var notices int
+	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT count(*) FROM deployment_wait_notices WHERE deployment_id = $1`, behind.ID).Scan(&notices))
+	require.Equal(t, 1, notices)
+	require.EqualValues(t, 1, n.Load(), "one agent logged it, once")
 }
