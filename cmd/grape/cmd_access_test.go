@@ -188,3 +188,32 @@ func TestOnceDeliversWebhooksAndRotate(t *testing.T) {
 	require.Contains(t, errOut, "webhook events not delivered before exit")
 	require.Contains(t, errOut, "pending=1")
 }
+
+// TestPruneCountsWebhookEvents: grape prune reports (and, without
+// --dry-run, deletes) the delivered webhook events before its cutoff.
+func TestPruneCountsWebhookEvents(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	ctx := context.Background()
+	id := uniqueClusterID("prune")
+	c.ok("cluster", "create", id, "--no-agent-role")
+	c.ok("notify", "add", "--cluster", id, "--url", "https://hooks.example.com/grape")
+	pool := testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"])
+	st := store.New(pool)
+	cfg, err := st.UpsertConfig(ctx, id, "web", json.RawMessage(`{}`), store.ConfigSettings{})
+	require.NoError(t, err)
+	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: id, ConfigID: cfg.ID})
+	require.NoError(t, err)
+	_, err = st.ClaimByID(ctx, d.ID, "agent", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, st.Finish(ctx, d.ID, "agent", store.Outcome{Status: store.StatusSucceeded}))
+	tag, err := pool.Exec(ctx, `UPDATE notify_outbox SET created_at = now() - interval '10 days', delivered_at = now() - interval '10 days' WHERE deployment_id = $1`, d.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected())
+
+	require.Contains(t, c.ok("prune", "--older-than", "7d", "--dry-run"), "would delete 1 webhook events (delivered before the log cutoff)")
+	require.Contains(t, c.ok("prune", "--older-than", "7d"), "deleted 1 webhook events")
+	var left int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM notify_outbox WHERE deployment_id = $1`, d.ID).Scan(&left))
+	require.Zero(t, left)
+}
