@@ -154,6 +154,14 @@ func TestOnceDeliversWebhooksAndRotate(t *testing.T) {
 	mu.Lock()
 	secret = rotated[1]
 	mu.Unlock()
+	var trail []store.AuditEvent
+	require.NoError(t, json.Unmarshal([]byte(c.ok("audit", "--cluster", id, "--json")), &trail))
+	var actions []string
+	for _, e := range trail {
+		actions = append(actions, e.Action)
+		require.NotContains(t, string(e.Details), "127.0.0.1", "no URL in the trail")
+	}
+	require.Equal(t, []string{"cluster.created", "webhook.added", "webhook.secret_rotated"}, actions)
 	_, errOut, code := c.run("", "notify", "rotate", "--cluster", "other", "--id", ts[0].ID.String())
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "no such webhook in cluster other")

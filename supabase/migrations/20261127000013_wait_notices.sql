@@ -20,6 +20,25 @@ ALTER TABLE notify_targets ADD CONSTRAINT notify_targets_events CHECK (events <@
     'deployment.failed', 'deployment.succeeded', 'deployment.cancelled', 'deployment.waiting',
     'drift.detected', 'drift.resolved']);
 
+-- Webhook targets are in the audit trail: who added, removed or rotated
+-- the secret of which one. Never the URL (Slack keeps its secret in the
+-- path) nor the secret.
+CREATE FUNCTION grape_audit_notify_target() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM grape_audit(grape_actor(), 'webhook.added', NEW.cluster_id, NEW.id::text,
+                            jsonb_build_object('format', NEW.format, 'events', NEW.events));
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM grape_audit(grape_actor(), 'webhook.removed', OLD.cluster_id, OLD.id::text, '{}'::jsonb);
+    ELSIF NEW.secret IS DISTINCT FROM OLD.secret THEN
+        PERFORM grape_audit(grape_actor(), 'webhook.secret_rotated', NEW.cluster_id, NEW.id::text, '{}'::jsonb);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER notify_targets_audit AFTER INSERT OR UPDATE OR DELETE ON notify_targets
+    FOR EACH ROW EXECUTE FUNCTION grape_audit_notify_target();
+
 -- grape prune deletes delivered and dead outbox rows by age, a batch at a
 -- time: without an index every batch would scan the whole outbox.
 CREATE INDEX notify_outbox_created ON notify_outbox (created_at);
@@ -91,6 +110,7 @@ END $$;
 DO $$
 BEGIN
     EXECUTE format('ALTER FUNCTION grape_note_long_waits(text, interval) SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION grape_audit_notify_target() SET search_path = pg_catalog, %I, pg_temp', current_schema());
 END $$;
 REVOKE EXECUTE ON FUNCTION grape_note_long_waits(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION grape_note_long_waits(text, interval) TO grape_agent;
