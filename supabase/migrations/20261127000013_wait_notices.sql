@@ -71,6 +71,8 @@ BEGIN
             FROM deployments d JOIN configs c ON c.id = d.config_id
             WHERE d.cluster_id = p_cluster AND d.status = 'awaiting_approval'
               AND coalesce(d.awaiting_approval_at, d.updated_at) + c.approval_timeout / 2 < now()
+              AND NOT EXISTS (SELECT 1 FROM deployment_wait_notices n
+                              WHERE n.deployment_id = d.id AND n.reason = 'awaiting_approval')
             UNION ALL
             -- Queued since it was requested, last claimed (a requeue) or
             -- approved (the approved plan queues again), whichever is last.
@@ -81,7 +83,12 @@ BEGIN
             WHERE p_queued_after IS NOT NULL AND d.cluster_id = p_cluster AND d.status = 'queued'
               AND d.action <> 'drift' -- a drift check behind a blocker is the blocker's news
               AND greatest(d.created_at, d.claimed_at, d.approved_at) + p_queued_after < now()
+              AND NOT EXISTS (SELECT 1 FROM deployment_wait_notices n
+                              WHERE n.deployment_id = d.id AND n.reason = 'queued')
         ), noted AS (
+            -- The NOT EXISTS above spares the sweeps' writes for waits
+            -- announced long ago; this conflict clause is what makes a
+            -- race between two agents announce once.
             INSERT INTO deployment_wait_notices (deployment_id, reason, cluster_id)
             SELECT id, why, p_cluster FROM candidates
             ON CONFLICT DO NOTHING
