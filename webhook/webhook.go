@@ -7,7 +7,9 @@
 // Delivery is at least once: a receiver deduplicates by X-Grape-Delivery.
 // Events of one deployment reach a target in order, because only the oldest
 // undelivered one is ever due. The deliverer runs beside the claim loop and
-// never blocks a run: a slow or dead receiver only delays its own events.
+// never blocks a run: a slow or dead receiver only delays its own events. A
+// process that ends after one run delivers that run's events with Flush, for
+// a bounded time, before it exits.
 package webhook
 
 import (
@@ -145,30 +147,29 @@ func (d *Deliverer) RunOnce(ctx context.Context) (int, error) {
 // Flush delivers until none of the cluster's notifications numbered above
 // after (see store.NotifyOutboxHead) is left to send, or wait has passed, and
 // returns how many were settled (delivered, or given up) and what is still
-// pending. A
-// process that ends after one run (agent --once, dev --once) calls it so the
-// run's events go out before it exits; a dead receiver costs at most wait
-// (plus one request's timeout), and what is left stays in the outbox for the
-// next agent of the cluster.
+// pending. Processes that end after one run (agent --once, dev --once, drift
+// check) call it so the run's events go out before they exit. A dead
+// receiver costs at most wait plus one request's timeout (wait 0: one
+// attempt), and what is left stays in the outbox for the next agent.
 func (d *Deliverer) Flush(ctx context.Context, after int64, wait time.Duration) (int, store.PendingNotifications, error) {
 	deadline := time.Now().Add(wait)
-	delivered := 0
+	settled := 0
 	for {
 		before, err := d.st.PendingNotificationsAfter(ctx, d.opts.ClusterID, after)
 		if err != nil {
-			return delivered, before, err
+			return settled, before, err
 		}
 		n, err := d.RunOnce(ctx)
 		if err != nil {
-			return delivered, before, err
+			return settled, before, err
 		}
 		left, err := d.st.PendingNotificationsAfter(ctx, d.opts.ClusterID, after)
 		if err != nil {
-			return delivered, left, err
+			return settled, left, err
 		}
-		delivered += max(0, before.Count-left.Count)
+		settled += max(0, before.Count-left.Count)
 		if left.Count == 0 || !time.Now().Before(deadline) {
-			return delivered, left, nil
+			return settled, left, nil
 		}
 		if n > 0 {
 			continue // the next event of a deployment may be due now
@@ -180,7 +181,7 @@ func (d *Deliverer) Flush(ctx context.Context, after int64, wait time.Duration) 
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return delivered, left, nil
+			return settled, left, nil
 		case <-t.C:
 		}
 	}

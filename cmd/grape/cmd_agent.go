@@ -116,7 +116,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.driftConcurrency, "drift-concurrency", 1, "drift checks of this cluster queued or running at once")
 	fs.StringVar(&f.notifyURL, "notify-url", "", "POST a JSON event here when drift is detected, a check errors, or drift is resolved")
 	fs.DurationVar(&f.waitNotifyAfter, "wait-notify-after", time.Hour, "announce a deployment queued longer than this (log line and deployment.waiting webhook, once); 0: only plans awaiting approval past half their timeout are announced")
-	fs.DurationVar(&f.webhookWait, "webhook-wait", 15*time.Second, "with --once (and grape drift check): how long to wait, before exiting, for the run's webhook deliveries; what is left stays for the next agent (0: do not wait)")
+	fs.DurationVar(&f.webhookWait, "webhook-wait", 15*time.Second, "with --once (and grape drift check): how long to wait, before exiting, for the run's webhook deliveries; what is left stays for the next agent (0: one attempt, no waiting)")
 	f.logs.register(fs)
 }
 
