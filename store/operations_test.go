@@ -290,4 +290,14 @@ WHERE deployment_id = $1 RETURNING id`, d.ID, ago.Seconds(), state).Scan(&id))
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), res.Notifications)
 	assert.Equal(t, []int64{recentDelivered, deadMiddle, pendingMiddle, recentPending}, remaining())
+
+	// More than one batch (500 rows each): every batch commits, all go.
+	_, err = b.pool.Exec(b.ctx, `INSERT INTO notify_outbox (target_id, cluster_id, event, payload, created_at, delivered_at)
+SELECT target_id, cluster_id, event, payload, now() - interval '40 days', now() - interval '40 days'
+FROM notify_outbox, generate_series(1, 1234) WHERE id = $1`, recentDelivered)
+	require.NoError(t, err)
+	res, err = b.st.Prune(b.ctx, store.PruneOptions{LogsBefore: opts.LogsBefore})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1234), res.Notifications)
+	assert.Len(t, remaining(), 4)
 }
