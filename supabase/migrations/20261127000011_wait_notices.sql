@@ -133,4 +133,4 @@ BEGIN
     END LOOP;
 END $$;
 
-INSERT INTO grape_schema_migrations (version, name) VALUES (13, 'wait_notices');
+INSERT INTO grape_schema_migrations (version, name) VALUES (11, 'wait_notices');
