@@ -218,6 +218,6 @@ func (s *Store) AsUser(ctx context.Context, claims map[string]any, f func(contex
 		if _, err := tx.Exec(ctx, `SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`, string(b)); err != nil {
 			return fmt.Errorf("acting as the signed-in user: %w (this needs Supabase's authenticated role)", err)
 		}
-		return f(ctx, &Store{pool: s.pool, q: tx})
+		return f(ctx, &Store{pool: s.pool, q: tx, asUser: true})
 	})
 }

@@ -540,3 +540,170 @@ func TestStoreAsUser(t *testing.T) {
 		return nil
 	}))
 }
+
+// applied runs an apply of cfg to success at commit sha, as an agent would.
+func (tn *tenancy) applied(t *testing.T, s seeded, cfg store.Config, sha string) store.Deployment {
+	t.Helper()
+	d, err := tn.admin.Enqueue(tn.ctx, store.EnqueueParams{ClusterID: s.cluster, ConfigID: cfg.ID, RequestedBy: "seed"})
+	require.NoError(t, err)
+	_, err = tn.admin.ClaimByID(tn.ctx, d.ID, s.agentID, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, tn.admin.SetCommit(tn.ctx, d.ID, s.agentID, sha))
+	require.NoError(t, tn.admin.Finish(tn.ctx, d.ID, s.agentID, store.Outcome{Status: store.StatusSucceeded}))
+	return d
+}
+
+// TestStoreDecisionsAsUser: approve, reject and cancel through the store as
+// each role, on plain PostgreSQL (0011 gives it the user rules): the
+// database decides, and the store types its answer.
+func TestStoreDecisionsAsUser(t *testing.T) {
+	t.Parallel()
+	tn := newTenancy(t, plainPostgres)
+	ctx := tn.ctx
+	x, y := tn.seed(t, "x"), tn.seed(t, "y")
+	users := map[store.Role]uuid.UUID{}
+	for _, r := range store.Roles {
+		users[r] = uuid.New()
+		_, err := tn.admin.SetMember(ctx, x.cluster, users[r], r)
+		require.NoError(t, err)
+	}
+	as := func(u uuid.UUID, f func(context.Context, *store.Store) error) error {
+		return tn.admin.AsUser(ctx, userClaims(u), f)
+	}
+	decide := func(u uuid.UUID, what string, id uuid.UUID) error {
+		return as(u, func(ctx context.Context, st *store.Store) error {
+			var err error
+			switch what {
+			case "approve":
+				_, err = st.Approve(ctx, id, "forged", "looks right")
+			case "reject":
+				_, err = st.Reject(ctx, id, "forged", "no")
+			case "cancel":
+				_, err = st.RequestCancel(ctx, id, "forged")
+			}
+			return err
+		})
+	}
+
+	for _, tc := range []struct {
+		role  store.Role
+		what  string
+		allow bool
+	}{
+		{store.RoleViewer, "approve", false}, {store.RoleViewer, "reject", false}, {store.RoleViewer, "cancel", false},
+		{store.RoleOperator, "approve", false}, {store.RoleOperator, "reject", false}, {store.RoleOperator, "cancel", true},
+		{store.RoleApprover, "approve", true}, {store.RoleApprover, "reject", true}, {store.RoleApprover, "cancel", true},
+	} {
+		id := tn.parked(t, x, fmt.Sprintf("%s-%s", tc.role, tc.what), uuid.Nil)
+		err := decide(users[tc.role], tc.what, id)
+		if !tc.allow {
+			require.ErrorIs(t, err, store.ErrForbidden, "%s %s", tc.role, tc.what)
+			require.Contains(t, err.Error(), "ask an admin of the cluster", "%s %s: the refusal says what to do", tc.role, tc.what)
+			continue
+		}
+		require.NoError(t, err, "%s %s", tc.role, tc.what)
+		d, err := tn.admin.GetDeployment(ctx, id)
+		require.NoError(t, err)
+		who := users[tc.role].String()[:8] + "@example.com"
+		switch tc.what {
+		case "approve":
+			require.Equal(t, who, deref(d.ApprovedBy), "the database records the user, not what the caller claims")
+			require.Equal(t, "looks right", deref(d.ReviewComment))
+		case "reject":
+			require.Equal(t, store.StatusCancelled, d.Status)
+			require.Equal(t, "no", deref(d.ReviewComment))
+		case "cancel":
+			require.Equal(t, store.StatusCancelled, d.Status)
+			require.Equal(t, who, deref(d.CancelRequestedBy))
+		}
+		lines, err := tn.admin.ReadLogs(ctx, id, 0, 10)
+		require.NoError(t, err)
+		if tc.what != "approve" {
+			require.NotEmpty(t, lines, "the trigger logs the end of the run")
+			require.Contains(t, lines[len(lines)-1].Line, who)
+		}
+	}
+
+	// A finished run: the state, not the role, refuses.
+	id := tn.parked(t, x, "twice", uuid.Nil)
+	require.NoError(t, decide(users[store.RoleApprover], "reject", id))
+	require.ErrorIs(t, decide(users[store.RoleApprover], "approve", id), store.ErrWrongState)
+	require.ErrorIs(t, decide(users[store.RoleApprover], "cancel", id), store.ErrWrongState)
+
+	// Four eyes: on for this cluster, the requester cannot approve.
+	require.NoError(t, tn.admin.SetFourEyes(ctx, x.cluster, true))
+	own := tn.parked(t, x, "own", users[store.RoleApprover])
+	err := decide(users[store.RoleApprover], "approve", own)
+	require.ErrorIs(t, err, store.ErrForbidden)
+	require.Contains(t, err.Error(), "four eyes")
+	require.NoError(t, decide(users[store.RoleAdmin], "approve", own), "another approver may")
+
+	// Another cluster's run: not found, not forbidden (nothing leaks).
+	other := tn.parked(t, y, "theirs", uuid.Nil)
+	require.ErrorIs(t, decide(users[store.RoleAdmin], "approve", other), store.ErrNotFound)
+}
+
+// TestQueueAtCommitAsUser: retrying a remediation and checking for drift
+// name a source_commit, which a user's INSERT may not; the store goes
+// through grape_queue_at_commit, which wants an operator and the config's
+// last applied commit.
+func TestQueueAtCommitAsUser(t *testing.T) {
+	t.Parallel()
+	tn := newTenancy(t, plainPostgres)
+	ctx := tn.ctx
+	x, y := tn.seed(t, "x"), tn.seed(t, "y")
+	viewer, operator := uuid.New(), uuid.New()
+	_, err := tn.admin.SetMember(ctx, x.cluster, viewer, store.RoleViewer)
+	require.NoError(t, err)
+	_, err = tn.admin.SetMember(ctx, x.cluster, operator, store.RoleOperator)
+	require.NoError(t, err)
+	cfg, err := tn.admin.UpsertConfig(ctx, x.cluster, "net", json.RawMessage(`{}`), store.ConfigSettings{})
+	require.NoError(t, err)
+	old, current := strings.Repeat("a", 40), strings.Repeat("b", 40)
+	tn.applied(t, x, cfg, old)
+	tn.applied(t, x, cfg, current)
+	theirs, err := tn.admin.UpsertConfig(ctx, y.cluster, "net", json.RawMessage(`{}`), store.ConfigSettings{})
+	require.NoError(t, err)
+	tn.applied(t, y, theirs, current)
+
+	queue := func(u uuid.UUID, c store.Config, action store.Action, sha string) (store.Deployment, error) {
+		var d store.Deployment
+		err := tn.admin.AsUser(ctx, userClaims(u), func(ctx context.Context, st *store.Store) error {
+			var err error
+			d, err = st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action,
+				SourceCommit: &sha, RequestedBy: "forged", MaxAttempts: 1})
+			return err
+		})
+		return d, err
+	}
+	_, err = queue(viewer, cfg, store.ActionDrift, current)
+	require.ErrorIs(t, err, store.ErrForbidden, "a viewer cannot check")
+	_, err = queue(operator, cfg, store.ActionApply, old)
+	require.ErrorIs(t, err, store.ErrWrongState, "an older commit would roll back")
+	require.Contains(t, err.Error(), "last applied commit")
+	_, err = queue(operator, theirs, store.ActionDrift, current)
+	require.ErrorIs(t, err, store.ErrNotFound, "another cluster's config")
+	_, err = queue(operator, cfg, store.ActionDestroy, current)
+	require.ErrorIs(t, err, store.ErrWrongState)
+
+	d, err := queue(operator, cfg, store.ActionDrift, current)
+	require.NoError(t, err)
+	require.Equal(t, store.ActionDrift, d.Action)
+	require.Equal(t, current, deref(d.SourceCommit))
+	require.Equal(t, operator.String()[:8]+"@example.com", d.RequestedBy)
+	r, err := queue(operator, cfg, store.ActionApply, current)
+	require.NoError(t, err, "a remediation (or its retry) of the applied commit")
+	require.Equal(t, current, deref(r.SourceCommit))
+
+	evs, err := tn.admin.ListAudit(ctx, store.AuditFilter{TargetID: r.ID.String()})
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, operator.String(), evs[0].Actor, "audited as the user")
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

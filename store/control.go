@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/grapehq/grape/internal/ptr"
 )
 
 // ErrWrongState: the deployment is not in a state that allows the request.
@@ -21,6 +25,9 @@ var ErrApprovalRefused = errors.New("approval refused")
 // parked for approval) ends at once; a running one gets a cancel request that
 // its agent acts on (SIGINT to terraform, then the process group is killed).
 func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
+	if s.asUser {
+		return s.decideAsUser(ctx, id, "cancelling", `cancel_requested_at = now()`)
+	}
 	var out Deployment
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		d, err := lockDeployment(ctx, tx, id)
@@ -61,6 +68,9 @@ func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Dep
 func (s *Store) Approve(ctx context.Context, id uuid.UUID, by, comment string) (Deployment, error) {
 	if err := ValidateReviewComment(comment); err != nil {
 		return Deployment{}, err
+	}
+	if s.asUser {
+		return s.decideAsUser(ctx, id, "approving", `approved_at = now(), review_comment = $2`, commentArg(comment))
 	}
 	var out Deployment
 	var refused error
@@ -116,6 +126,9 @@ func (s *Store) Reject(ctx context.Context, id uuid.UUID, by, comment string) (D
 	if err := ValidateReviewComment(comment); err != nil {
 		return Deployment{}, err
 	}
+	if s.asUser {
+		return s.decideAsUser(ctx, id, "rejecting", `rejected_at = now(), review_comment = $2`, commentArg(comment))
+	}
 	var out Deployment
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		d, err := lockDeployment(ctx, tx, id)
@@ -140,6 +153,50 @@ func (s *Store) Reject(ctx context.Context, id uuid.UUID, by, comment string) (D
 		return Deployment{}, fmt.Errorf("rejecting deployment %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// decideAsUser is approve, reject or cancel for a signed-in user (AsUser):
+// one UPDATE of the columns a user may write. The database does the rest
+// (migrations 0003, 0008): the guard trigger checks the role, four eyes and
+// the state, records who, and ends a run that has not started with its log
+// line; the user_request policy hides the row from anyone below operator.
+func (s *Store) decideAsUser(ctx context.Context, id uuid.UUID, verb, set string, args ...any) (Deployment, error) {
+	rows, err := s.db().Query(ctx, `UPDATE deployments SET `+set+` WHERE id = $1 RETURNING `+deploymentColumns, append([]any{id}, args...)...)
+	if err != nil {
+		return Deployment{}, fmt.Errorf("%s deployment %s: %w", verb, id, decisionError(err))
+	}
+	d, err := collectDeployment(rows, "deployment "+id.String())
+	if err == nil {
+		return d, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return Deployment{}, fmt.Errorf("%s deployment %s: %w", verb, id, decisionError(err))
+	}
+	// Not updated: invisible to the user (404), or visible but below the
+	// policy's role.
+	var role *string
+	if qerr := s.db().QueryRow(ctx, `SELECT grape_my_role(cluster_id) FROM deployments WHERE id = $1`, id).Scan(&role); qerr != nil {
+		return Deployment{}, fmt.Errorf("%s deployment %s: %w", verb, id, notFound(qerr, "deployment "+id.String()))
+	}
+	return Deployment{}, fmt.Errorf("%s deployment %s: your role on its cluster (%s) does not allow it; ask an admin of the cluster (grape member add): %w",
+		verb, id, cmp.Or(ptr.Deref(role), "none"), ErrForbidden)
+}
+
+// decisionError types what the guard trigger raises.
+func decisionError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code == codeInsufficientPrivilege:
+		return forbidden(err)
+	case pgErr.Code == codeCheckViolation && strings.HasPrefix(pgErr.Message, "approval refused"):
+		return fmt.Errorf("%s: %w", pgErr.Message, ErrApprovalRefused)
+	case pgErr.Code == codeCheckViolation && pgErr.ConstraintName == "":
+		return fmt.Errorf("%s: %w", pgErr.Message, ErrWrongState)
+	}
+	return err
 }
 
 func lockDeployment(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Deployment, error) {

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/grapehq/grape/internal/errkind"
 )
@@ -203,6 +205,9 @@ func (s *Store) Enqueue(ctx context.Context, p EnqueueParams) (Deployment, error
 	if maxAttempts == 0 {
 		maxAttempts = 3
 	}
+	if s.asUser && (p.SourceCommit != nil || p.Action == ActionDrift) {
+		return s.enqueueAtCommit(ctx, p, maxAttempts)
+	}
 	args := []any{p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts}
 	insert := enqueueQuery
 	if p.AcceptEmptyState || p.AcceptRollback {
@@ -232,7 +237,39 @@ INSERT INTO deployments (config_id, cluster_id, action, require_approval, source
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING ` + deploymentColumns
 
+// enqueueAtCommit queues a run of a given commit (a remediation, its retry,
+// a drift check) for a signed-in user, who may not name a source_commit
+// in an INSERT: grape_queue_at_commit checks the operator role and that the
+// commit is the config's last applied one (migration 0011_portal_users).
+func (s *Store) enqueueAtCommit(ctx context.Context, p EnqueueParams, maxAttempts int) (Deployment, error) {
+	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM grape_queue_at_commit($1, $2, $3, $4, $5, $6)`,
+		p.ConfigID, p.Action, p.SourceCommit, p.RequireApproval, maxAttempts, p.RequestedBy)
+	if err != nil {
+		return Deployment{}, enqueueError(p, err)
+	}
+	d, err := collectDeployment(rows, "queued deployment")
+	if err != nil {
+		return Deployment{}, enqueueError(p, err)
+	}
+	return d, nil
+}
+
 func enqueueError(p EnqueueParams, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.ConstraintName == "grape_queue_at_commit":
+			return fmt.Errorf("queueing deployment: %s: %w", pgErr.Message, ErrWrongState)
+		case pgErr.Code == "P0002": // no_data_found: a config the user cannot see
+			return fmt.Errorf("queueing deployment: config %s: %w", p.ConfigID, ErrNotFound)
+		case pgErr.Code == codeInsufficientPrivilege && strings.Contains(pgErr.Message, "row-level security"):
+			// The user_queue policy: say which rule, not which table.
+			return fmt.Errorf("queueing deployment: queueing on cluster %s needs the operator, approver or admin role (ask an admin of the cluster: grape member add): %w",
+				p.ClusterID, ErrForbidden)
+		case pgErr.Code == codeInsufficientPrivilege:
+			return fmt.Errorf("queueing deployment: %w", forbidden(err))
+		}
+	}
 	switch code, constraint := pgCode(err); {
 	case code == codeForeignKeyViolation:
 		return fmt.Errorf("queueing deployment: config %s does not belong to cluster %s: %w", p.ConfigID, p.ClusterID, ErrNotFound)
@@ -567,7 +604,7 @@ func (s *Store) EnqueueClaimed(ctx context.Context, p EnqueueParams, agentID str
 	}
 	var out Deployment
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
-		inner := &Store{pool: s.pool, q: tx}
+		inner := s.in(tx)
 		d, err := inner.Enqueue(ctx, p)
 		if err != nil {
 			return err

@@ -163,7 +163,7 @@ func (s *Store) WithClusterLock(ctx context.Context, key string, f func(context.
 		if !got {
 			return ErrLocked
 		}
-		return f(ctx, &Store{pool: s.pool, q: tx})
+		return f(ctx, s.in(tx))
 	})
 }
 

@@ -907,18 +907,57 @@ RETURNING approved_by`, id).Scan(&by))
 }
 
 // TestMigrationWithRolesButNoAuth: the API roles exist but auth.uid() does
-// not (a half-Supabase): authenticated gets no policy and no grant.
+// not (a half-Supabase): 0011 adds auth.uid() and the user policies, so a
+// user sees only the clusters they have a role on.
 func TestMigrationWithRolesButNoAuth(t *testing.T) {
 	t.Parallel()
 	tn := newTenancy(t, rolesNoAuth)
-	tn.seed(t, "a")
-	var n int
-	require.NoError(t, tn.pool.QueryRow(tn.ctx, `SELECT count(*) FROM pg_policies WHERE 'authenticated' = ANY(roles)`).Scan(&n))
-	require.Zero(t, n)
+	a, b := tn.seed(t, "a"), tn.seed(t, "b")
+	member := uuid.New()
+	_, err := tn.admin.SetMember(tn.ctx, a.cluster, member, store.RoleViewer)
+	require.NoError(t, err)
 	tn.asUser(t, "authenticated", map[string]any{"sub": uuid.NewString()}, func(tx pgx.Tx) {
-		_, err := tx.Exec(tn.ctx, `SELECT * FROM clusters`)
-		requireRefused(t, err)
+		require.Empty(t, visible(t, tn.ctx, tx)["clusters"], "a user with no role sees nothing")
 	})
+	tn.asUser(t, "authenticated", map[string]any{"sub": member.String()}, func(tx pgx.Tx) {
+		require.Equal(t, []string{a.cluster}, visible(t, tn.ctx, tx)["clusters"], "not %s", b.cluster)
+	})
+}
+
+// userPolicies is what role authenticated may do in a database: its
+// policies and its table and column grants.
+func userPolicies(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := pool.Query(ctx, `
+SELECT format('policy %s.%s %s using=%s check=%s', tablename, policyname, cmd, qual, with_check)
+FROM pg_policies WHERE 'authenticated' = ANY (roles) AND schemaname = current_schema()
+UNION ALL
+SELECT format('column %s.%s %s', table_name, column_name, privilege_type)
+FROM information_schema.column_privileges
+WHERE grantee = 'authenticated' AND table_schema = current_schema()
+  AND NOT has_table_privilege('authenticated', format('%I.%I', table_schema, table_name), privilege_type)
+UNION ALL
+SELECT format('table %s %s', table_name, privilege_type)
+FROM information_schema.role_table_grants WHERE grantee = 'authenticated' AND table_schema = current_schema()
+ORDER BY 1`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
+}
+
+// TestUserRulesSameOnPlainPostgres: a database migrated without Supabase
+// gives role authenticated exactly the rules a Supabase one does (0011
+// catches up on what 0003-0010 created only on Supabase).
+func TestUserRulesSameOnPlainPostgres(t *testing.T) {
+	t.Parallel()
+	supa, plain := newTenancy(t, supabase), newTenancy(t, plainPostgres)
+	want := userPolicies(t, supa.ctx, supa.pool)
+	require.NotEmpty(t, want)
+	require.Equal(t, want, userPolicies(t, plain.ctx, plain.pool))
+	var uid *string
+	require.NoError(t, plain.pool.QueryRow(plain.ctx, `SELECT set_config('request.jwt.claims', '{"sub":"7d3c1a52-0f8e-4c55-9a53-3f3c1d0f2a11"}', false), auth.uid()::text`).Scan(new(string), &uid))
+	require.Equal(t, "7d3c1a52-0f8e-4c55-9a53-3f3c1d0f2a11", deref(uid), "auth.uid() reads the claims on plain PostgreSQL too")
 }
 
 // TestMigrationOnPlainPostgres runs on a private server that has never seen
@@ -969,18 +1008,19 @@ func TestMigrationOnPlainPostgres(t *testing.T) {
 
 	url := testsupport.MigratedDatabaseOn(t, pg)
 	pool := testsupport.Pool(t, url)
-	var roles int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role')`).Scan(&roles))
-	require.Zero(t, roles, "a plain server")
+	var roles []string
+	rows, err := pool.Query(ctx, `SELECT rolname::text FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role') ORDER BY 1`)
+	require.NoError(t, err)
+	roles, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"authenticated"}, roles, "a plain server gets the one role the portal acts as (0011), not Supabase's others")
 	var policies []string
-	rows, err := pool.Query(ctx, `SELECT tablename || '.' || policyname FROM pg_policies ORDER BY 1`)
+	rows, err = pool.Query(ctx, `SELECT tablename || '.' || policyname FROM pg_policies ORDER BY 1`)
 	require.NoError(t, err)
 	policies, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	for _, p := range policies {
-		require.NotContains(t, p, "user_", "no browser-user policies without Supabase")
-	}
 	require.Contains(t, policies, "deployments.agent_update")
+	require.Contains(t, policies, "deployments.user_queue")
 	var unprotected []string
 	rows, err = pool.Query(ctx, `SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND NOT relrowsecurity ORDER BY 1`)
 	require.NoError(t, err)

@@ -288,7 +288,7 @@ func (s *Store) AppendLogs(ctx context.Context, id uuid.UUID, seqs []int64, stre
 // caller's or no longer running. Retrying cannot help.
 func Forbidden(err error) bool {
 	code, _ := pgCode(err)
-	return code == codeInsufficientPrivilege
+	return code == codeInsufficientPrivilege || errors.Is(err, ErrForbidden)
 }
 
 const codeInsufficientPrivilege = "42501"

@@ -287,7 +287,7 @@ func (s *Store) RenameConfig(ctx context.Context, clusterID string, configID uui
 // destroy fails, the agent refuses the apply: the old stack still exists.
 func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec json.RawMessage, set ConfigSettings, actor string) (cfg Config, destroy, apply Deployment, err error) {
 	err = pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
-		inner := &Store{pool: s.pool, q: tx}
+		inner := s.in(tx)
 		old, err := inner.GetConfig(ctx, clusterID, name)
 		if err != nil {
 			return err
@@ -326,7 +326,7 @@ func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec j
 func (s *Store) MoveStateBackend(ctx context.Context, clusterID, name string, spec json.RawMessage, set ConfigSettings, actor string) (Config, error) {
 	var cfg Config
 	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
-		inner := &Store{pool: s.pool, q: tx}
+		inner := s.in(tx)
 		old, err := inner.GetConfig(ctx, clusterID, name)
 		if err != nil {
 			return err

@@ -28,7 +28,14 @@ var (
 type Store struct {
 	pool *pgxpool.Pool
 	q    dbtx // set inside WithClusterLock: queries run in that transaction
+	// asUser: the transaction runs as a signed-in user (AsUser), so the
+	// statements that need the owner's trust go through the database's
+	// checked functions instead.
+	asUser bool
 }
+
+// in is s with its queries in tx.
+func (s *Store) in(tx pgx.Tx) *Store { return &Store{pool: s.pool, q: tx, asUser: s.asUser} }
 
 // dbtx is what a pool and a transaction have in common.
 type dbtx interface {
