@@ -111,7 +111,7 @@ func (s *Server) queueDeployment(w http.ResponseWriter, r *http.Request) error {
 	if action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
 		return s.renderConfig(w, r, http.StatusBadRequest, c, fmt.Sprintf("%q is not the config's name: type %s exactly to confirm the destroy.", r.PostFormValue("confirm"), c.Name))
 	}
-	d, err := s.st.Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, RequestedBy: s.user(r)})
+	d, err := s.store(ctx).Enqueue(ctx, store.EnqueueParams{ClusterID: c.ClusterID, ConfigID: c.ID, Action: action, RequestedBy: s.user(r)})
 	if err != nil {
 		return err
 	}
@@ -129,21 +129,21 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d, err := s.st.GetDeployment(ctx, id)
+	d, err := s.store(ctx).GetDeployment(ctx, id)
 	if err != nil {
 		return err
 	}
 	if d.Status != store.StatusFailed && d.Status != store.StatusCancelled {
 		return pageError{http.StatusConflict, fmt.Sprintf("Deployment %s is %s: only a failed or cancelled run can be retried.", d.ID, d.Status)}
 	}
-	c, err := s.st.GetConfigByID(ctx, d.ConfigID)
+	c, err := s.store(ctx).GetConfigByID(ctx, d.ConfigID)
 	if err != nil {
 		return err
 	}
 	if d.Action == store.ActionDestroy && r.PostFormValue("confirm") != c.Name {
 		return s.renderDeployment(w, r, http.StatusBadRequest, d, c, fmt.Sprintf("%q is not the config's name: type %s exactly to destroy again.", r.PostFormValue("confirm"), c.Name))
 	}
-	nd, err := s.st.Enqueue(ctx, store.EnqueueParams{
+	nd, err := s.store(ctx).Enqueue(ctx, store.EnqueueParams{
 		ClusterID: d.ClusterID, ConfigID: d.ConfigID, Action: d.Action, RequireApproval: d.RequireApproval,
 		SourceCommit: d.SourceCommit, MaxAttempts: d.MaxAttempts, RequestedBy: s.user(r),
 	})
@@ -157,18 +157,20 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) approve(w http.ResponseWriter, r *http.Request) error {
 	return s.control(w, r, "approved", func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error) {
-		return s.st.Approve(ctx, id, by, r.PostFormValue("comment"))
+		return s.store(ctx).Approve(ctx, id, by, r.PostFormValue("comment"))
 	})
 }
 
 func (s *Server) reject(w http.ResponseWriter, r *http.Request) error {
 	return s.control(w, r, "rejected", func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error) {
-		return s.st.Reject(ctx, id, by, r.PostFormValue("comment"))
+		return s.store(ctx).Reject(ctx, id, by, r.PostFormValue("comment"))
 	})
 }
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) error {
-	return s.control(w, r, "cancel requested", s.st.RequestCancel)
+	return s.control(w, r, "cancel requested", func(ctx context.Context, id uuid.UUID, by string) (store.Deployment, error) {
+		return s.store(ctx).RequestCancel(ctx, id, by)
+	})
 }
 
 // control runs approve, reject or cancel and goes back to the deployment.
@@ -194,11 +196,11 @@ func (s *Server) remediate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("drift report %q: %w", r.PathValue("report"), store.ErrNotFound)
 	}
-	report, err := s.st.GetDriftReport(ctx, id)
+	report, err := s.store(ctx).GetDriftReport(ctx, id)
 	if err != nil {
 		return err
 	}
-	d, err := drift.Remediate(ctx, s.st, report, s.user(r))
+	d, err := drift.Remediate(ctx, s.store(ctx), report, s.user(r))
 	if err != nil {
 		return err
 	}
@@ -215,7 +217,7 @@ func (s *Server) checkDrift(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cands, err := s.st.DriftCandidates(ctx, c.ClusterID)
+	cands, err := s.store(ctx).DriftCandidates(ctx, c.ClusterID)
 	if err != nil {
 		return err
 	}
@@ -228,7 +230,7 @@ func (s *Server) checkDrift(w http.ResponseWriter, r *http.Request) error {
 	if commit == nil {
 		return pageError{http.StatusConflict, fmt.Sprintf("Config %s was never applied: there is no commit to check for drift. Deploy it first.", c.Name)}
 	}
-	d, err := s.st.Enqueue(ctx, store.EnqueueParams{
+	d, err := s.store(ctx).Enqueue(ctx, store.EnqueueParams{
 		ClusterID: c.ClusterID, ConfigID: c.ID, Action: store.ActionDrift,
 		SourceCommit: commit, RequestedBy: s.user(r), MaxAttempts: 1,
 	})

@@ -17,11 +17,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -29,8 +31,11 @@ import (
 type Auth struct {
 	// Token is a shared secret typed into the login form (recorded as user "token").
 	Token string
-	// Users maps user names to bcrypt hashes (LoadUsersFile).
-	Users map[string][]byte
+	// TokenUser is the user id (a uuid, as memberships name users) the
+	// token signs in as; its roles are its memberships (grape member add).
+	TokenUser uuid.UUID
+	// Users maps user names to their bcrypt hash and user id (LoadUsersFile).
+	Users map[string]User
 	// SupabaseJWTSecret verifies Supabase Auth access tokens signed with
 	// the project's legacy secret (HS256).
 	SupabaseJWTSecret []byte
@@ -49,6 +54,29 @@ type Auth struct {
 
 func (a Auth) configured() bool {
 	return a.Token != "" || len(a.Users) > 0 || a.supabase()
+}
+
+// checkIdentities: acting as the signed-in user needs to know who each
+// sign-in is. Supabase tokens carry it (sub); the token and the users file
+// are given one.
+func (a Auth) checkIdentities(asOwner bool) error {
+	if asOwner {
+		return nil
+	}
+	if a.Token != "" && a.TokenUser == uuid.Nil {
+		return errors.New("portal: the token signs in as a user id: set --token-user UUID (GRAPE_TOKEN_USER; e.g. from uuidgen) and give it roles with grape member add --user UUID")
+	}
+	var missing []string
+	for name, u := range a.Users {
+		if u.ID == uuid.Nil {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("portal: users file: %s: no user id; write each line as user:uuid:bcrypt-hash and give the id roles with grape member add --user UUID", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 func (a Auth) supabase() bool {
@@ -71,9 +99,18 @@ const (
 	methodSupabase = "supabase"
 )
 
-// LoadUsersFile reads `user:bcrypt-hash` lines (as `htpasswd -nbB user pw`
-// prints them). Blank lines and lines starting with # are skipped.
-func LoadUsersFile(path string) (map[string][]byte, error) {
+// User is one sign-in of the users file.
+type User struct {
+	Hash []byte
+	// ID is who the user is to the database (memberships, auth.uid());
+	// uuid.Nil when the line has none (only the legacy owner mode takes it).
+	ID uuid.UUID
+}
+
+// LoadUsersFile reads `user:uuid:bcrypt-hash` lines (`user:bcrypt-hash`, as
+// `htpasswd -nbB user pw` prints them, is read with no id). Blank lines and
+// lines starting with # are skipped.
+func LoadUsersFile(path string) (map[string]User, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading users file: %w", err)
@@ -86,8 +123,8 @@ func LoadUsersFile(path string) (map[string][]byte, error) {
 	return users, nil
 }
 
-func parseUsers(r io.Reader) (map[string][]byte, error) {
-	users := map[string][]byte{}
+func parseUsers(r io.Reader) (map[string]User, error) {
+	users := map[string]User{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -96,7 +133,17 @@ func parseUsers(r io.Reader) (map[string][]byte, error) {
 		}
 		name, hash, ok := strings.Cut(line, ":")
 		if !ok || name == "" || hash == "" {
-			return nil, fmt.Errorf("line %d: want user:bcrypt-hash", n)
+			return nil, fmt.Errorf("line %d: want user:uuid:bcrypt-hash", n)
+		}
+		var id uuid.UUID
+		// A bcrypt hash starts with $; anything else before the next
+		// colon is the user's id.
+		if rawID, rest, ok := strings.Cut(hash, ":"); ok && !strings.HasPrefix(hash, "$") {
+			parsed, err := uuid.Parse(rawID)
+			if err != nil {
+				return nil, fmt.Errorf("line %d (user %s): %q is not a user id (a uuid, e.g. from uuidgen): want user:uuid:bcrypt-hash", n, name, rawID)
+			}
+			id, hash = parsed, rest
 		}
 		if strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 			return nil, fmt.Errorf("line %d: user name %q has spaces or control characters", n, name)
@@ -108,7 +155,7 @@ func parseUsers(r io.Reader) (map[string][]byte, error) {
 		if _, dup := users[name]; dup {
 			return nil, fmt.Errorf("line %d: user %s appears twice", n, name)
 		}
-		users[name] = []byte(hash)
+		users[name] = User{Hash: []byte(hash), ID: id}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -130,6 +177,11 @@ type session struct {
 	Expires int64  `json:"e"`
 	// Nonce binds the CSRF token to this session.
 	Nonce string `json:"n"`
+	// UID is the user id the database knows the user by (auth.uid()):
+	// the Supabase sub, or the id configured for the token or the users
+	// file line. Org is the Supabase app_metadata.org_id.
+	UID string `json:"i,omitempty"`
+	Org string `json:"o,omitempty"`
 }
 
 type sessionKeyType struct{}
@@ -185,13 +237,14 @@ func (s *Server) credential(method, user string) string {
 		if s.auth.Token == "" {
 			return ""
 		}
-		material = []byte(s.auth.Token)
+		// A new identity for the token ends its sessions too.
+		material = []byte(s.auth.TokenUser.String() + ":" + s.auth.Token)
 	case methodPassword:
-		hash, ok := s.auth.Users[user]
+		u, ok := s.auth.Users[user]
 		if !ok {
 			return ""
 		}
-		material = append([]byte(user+":"), hash...)
+		material = append([]byte(user+":"+u.ID.String()+":"), u.Hash...)
 	case methodSupabase:
 		if !s.auth.supabase() {
 			return ""
@@ -402,8 +455,12 @@ var dummyHash = sync.OnceValue(func() []byte {
 // signIn checks a login form and returns the session to create, or a
 // message for the person.
 func (s *Server) signIn(ctx context.Context, username, password, token string, now time.Time) (*session, string) {
-	newSession := func(user, method string, exp time.Time) *session {
-		return &session{User: user, Method: method, Cred: s.credential(method, user), Expires: exp.Unix(), Nonce: randomString(18)}
+	newSession := func(user, method string, exp time.Time, uid uuid.UUID) *session {
+		sess := &session{User: user, Method: method, Cred: s.credential(method, user), Expires: exp.Unix(), Nonce: randomString(18)}
+		if uid != uuid.Nil {
+			sess.UID = uid.String()
+		}
+		return sess
 	}
 	ttlEnd := now.Add(s.opts.SessionTTL)
 	switch {
@@ -411,15 +468,15 @@ func (s *Server) signIn(ctx context.Context, username, password, token string, n
 		if len(s.auth.Users) == 0 {
 			return nil, "Sign-in with a user name is not enabled on this server."
 		}
-		hash, ok := s.auth.Users[username]
+		u, ok := s.auth.Users[username]
 		if !ok {
 			_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 			return nil, "Wrong user name or password."
 		}
-		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+		if bcrypt.CompareHashAndPassword(u.Hash, []byte(password)) != nil {
 			return nil, "Wrong user name or password."
 		}
-		return newSession(username, methodPassword, ttlEnd), ""
+		return newSession(username, methodPassword, ttlEnd, u.ID), ""
 	case token == "":
 		return nil, "Enter a user name and password, or a token."
 	case looksLikeJWT(token) && s.supa.configured():
@@ -445,9 +502,11 @@ func (s *Server) signIn(ctx context.Context, username, password, token string, n
 		if e := claims.expiry(); e.Before(exp) {
 			exp = e
 		}
-		return newSession(claims.user(), methodSupabase, exp), ""
+		sess := newSession(claims.user(), methodSupabase, exp, uuid.Nil)
+		sess.UID, sess.Org = claims.Subject, claims.AppMetadata.OrgID
+		return sess, ""
 	case s.auth.Token != "" && hmac.Equal(sha(token), sha(s.auth.Token)):
-		return newSession("token", methodToken, ttlEnd), ""
+		return newSession("token", methodToken, ttlEnd, s.auth.TokenUser), ""
 	default:
 		return nil, "Wrong token."
 	}
@@ -539,5 +598,6 @@ func (s *Server) bearerSession(ctx context.Context, token string, now time.Time)
 	if !s.supabaseAllowed(claims) {
 		return nil, "this Supabase account is not allowed to use this portal"
 	}
-	return &session{User: claims.user(), Method: methodSupabase, Expires: claims.expiry().Unix(), Nonce: randomString(18)}, ""
+	return &session{User: claims.user(), Method: methodSupabase, Expires: claims.expiry().Unix(), Nonce: randomString(18),
+		UID: claims.Subject, Org: claims.AppMetadata.OrgID}, ""
 }

@@ -395,9 +395,13 @@ func truncate(s string, n int) string {
 
 // stateOf is state plus what needs a read: a finished drift check's report.
 func (s *Server) stateOf(ctx context.Context, d store.Deployment) (deploymentState, error) {
-	st := s.state(ctx, d)
+	role, err := s.role(ctx, d.ClusterID)
+	if err != nil {
+		return deploymentState{}, err
+	}
+	st := s.state(ctx, d, role)
 	if d.Action == store.ActionDrift && d.Status.Final() {
-		rep, err := s.st.DriftReportOf(ctx, d)
+		rep, err := s.store(ctx).DriftReportOf(ctx, d)
 		switch {
 		case err == nil:
 			st.DriftStatus = string(rep.Status)
@@ -408,19 +412,22 @@ func (s *Server) stateOf(ctx context.Context, d store.Deployment) (deploymentSta
 	return st, nil
 }
 
-func (s *Server) state(ctx context.Context, d store.Deployment) deploymentState {
+// state is what the page shows of d; the buttons are those d's state and
+// the user's role on its cluster allow.
+func (s *Server) state(ctx context.Context, d store.Deployment, role store.Role) deploymentState {
 	st := deploymentState{
-		Status:          string(d.Status),
-		Phase:           string(d.PhaseName()),
-		Final:           d.Status.Final(),
-		Error:           ptr.Deref(d.Error),
-		ErrorKind:       string(ptr.Deref(d.ErrorKind)),
-		CommitSHA:       ptr.Deref(d.CommitSHA),
-		Plan:            decodePlan(d.PlanSummary),
-		Cost:            decodeCost(d.Cost),
-		Policy:          decodePolicy(d.Policy),
-		CanApprove:      d.Status == store.StatusAwaitingApproval && d.ApprovedAt == nil,
-		CanCancel:       d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval || (d.Status == store.StatusInProgress && d.CancelRequestedAt == nil),
+		Status:     string(d.Status),
+		Phase:      string(d.PhaseName()),
+		Final:      d.Status.Final(),
+		Error:      ptr.Deref(d.Error),
+		ErrorKind:  string(ptr.Deref(d.ErrorKind)),
+		CommitSHA:  ptr.Deref(d.CommitSHA),
+		Plan:       decodePlan(d.PlanSummary),
+		Cost:       decodeCost(d.Cost),
+		Policy:     decodePolicy(d.Policy),
+		CanApprove: role.Allows(store.RoleApprover) && d.Status == store.StatusAwaitingApproval && d.ApprovedAt == nil,
+		CanCancel: role.Allows(store.RoleOperator) && (d.Status == store.StatusQueued || d.Status == store.StatusAwaitingApproval ||
+			(d.Status == store.StatusInProgress && d.CancelRequestedAt == nil)),
 		CancelRequested: d.CancelRequestedAt != nil && !d.Status.Final(),
 		ApprovedBy:      ptr.Deref(d.ApprovedBy),
 		ReviewComment:   ptr.Deref(d.ReviewComment),
@@ -430,12 +437,12 @@ func (s *Server) state(ctx context.Context, d store.Deployment) deploymentState 
 		Agent:           ptr.Deref(d.ClaimedBy),
 		StartedAt:       formatTimePtr(d.StartedAt),
 		FinishedAt:      formatTimePtr(d.FinishedAt),
-		CanRetry:        d.Status == store.StatusFailed || d.Status == store.StatusCancelled,
+		CanRetry:        role.Allows(store.RoleOperator) && (d.Status == store.StatusFailed || d.Status == store.StatusCancelled),
 		Queued:          d.Status == store.StatusQueued,
 		Outputs:         decodeOutputs(d.Outputs),
 	}
 	st.CommitURL = s.commitURL(st.CommitSHA)
-	if why, err := s.st.WaitReason(ctx, d, store.HolderOfflineAfter); err == nil {
+	if why, err := s.store(ctx).WaitReason(ctx, d, store.HolderOfflineAfter); err == nil {
 		// The "(… ago)" part would change every event; the page shows when.
 		st.Waiting, _, _ = strings.Cut(why, " (")
 	}
@@ -460,11 +467,11 @@ func (s *Server) deploymentPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d, err := s.st.GetDeployment(ctx, id)
+	d, err := s.store(ctx).GetDeployment(ctx, id)
 	if err != nil {
 		return err
 	}
-	cfg, err := s.st.GetConfigByID(ctx, d.ConfigID)
+	cfg, err := s.store(ctx).GetConfigByID(ctx, d.ConfigID)
 	if err != nil {
 		return err
 	}
@@ -480,7 +487,7 @@ func (s *Server) renderDeployment(w http.ResponseWriter, r *http.Request, status
 	var after int64
 	truncated := false
 	for {
-		batch, err := s.st.ReadLogs(ctx, id, after, 5000)
+		batch, err := s.store(ctx).ReadLogs(ctx, id, after, 5000)
 		if err != nil {
 			return err
 		}
@@ -499,16 +506,16 @@ func (s *Server) renderDeployment(w http.ResponseWriter, r *http.Request, status
 	var waitsFor string
 	var queue *queueView
 	if d.Status == store.StatusQueued {
-		q, err := s.st.QueuePosition(ctx, id, s.opts.AgentOfflineAfter)
+		q, err := s.store(ctx).QueuePosition(ctx, id, s.opts.AgentOfflineAfter)
 		if err != nil {
 			return err
 		}
 		// What holds the queue (q.Active) is WaitsFor's to say, with why.
 		queue = &queueView{Position: q.Position, AgentsOnline: q.AgentsOnline, Cluster: d.ClusterID}
-		if queue.Running, err = s.st.ListNamedDeployments(ctx, store.ListFilter{ClusterID: d.ClusterID, Statuses: []store.Status{store.StatusInProgress}, Limit: 5}); err != nil {
+		if queue.Running, err = s.store(ctx).ListNamedDeployments(ctx, store.ListFilter{ClusterID: d.ClusterID, Statuses: []store.Status{store.StatusInProgress}, Limit: 5}); err != nil {
 			return err
 		}
-		blk, err := s.st.ConfigBlocker(ctx, d.ConfigID)
+		blk, err := s.store(ctx).ConfigBlocker(ctx, d.ConfigID)
 		switch {
 		case err == nil:
 			waitsFor = blk.Describe(time.Now())
@@ -538,12 +545,16 @@ func shortID(id uuid.UUID) string { return strings.SplitN(id.String(), "-", 2)[0
 // deploymentLogText serves the whole log as plain text (for download, and
 // for logs longer than a page holds).
 func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
 	id, err := s.deploymentID(r)
 	if err != nil {
 		return err
 	}
-	d, err := s.st.GetDeployment(ctx, id)
+	// One read-only transaction as the user, written out as it is read.
+	return s.as(r.Context(), func(ctx context.Context) error { return s.writeLog(ctx, w, id) })
+}
+
+func (s *Server) writeLog(ctx context.Context, w http.ResponseWriter, id uuid.UUID) error {
+	d, err := s.store(ctx).GetDeployment(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -554,7 +565,7 @@ func (s *Server) deploymentLogText(w http.ResponseWriter, r *http.Request) error
 	}
 	var after int64
 	for {
-		batch, err := s.st.ReadLogs(ctx, id, after, 5000)
+		batch, err := s.store(ctx).ReadLogs(ctx, id, after, 5000)
 		if err != nil {
 			s.log.Error("reading log for download failed", "deployment_id", id, "err", err)
 			return nil // the status line is sent; a short body is all that can tell
@@ -601,8 +612,13 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	d, err := s.st.GetDeployment(ctx, id)
-	if err != nil {
+	// Each read below is its own short transaction as the user (s.as): an
+	// open terminal holds no connection between reads.
+	var d store.Deployment
+	if err := s.as(ctx, func(ctx context.Context) (err error) {
+		d, err = s.store(ctx).GetDeployment(ctx, id)
+		return err
+	}); err != nil {
 		return err
 	}
 	after := resumePoint(r)
@@ -624,7 +640,11 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error 
 	var lastState []byte
 	sendLines := func() {
 		for es.err == nil {
-			lines, err := s.st.ReadLogs(ctx, id, after, sseBatch)
+			var lines []store.LogLine
+			err := s.as(ctx, func(ctx context.Context) (err error) {
+				lines, err = s.store(ctx).ReadLogs(ctx, id, after, sseBatch)
+				return err
+			})
 			if err != nil {
 				es.err = err
 				return
@@ -640,7 +660,11 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error 
 		}
 	}
 	sendState := func() {
-		st, err := s.stateOf(ctx, d)
+		var st deploymentState
+		err := s.as(ctx, func(ctx context.Context) (err error) {
+			st, err = s.stateOf(ctx, d)
+			return err
+		})
 		if err != nil {
 			es.err = err
 			return
@@ -652,7 +676,11 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request) error 
 		}
 	}
 	refresh := func() {
-		nd, err := s.st.GetDeployment(ctx, id)
+		var nd store.Deployment
+		err := s.as(ctx, func(ctx context.Context) (err error) {
+			nd, err = s.store(ctx).GetDeployment(ctx, id)
+			return err
+		})
 		if err != nil {
 			es.err = err
 			return

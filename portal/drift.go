@@ -72,7 +72,7 @@ func (s *Server) decide(ctx context.Context, v *DriftView) error {
 	if v.Status != store.DriftDrifted {
 		return nil
 	}
-	facts, err := s.st.RemediationFacts(ctx, v.DriftReport)
+	facts, err := s.store(ctx).RemediationFacts(ctx, v.DriftReport)
 	if err != nil {
 		return err
 	}
@@ -90,18 +90,29 @@ type ConfigDrift struct {
 	ClusterID  string
 	ConfigName string
 	Latest     *DriftView
+	// Role is the user's on the cluster: Check now and Remediate need
+	// operator.
+	Role store.Role
 }
 
 // latestDrift lists the configs of a cluster ("" for all) with their newest
 // drift report.
 func (s *Server) latestDrift(ctx context.Context, clusterID string) ([]ConfigDrift, error) {
-	cds, err := s.st.ListConfigDrift(ctx, clusterID)
+	cds, err := s.store(ctx).ListConfigDrift(ctx, clusterID)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]ConfigDrift, 0, len(cds))
+	roles := map[string]store.Role{}
 	for _, c := range cds {
-		cd := ConfigDrift{ConfigID: c.ConfigID, ClusterID: c.ClusterID, ConfigName: c.ConfigName}
+		role, ok := roles[c.ClusterID]
+		if !ok {
+			if role, err = s.role(ctx, c.ClusterID); err != nil {
+				return nil, err
+			}
+			roles[c.ClusterID] = role
+		}
+		cd := ConfigDrift{ConfigID: c.ConfigID, ClusterID: c.ClusterID, ConfigName: c.ConfigName, Role: role}
 		if c.Latest != nil {
 			cd.Latest = &DriftView{DriftReport: *c.Latest, ConfigName: c.ConfigName}
 			if err := s.decide(ctx, cd.Latest); err != nil {
@@ -115,7 +126,7 @@ func (s *Server) latestDrift(ctx context.Context, clusterID string) ([]ConfigDri
 
 // latestDriftFor is the newest report of one config, or nil.
 func (s *Server) latestDriftFor(ctx context.Context, c store.Config) (*DriftView, error) {
-	reports, err := s.st.LatestDriftReports(ctx, c.ClusterID, &c.ID)
+	reports, err := s.store(ctx).LatestDriftReports(ctx, c.ClusterID, &c.ID)
 	if err != nil || len(reports) == 0 {
 		return nil, err
 	}

@@ -35,6 +35,11 @@ type jwtClaims struct {
 	Email       string `json:"email"`
 	Role        string `json:"role"`
 	IsAnonymous bool   `json:"is_anonymous"`
+	// AppMetadata is only writable by the project's service role, so its
+	// org_id can be trusted (user_metadata cannot).
+	AppMetadata struct {
+		OrgID string `json:"org_id"`
+	} `json:"app_metadata"`
 }
 
 // user is the name the portal records: the email when there is one.

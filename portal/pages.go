@@ -58,11 +58,11 @@ func ago(d time.Duration) string {
 
 func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	now, err := s.st.Now(ctx)
+	now, err := s.store(ctx).Now(ctx)
 	if err != nil {
 		return err
 	}
-	clusters, err := s.st.ListClusterOverviews(ctx)
+	clusters, err := s.store(ctx).ListClusterOverviews(ctx)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (s *Server) clustersPage(w http.ResponseWriter, r *http.Request) error {
 	for _, c := range clusters {
 		views = append(views, clusterView{Cluster: c.Cluster, Agents: s.agentViews(c.Agents, now), Configs: c.Configs})
 	}
-	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{Limit: 15})
+	rows, err := s.store(ctx).ListNamedDeployments(ctx, store.ListFilter{Limit: 15})
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func (s *Server) cluster(r *http.Request) (store.Cluster, error) {
 	if store.ValidateClusterID(id) != nil {
 		return store.Cluster{}, fmt.Errorf("cluster %q: %w", id, store.ErrNotFound)
 	}
-	return s.st.GetCluster(r.Context(), id)
+	return s.store(r.Context()).GetCluster(r.Context(), id)
 }
 
 func (s *Server) config(r *http.Request) (store.Config, error) {
@@ -99,7 +99,7 @@ func (s *Server) config(r *http.Request) (store.Config, error) {
 	if store.ValidateConfigName(name) != nil {
 		return store.Config{}, fmt.Errorf("config %q: %w", name, store.ErrNotFound)
 	}
-	return s.st.GetConfig(r.Context(), c.ID, name)
+	return s.store(r.Context()).GetConfig(r.Context(), c.ID, name)
 }
 
 func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) error {
@@ -108,11 +108,11 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	now, err := s.st.Now(ctx)
+	now, err := s.store(ctx).Now(ctx)
 	if err != nil {
 		return err
 	}
-	agents, err := s.st.ListAgents(ctx, c.ID)
+	agents, err := s.store(ctx).ListAgents(ctx, c.ID)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,11 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
+	rows, err := s.store(ctx).ListNamedDeployments(ctx, store.ListFilter{ClusterID: c.ID, Limit: 20})
+	if err != nil {
+		return err
+	}
+	role, err := s.role(ctx, c.ID)
 	if err != nil {
 		return err
 	}
@@ -129,7 +133,8 @@ func (s *Server) clusterPage(w http.ResponseWriter, r *http.Request) error {
 		Agents      []agentView
 		Configs     []ConfigDrift
 		Deployments []store.NamedDeployment
-	}{c, s.agentViews(agents, now), drift, rows}})
+		Role        store.Role
+	}{c, s.agentViews(agents, now), drift, rows, role}})
 	return nil
 }
 
@@ -175,7 +180,7 @@ func (s *Server) configPage(w http.ResponseWriter, r *http.Request) error {
 // type the name again where they were.
 func (s *Server) renderConfig(w http.ResponseWriter, r *http.Request, status int, c store.Config, destroyErr string) error {
 	ctx := r.Context()
-	hist, err := s.st.ConfigHistory(ctx, c.ID)
+	hist, err := s.store(ctx).ConfigHistory(ctx, c.ID)
 	if err != nil {
 		return err
 	}
@@ -183,11 +188,15 @@ func (s *Server) renderConfig(w http.ResponseWriter, r *http.Request, status int
 	for _, v := range hist {
 		versions = append(versions, versionView{ConfigVersion: v, Pretty: prettyJSON(v.Spec)})
 	}
-	rows, err := s.st.ListNamedDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
+	rows, err := s.store(ctx).ListNamedDeployments(ctx, store.ListFilter{ConfigID: &c.ID, Limit: 20})
 	if err != nil {
 		return err
 	}
 	drift, err := s.latestDriftFor(ctx, c)
+	if err != nil {
+		return err
+	}
+	role, err := s.role(ctx, c.ClusterID)
 	if err != nil {
 		return err
 	}
@@ -201,7 +210,8 @@ func (s *Server) renderConfig(w http.ResponseWriter, r *http.Request, status int
 		Drift        *DriftView
 		Saved        int
 		DestroyError string
-	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved, destroyErr}})
+		Role         store.Role
+	}{c, prettyJSON(c.Spec), s.summarizeIntent(c.Spec), versions, rows, drift, saved, destroyErr, role}})
 	return nil
 }
 
@@ -350,7 +360,7 @@ func (s *Server) saveConfig(w http.ResponseWriter, r *http.Request) error {
 		s.renderEditor(w, r, http.StatusUnprocessableEntity, f)
 		return nil
 	}
-	saved, err := s.st.UpsertConfig(ctx, c.ClusterID, c.Name, spec, f.settings())
+	saved, err := s.store(ctx).UpsertConfig(ctx, c.ClusterID, c.Name, spec, f.settings())
 	if err != nil {
 		return err
 	}
@@ -374,7 +384,7 @@ func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) error {
 	spec := s.readEditor(r, &f)
 	if err := store.ValidateConfigName(f.Name); err != nil {
 		f.NameError = "Use 1-63 lowercase letters, digits, '-' and '_', starting and ending with a letter or digit."
-	} else if _, err := s.st.GetConfig(ctx, c.ID, f.Name); err == nil {
+	} else if _, err := s.store(ctx).GetConfig(ctx, c.ID, f.Name); err == nil {
 		f.NameError = "A config with this name exists in the cluster: edit it instead."
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -383,7 +393,7 @@ func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) error {
 		s.renderEditor(w, r, http.StatusUnprocessableEntity, f)
 		return nil
 	}
-	saved, err := s.st.UpsertConfig(ctx, c.ID, f.Name, spec, f.settings())
+	saved, err := s.store(ctx).UpsertConfig(ctx, c.ID, f.Name, spec, f.settings())
 	if err != nil {
 		return err
 	}
@@ -403,7 +413,7 @@ func (s *Server) deploymentsPage(w http.ResponseWriter, r *http.Request) error {
 	if st := q.Get("status"); st != "" {
 		f.Statuses = []store.Status{store.Status(st)}
 	}
-	rows, err := s.st.ListNamedDeployments(ctx, f)
+	rows, err := s.store(ctx).ListNamedDeployments(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -442,7 +452,7 @@ func driftRank(c ConfigDrift) int {
 // auditPage is the audit trail, newest last: who changed configs, queued,
 // approved, rejected or cancelled deployments, members and agent roles.
 func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) error {
-	evs, err := s.st.ListAudit(r.Context(), store.AuditFilter{ClusterID: r.URL.Query().Get("cluster"), Limit: 500})
+	evs, err := s.store(r.Context()).ListAudit(r.Context(), store.AuditFilter{ClusterID: r.URL.Query().Get("cluster"), Limit: 500})
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,11 @@ type Options struct {
 	// Catalog validates intents in the config editor; nil: render.Default().
 	Catalog *render.Catalog
 	Auth    Auth
+	// ActAsOwner is the legacy mode: every sign-in acts with the database
+	// URL's own rights (the owner sees and may do everything), and roles
+	// per cluster do not apply in the portal. Off: each request runs as its
+	// signed-in user (act.go).
+	ActAsOwner bool
 	// CommitURL links commit SHAs to the customer's git server; "{sha}" is
 	// replaced by the full SHA. Empty: SHAs are shown without a link.
 	CommitURL string
@@ -93,6 +98,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if !opts.Auth.configured() {
 		return nil, errors.New("portal: no sign-in method: set a token, a users file, a Supabase JWT secret or Supabase signing keys (JWKS)")
+	}
+	if err := opts.Auth.checkIdentities(opts.ActAsOwner); err != nil {
+		return nil, err
 	}
 	if err := checkCommitURL(opts.CommitURL); err != nil {
 		return nil, err
@@ -332,8 +340,8 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /deployments", page(s.deploymentsPage))
 	m.HandleFunc("GET /deployments/{id}", page(s.deploymentPage))
-	m.HandleFunc("GET /deployments/{id}/events", page(s.deploymentEvents))
-	m.HandleFunc("GET /deployments/{id}/log", page(s.deploymentLogText))
+	m.HandleFunc("GET /deployments/{id}/events", s.authed(s.stream(s.deploymentEvents)))
+	m.HandleFunc("GET /deployments/{id}/log", s.authed(s.stream(s.deploymentLogText)))
 	m.HandleFunc("POST /deployments/{id}/approve", page(s.approve))
 	m.HandleFunc("POST /deployments/{id}/reject", page(s.reject))
 	m.HandleFunc("POST /deployments/{id}/cancel", page(s.cancel))
@@ -411,16 +419,6 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, m
 
 // handler is a page or action that returns its error instead of writing it.
 type handler func(w http.ResponseWriter, r *http.Request) error
-
-// handle adapts a handler: an error it returns becomes a status page (fail).
-// A handler that has begun its response returns nil.
-func (s *Server) handle(h handler) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
-			s.fail(w, r, err)
-		}
-	}
-}
 
 // pageError is a refusal a handler words itself: its status and the
 // sentence the error page shows.

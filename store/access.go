@@ -221,3 +221,29 @@ func (s *Store) AsUser(ctx context.Context, claims map[string]any, f func(contex
 		return f(ctx, &Store{pool: s.pool, q: tx, asUser: true})
 	})
 }
+
+// ErrNoUserRole: this database cannot run queries as a signed-in user.
+var ErrNoUserRole = errors.New("cannot act as a signed-in user")
+
+// CheckAsUser checks that AsUser can work here: the role authenticated
+// and auth.uid() exist (Supabase has them; on plain PostgreSQL migration
+// 0011 creates them) and this session may switch to the role.
+func (s *Store) CheckAsUser(ctx context.Context) error {
+	var role, uid, member bool
+	var me string
+	err := s.db().QueryRow(ctx, `SELECT current_user::text,
+    EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated'),
+    to_regprocedure('auth.uid()') IS NOT NULL,
+    EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND pg_has_role(current_user, 'authenticated', 'MEMBER')`).
+		Scan(&me, &role, &uid, &member)
+	if err != nil {
+		return fmt.Errorf("checking the authenticated role: %w", err)
+	}
+	switch {
+	case !role || !uid:
+		return fmt.Errorf("the database has no role authenticated or no auth.uid(): run grape migrate as a role that may create roles (migration 0011 adds them; see its warning): %w", ErrNoUserRole)
+	case !member:
+		return fmt.Errorf("role %s may not act as role authenticated: run GRANT authenticated TO %s as a superuser: %w", me, me, ErrNoUserRole)
+	}
+	return nil
+}

@@ -148,6 +148,11 @@ func (s *Store) configWriteError(clusterID, name string, err error) error {
 	if code == codeCheckViolation && constraint == "configs_stack_identity" && errors.As(err, &pgErr) {
 		return fmt.Errorf("storing config %s/%s: %s: %s: %w", clusterID, name, pgErr.Message, pgErr.Hint, ErrStackIdentity)
 	}
+	if code == codeInsufficientPrivilege {
+		// The user_create/user_edit policies (0008): admins edit configs.
+		return fmt.Errorf("storing config %s/%s: editing configs of cluster %s needs the admin role (ask an admin of the cluster: grape member add): %w",
+			clusterID, name, clusterID, ErrForbidden)
+	}
 	return fmt.Errorf("storing config %s/%s: %w", clusterID, name, err)
 }
 

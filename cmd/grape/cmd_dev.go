@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/google/uuid"
+
 	"github.com/grapehq/grape/localenv"
 	"github.com/grapehq/grape/logstream"
 	"github.com/grapehq/grape/metrics"
@@ -165,7 +167,7 @@ func runDev(ctx context.Context, cio *cmdIO, f *agentFlags, aws, listen string, 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	if listen != "" {
-		token, url, wait, err := startPortal(runCtx, cio, log, st, n, listen)
+		token, url, wait, err := startPortal(runCtx, cio, log, st, n, listen, f.cluster)
 		if err != nil {
 			return err
 		}
@@ -265,13 +267,22 @@ func devAWS(ctx context.Context, cio *cmdIO, mode, dataDir string) (env map[stri
 
 // startPortal serves the portal for grape dev with a random sign-in token,
 // until ctx ends; wait returns when it has shut down.
-func startPortal(ctx context.Context, cio *cmdIO, log *slog.Logger, st *store.Store, n *notify.Notifier, listen string) (token, url string, wait func(), err error) {
+func startPortal(ctx context.Context, cio *cmdIO, log *slog.Logger, st *store.Store, n *notify.Notifier, listen, cluster string) (token, url string, wait func(), err error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return "", "", nil, err
 	}
 	token = hex.EncodeToString(b)
-	srv, err := portal.New(portal.Options{Store: st, Notifier: n, Auth: portal.Auth{Token: token}, Logger: log})
+	// The portal acts as its user, as in production: the token's user is
+	// an admin of the dev cluster (a new id each run, like the token).
+	if err := st.CheckAsUser(ctx); err != nil {
+		return "", "", nil, fmt.Errorf("portal: %w", err)
+	}
+	user := uuid.New()
+	if _, err := st.SetMember(ctx, cluster, user, store.RoleAdmin); err != nil {
+		return "", "", nil, fmt.Errorf("portal: %w", err)
+	}
+	srv, err := portal.New(portal.Options{Store: st, Notifier: n, Auth: portal.Auth{Token: token, TokenUser: user}, Logger: log})
 	if err != nil {
 		return "", "", nil, err
 	}

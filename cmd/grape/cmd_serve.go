@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/grapehq/grape/portal"
 	"github.com/grapehq/grape/store"
 )
@@ -32,7 +34,8 @@ the command line, where other users of the host can read them.`,
 				token, usersFile, jwtSecret, allow   string
 				jwksURL, jwksFile, issuer, audience  string
 				sessionSecret, tlsCert, tlsKey       string
-				secureCookies                        bool
+				secureCookies, asOwner               bool
+				tokenUser                            string
 				sessionTTL, agentOffline, statusPoll time.Duration
 				tmpl                                 templateFlags
 				logs                                 logFlags
@@ -41,7 +44,9 @@ the command line, where other users of the host can read them.`,
 			fs.StringVar(&listen, "listen", "127.0.0.1:8080", "address to listen on; loopback by default, so the portal is not reachable from other hosts unless asked")
 			fs.StringVar(&commitURL, "commit-url", "", "link template for commit SHAs on your git server, e.g. https://git.example.com/infra/commit/{sha}")
 			fs.StringVar(&token, "token", "", "a shared sign-in token (prefer the GRAPE_TOKEN variable)")
-			fs.StringVar(&usersFile, "users-file", "", "file of user:bcrypt-hash lines (htpasswd -nbB USER PASSWORD) for user-name sign-in")
+			fs.StringVar(&tokenUser, "token-user", "", "the user id (a uuid) the token signs in as; its roles are its memberships (grape member add --user UUID)")
+			fs.StringVar(&usersFile, "users-file", "", "file of user:uuid:bcrypt-hash lines (the uuid is the user's id for grape member add; the hash from htpasswd -nbB USER PASSWORD) for user-name sign-in")
+			fs.BoolVar(&asOwner, "legacy-as-owner", false, "legacy: every sign-in acts with the database URL's own rights (sees and may do everything; cluster roles do not apply in the portal)")
 			fs.StringVar(&jwtSecret, "supabase-jwt-secret", "", "the Supabase project's JWT secret: lets Supabase Auth users sign in with their access token (HS256)")
 			fs.StringVar(&jwksURL, "supabase-jwks-url", "", "the Supabase project's signing keys (https://<ref>.supabase.co/auth/v1/.well-known/jwks.json): verifies ES256/RS256 access tokens; cached, read again for an unknown key id")
 			fs.StringVar(&jwksFile, "supabase-jwks-file", "", "the signing keys as a JWKS file, for hosts that cannot reach Supabase")
@@ -73,6 +78,11 @@ the command line, where other users of the host can read them.`,
 				}
 				auth := portal.Auth{Token: token, SupabaseJWTSecret: []byte(jwtSecret), SupabaseJWKSURL: jwksURL,
 					SupabaseJWKSFile: jwksFile, SupabaseIssuer: issuer, SupabaseAudience: audience}
+				if tokenUser != "" {
+					if auth.TokenUser, err = uuid.Parse(tokenUser); err != nil {
+						return usagef("--token-user %q: not a user id (a uuid, e.g. from uuidgen)", tokenUser)
+					}
+				}
 				if usersFile != "" {
 					if auth.Users, err = portal.LoadUsersFile(usersFile); err != nil {
 						return err
@@ -106,8 +116,13 @@ the command line, where other users of the host can read them.`,
 					return err
 				}
 				return withStore(ctx, db, func(st *store.Store) error {
+					if asOwner {
+						log.Warn("LEGACY MODE (--legacy-as-owner): every portal sign-in acts with the database URL's own rights; cluster roles and memberships do not limit what portal users see or do")
+					} else if err := st.CheckAsUser(ctx); err != nil {
+						return fmt.Errorf("the portal acts as each signed-in user: %w (or run with --legacy-as-owner)", err)
+					}
 					srv, err := portal.New(portal.Options{
-						Store: st, ConnString: db, Catalog: catalog, Auth: auth, CommitURL: commitURL,
+						Store: st, ConnString: db, Catalog: catalog, Auth: auth, CommitURL: commitURL, ActAsOwner: asOwner,
 						SecureCookies: secureCookies, SessionSecret: []byte(sessionSecret), SessionTTL: sessionTTL,
 						AgentOfflineAfter: agentOffline, StatusPoll: statusPoll, Logger: log,
 					})
