@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -179,7 +180,12 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request, what string, op
 	if err != nil {
 		return err
 	}
-	if _, err := op(r.Context(), id, s.user(r)); err != nil {
+	if _, err := op(r.Context(), id, s.user(r)); errors.Is(err, store.ErrApprovalRefused) {
+		// The refusal ended the run (failed, as approval_refused): answer
+		// here so the request's transaction keeps that.
+		s.fail(w, r, err)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	s.log.Info("deployment "+what, "deployment_id", id, "user", s.user(r))

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -12,13 +13,16 @@ import (
 func TestParseUsers(t *testing.T) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	require.NoError(t, err)
-	users, err := parseUsers(strings.NewReader("# admins\n\nalice:" + string(hash) + "\n  bob:" + string(hash) + "  \n"))
+	users, err := parseUsers(strings.NewReader("# admins\n\nalice:" + string(hash) + "\n  bob:a11ce000-0000-4000-8000-00000000000b:" + string(hash) + "  \n"))
 	require.NoError(t, err)
 	require.Len(t, users, 2)
-	require.NoError(t, bcrypt.CompareHashAndPassword(users["bob"], []byte("pw")))
+	require.NoError(t, bcrypt.CompareHashAndPassword(users["bob"].Hash, []byte("pw")))
+	require.Equal(t, "a11ce000-0000-4000-8000-00000000000b", users["bob"].ID.String())
+	require.Equal(t, uuid.Nil, users["alice"].ID, "an htpasswd line has no id (only --legacy-as-owner takes it)")
 
 	bad := []struct{ in, want string }{
-		{"alice", "line 1: want user:bcrypt-hash"},
+		{"alice", "line 1: want user:uuid:bcrypt-hash"},
+		{"alice:not-a-uuid:" + string(hash), `"not-a-uuid" is not a user id`},
 		{"alice:plaintext", "not a bcrypt hash"},
 		{"alice:" + string(hash) + "\nalice:" + string(hash), "appears twice"},
 		{"al ice:" + string(hash), "spaces or control characters"},
@@ -35,7 +39,7 @@ func testServerForAuth(t *testing.T) *Server {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
 	require.NoError(t, err)
-	auth := Auth{Token: "tok", Users: map[string][]byte{"alice": hash}, SupabaseJWTSecret: []byte(testJWTSecret)}
+	auth := Auth{Token: "tok", TokenUser: testTokenUser, Users: map[string]User{"alice": {Hash: hash, ID: testAliceID}}, SupabaseJWTSecret: []byte(testJWTSecret)}
 	return &Server{
 		opts: Options{SessionTTL: time.Hour},
 		auth: auth,
@@ -54,6 +58,11 @@ func TestSessionCookieRoundTripAndTampering(t *testing.T) {
 	got, ok := s.decodeSession(v, now)
 	require.True(t, ok)
 	require.Equal(t, "alice", got.User)
+	require.Equal(t, testAliceID.String(), got.UID, "the session acts as alice's configured id")
+	s.auth.Users = map[string]User{"alice": {Hash: s.auth.Users["alice"].Hash, ID: uuid.New()}}
+	_, ok = s.decodeSession(v, now)
+	require.False(t, ok, "a new id for alice ends the sessions made as the old one")
+	s.auth.Users = map[string]User{"alice": {Hash: s.auth.Users["alice"].Hash, ID: testAliceID}}
 
 	payload, sig, _ := strings.Cut(v, ".")
 	cases := map[string]string{
@@ -72,7 +81,7 @@ func TestSessionCookieRoundTripAndTampering(t *testing.T) {
 
 	// Changing the user's password ends the sessions made with the old one.
 	newHash, _ := bcrypt.GenerateFromPassword([]byte("new"), bcrypt.MinCost)
-	s.auth.Users = map[string][]byte{"alice": newHash}
+	s.auth.Users = map[string]User{"alice": {Hash: newHash, ID: testAliceID}}
 	_, ok = s.decodeSession(v, now)
 	require.False(t, ok, "session outlived a password change")
 }

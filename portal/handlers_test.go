@@ -644,6 +644,7 @@ func TestDrift(t *testing.T) {
 	e := setup(t)
 	c := e.signedIn()
 	sha := strings.Repeat("c0ffee", 6) + "abcd"
+	e.applied(e.cfg, sha, time.Now().Add(-3*time.Hour)) // what the checks compared with
 	details := `{"resources":[{"address":"module.vpc.aws_vpc.this","action":"update","attributes":["tags","enable_dns_hostnames"]},{"address":"module.vpc.aws_subnet.private[0]","action":"delete"}]}`
 	var oldID, latestID uuid.UUID
 	require.NoError(t, e.pool.QueryRow(e.ctx, `INSERT INTO drift_reports (config_id, cluster_id, checked_at, status, commit_sha, duration_ms, details)
@@ -688,7 +689,8 @@ VALUES ($1, 'eu-1', now() - interval '1 hour', 'drifted', $2, 11000, $3) RETURNI
 	require.Equal(t, store.ActionApply, d.Action)
 	require.Equal(t, sha, *d.SourceCommit)
 	require.Equal(t, e.cfg.ID, d.ConfigID)
-	require.Equal(t, "token (drift report "+latestID.String()+")", d.RequestedBy)
+	// A user's request is recorded as the user (the database's trigger).
+	require.Equal(t, "token", d.RequestedBy)
 
 	// Once the config was deployed after the check, its report is stale.
 	run, err := e.st.Claim(e.ctx, "eu-1", testAgent, time.Minute)
@@ -726,7 +728,7 @@ func TestStaticAssets(t *testing.T) {
 
 func TestNewRefusesBadOptions(t *testing.T) {
 	st := store.New(nil)
-	ok := Options{Store: st, ConnString: "postgres://x", Auth: Auth{Token: "t"}}
+	ok := Options{Store: st, ConnString: "postgres://x", Auth: Auth{Token: "t", TokenUser: testTokenUser}}
 	cases := []struct {
 		name string
 		mod  func(*Options)
@@ -736,6 +738,10 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{"commit URL without placeholder", func(o *Options) { o.CommitURL = "https://git.example.com/commit/" }, "no {sha}"},
 		{"commit URL with javascript scheme", func(o *Options) { o.CommitURL = "javascript:alert('{sha}')" }, "not an http(s) URL"},
 		{"no store", func(o *Options) { o.Store = nil }, "store is required"},
+		{"token without a user", func(o *Options) { o.Auth.TokenUser = uuid.Nil }, "set --token-user UUID"},
+		{"users without ids", func(o *Options) {
+			o.Auth.Users = map[string]User{"zed": {Hash: testHash()}, "bob": {Hash: testHash()}, "ok": {Hash: testHash(), ID: testAliceID}}
+		}, "users file: bob, zed: no user id"},
 	}
 	for _, c := range cases {
 		o := ok
@@ -743,6 +749,11 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		_, err := New(o)
 		require.ErrorContains(t, err, c.want, c.name)
 	}
+	// The legacy mode needs no ids: every sign-in is the owner.
+	o := ok
+	o.Auth.TokenUser, o.ActAsOwner, o.CommitURL = uuid.Nil, true, "https://git.example.com/commit/"
+	_, err := New(o)
+	require.ErrorContains(t, err, "no {sha}", "past the identity check")
 }
 
 // TestPrunedLogIsSaid: a deployment whose log was pruned says so on its
@@ -881,7 +892,9 @@ func TestRetry(t *testing.T) {
 	e := setup(t)
 	c := e.signedIn()
 	sha := strings.Repeat("ab", 20)
-	d := e.running(e.cfg, store.EnqueueParams{Action: store.ActionPlan, SourceCommit: &sha, RequireApproval: true})
+	// A failed remediation: an apply of the last applied commit.
+	e.applied(e.cfg, sha, time.Now().Add(-time.Hour))
+	d := e.running(e.cfg, store.EnqueueParams{Action: store.ActionApply, SourceCommit: &sha, RequireApproval: true})
 	long := "terraform apply failed: creating EC2 Subnet: operation error EC2: CreateSubnet, https response error StatusCode: 400, RequestID: 5a8e6f1c, api error InvalidParameterValue: Value (eu-west-1z) for parameter availabilityZone is invalid. " + strings.Repeat("Subnets can only be created in eu-west-1a, eu-west-1b and eu-west-1c. ", 6)
 	require.NoError(t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusFailed, Kind: store.KindApply, Error: long}))
 	_, page := c.get("/deployments/" + d.ID.String())
@@ -893,7 +906,7 @@ func TestRetry(t *testing.T) {
 	again := e.deployment(uuid.MustParse(strings.TrimPrefix(resp.Header.Get("Location"), "/deployments/")))
 	require.NotEqual(t, d.ID, again.ID)
 	require.Equal(t, store.StatusQueued, again.Status)
-	require.Equal(t, store.ActionPlan, again.Action)
+	require.Equal(t, store.ActionApply, again.Action)
 	require.Equal(t, e.cfg.ID, again.ConfigID)
 	require.Equal(t, sha, *again.SourceCommit)
 	require.True(t, again.RequireApproval)
@@ -905,6 +918,16 @@ func TestRetry(t *testing.T) {
 	resp, body = c.post("/deployments/"+again.ID.String()+"/retry", nil)
 	require.Equal(t, http.StatusConflict, resp.StatusCode)
 	require.Contains(t, body, "only a failed or cancelled run can be retried")
+
+	resp, _ = c.post("/deployments/"+again.ID.String()+"/cancel", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+
+	// Once another commit was applied, retrying the old remediation would
+	// roll it back: the database refuses (grape_queue_at_commit).
+	e.applied(e.cfg, strings.Repeat("cd", 20), time.Now())
+	resp, body = c.post("/deployments/"+d.ID.String()+"/retry", nil)
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	require.Contains(t, html.UnescapeString(body), "is not config prod's last applied commit")
 
 	// A cancelled destroy is retried only with the name typed again.
 	other := e.newConfig("doomed")

@@ -40,6 +40,13 @@ const (
 	testAgent      = "agent-1"
 )
 
+// The user ids the sign-ins act as; setup makes each an admin of eu-1.
+var (
+	testTokenUser = uuid.MustParse("0b7f6a3c-2d1e-4f5a-9b8c-7d6e5f4a3b2c")
+	testAliceID   = uuid.MustParse("a11ce000-0000-4000-8000-000000000001")
+	testAdaID     = uuid.MustParse("8d0f5c3e-1111-4222-8333-944455556666") // userClaims' sub
+)
+
 // testHash is alice's bcrypt hash, made once at the cheapest cost.
 var testHash = sync.OnceValue(func() []byte {
 	h, err := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
@@ -78,7 +85,8 @@ func setupTB(t testing.TB, mods ...func(*Options)) *env {
 	st := store.New(pool)
 	opts := Options{
 		Store: st, ConnString: dbURL, CommitURL: commitTemplate,
-		Auth:   Auth{Token: testToken, Users: map[string][]byte{testUser: testHash()}, SupabaseJWTSecret: []byte(testJWTSecret)},
+		Auth: Auth{Token: testToken, TokenUser: testTokenUser, Users: map[string]User{testUser: {Hash: testHash(), ID: testAliceID}},
+			SupabaseJWTSecret: []byte(testJWTSecret)},
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	for _, m := range mods {
@@ -104,6 +112,10 @@ func setupTB(t testing.TB, mods ...func(*Options)) *env {
 	cfg, err := st.UpsertConfig(ctx, "eu-1", "prod", json.RawMessage(validIntent), store.ConfigSettings{})
 	require.NoError(t, err)
 	require.NoError(t, st.RegisterAgent(ctx, store.Agent{ID: testAgent, ClusterID: "eu-1", Hostname: "runner-7", Version: "1.2.3"}))
+	for _, u := range []uuid.UUID{testTokenUser, testAliceID, testAdaID} {
+		_, err := st.SetMember(ctx, "eu-1", u, store.RoleAdmin)
+		require.NoError(t, err)
+	}
 	return &env{t: t, ctx: ctx, dbURL: dbURL, pool: pool, st: st, srv: srv, ts: ts, cfg: cfg}
 }
 
@@ -131,6 +143,19 @@ func (e *env) enqueue(c store.Config, p store.EnqueueParams) store.Deployment {
 	d, err := e.st.Enqueue(e.ctx, p)
 	require.NoError(e.t, err)
 	return d
+}
+
+// applied runs an apply of c to success at commit sha, finished at at, as
+// an agent would: the commit a drift check compares with and a
+// remediation re-applies.
+func (e *env) applied(c store.Config, sha string, at time.Time) store.Deployment {
+	e.t.Helper()
+	d := e.running(c, store.EnqueueParams{})
+	require.NoError(e.t, e.st.SetCommit(e.ctx, d.ID, testAgent, sha))
+	require.NoError(e.t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
+	_, err := e.pool.Exec(e.ctx, `UPDATE deployments SET finished_at = $2 WHERE id = $1`, d.ID, at)
+	require.NoError(e.t, err)
+	return e.deployment(d.ID)
 }
 
 // running queues a deployment of c and claims it as testAgent.

@@ -26,6 +26,15 @@ var ErrApprovalRefused = errors.New("approval refused")
 // its agent acts on (SIGINT to terraform, then the process group is killed).
 func (s *Store) RequestCancel(ctx context.Context, id uuid.UUID, by string) (Deployment, error) {
 	if s.asUser {
+		// The guard keeps a first request and says nothing: a finished run
+		// is refused here, as below.
+		d, err := s.GetDeployment(ctx, id)
+		if err != nil {
+			return Deployment{}, fmt.Errorf("cancelling deployment %s: %w", id, err)
+		}
+		if d.Status.Final() {
+			return Deployment{}, fmt.Errorf("cancelling deployment %s: deployment %s is already %s: %w", id, id, d.Status, ErrWrongState)
+		}
 		return s.decideAsUser(ctx, id, "cancelling", `cancel_requested_at = now()`)
 	}
 	var out Deployment
@@ -70,6 +79,15 @@ func (s *Store) Approve(ctx context.Context, id uuid.UUID, by, comment string) (
 		return Deployment{}, err
 	}
 	if s.asUser {
+		// A plan older than its config can never be approved: end it, as
+		// the owner's path below does (a user may not write the status).
+		var stale *string
+		if err := s.db().QueryRow(ctx, `SELECT grape_fail_stale_approval($1)`, id).Scan(&stale); err != nil {
+			return Deployment{}, fmt.Errorf("approving deployment %s: %w", id, err)
+		}
+		if stale != nil {
+			return Deployment{}, fmt.Errorf("%s: %w", *stale, ErrApprovalRefused)
+		}
 		return s.decideAsUser(ctx, id, "approving", `approved_at = now(), review_comment = $2`, commentArg(comment))
 	}
 	var out Deployment

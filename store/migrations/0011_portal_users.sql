@@ -7,6 +7,8 @@
 --    role authenticated, auth.uid(), and the grants and policies they only
 --    created where both existed. A database migrated on Supabase already has
 --    them; this changes nothing there.
+--  * grape_fail_stale_approval ends a parked run whose config changed, for
+--    a user who may approve (the owner's store does it itself).
 --  * grape_queue_at_commit: a user may not name a deployment's source_commit
 --    (the user_queue policy keeps it NULL), yet retrying a remediation, a
 --    drift check ("Check now") and a remediation all re-run a commit. This
@@ -65,12 +67,45 @@ BEGIN
     RETURN d;
 END $$;
 
+-- Approving a plan whose config changed since is refused by the guard
+-- trigger (0008), which cannot also end the run: it raises. The owner's
+-- store fails such a run at once; this does the same for a user allowed to
+-- approve, so the run does not wait for its approval timeout. It only ends
+-- a run no approval can ever start.
+CREATE FUNCTION grape_fail_stale_approval(p_id uuid) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    d deployments;
+    current_version integer;
+    msg text;
+BEGIN
+    SELECT * INTO d FROM deployments WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND OR grape_session_is_agent()
+       OR (grape_request_uid() IS NOT NULL AND NOT grape_user_may(d.cluster_id, 'approver'))
+       OR d.status <> 'awaiting_approval' OR d.approved_at IS NOT NULL OR d.config_version IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT c.version INTO current_version FROM configs c WHERE c.id = d.config_id;
+    IF current_version = d.config_version THEN
+        RETURN NULL;
+    END IF;
+    msg := format('approval refused: the config changed from v%s to v%s since this plan was made; queue a new deployment',
+                  d.config_version, current_version);
+    UPDATE deployments SET status = 'failed', error_kind = 'approval_refused', error = msg, finished_at = now(),
+        lease_expires_at = NULL WHERE id = p_id;
+    INSERT INTO deployment_logs (deployment_id, seq, stream, line)
+    SELECT p_id, coalesce(max(l.seq), 0) + 1, 'agent', msg FROM deployment_logs l WHERE l.deployment_id = p_id;
+    RETURN msg;
+END $$;
+
 DO $$
 BEGIN
+    EXECUTE format('ALTER FUNCTION grape_fail_stale_approval(uuid) SET search_path = pg_catalog, %I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text) SET search_path = pg_catalog, %I, pg_temp',
                    current_schema());
 END $$;
 REVOKE EXECUTE ON FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION grape_fail_stale_approval(uuid) FROM PUBLIC;
 
 -- Plain PostgreSQL: the user side of 0003-0010, as it stands after 0010.
 -- Skipped where both the role and auth.uid() existed, as those migrations
@@ -81,7 +116,8 @@ DECLARE
     me text := current_user;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND to_regprocedure('auth.uid()') IS NOT NULL THEN
-        GRANT EXECUTE ON FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text) TO authenticated;
+        GRANT EXECUTE ON FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text),
+                                  grape_fail_stale_approval(uuid) TO authenticated;
         RETURN;
     END IF;
     BEGIN
@@ -176,7 +212,8 @@ BEGIN
     CREATE POLICY user_read ON config_state_holders FOR SELECT TO authenticated
         USING (cluster_id IN (SELECT c.id FROM clusters c));
 
-    GRANT EXECUTE ON FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text) TO authenticated;
+    GRANT EXECUTE ON FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text),
+                              grape_fail_stale_approval(uuid) TO authenticated;
 END $$;
 
 INSERT INTO grape_schema_migrations (version, name) VALUES (11, 'portal_users');
