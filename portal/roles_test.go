@@ -120,7 +120,10 @@ func TestRolesInThePortal(t *testing.T) {
 		return resp
 	}())
 	require.Equal(t, "otto", e.deployment(id).RequestedBy)
-	check := queuedID(t, func() *http.Response { resp, _ := otto.post("/clusters/eu-1/configs/prod/drift-check", nil); return resp }())
+	check := queuedID(t, func() *http.Response {
+		resp, _ := otto.post("/clusters/eu-1/configs/prod/drift-check", nil)
+		return resp
+	}())
 	require.Equal(t, sha, ptr.Deref(e.deployment(check).SourceCommit))
 	resp, _ = otto.post("/deployments/"+check.String()+"/cancel", nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
