@@ -45,7 +45,10 @@ func TestServeFlagErrors(t *testing.T) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	require.NoError(t, err)
 	users := filepath.Join(t.TempDir(), "users")
-	require.NoError(t, os.WriteFile(users, []byte("alice:"+string(hash)+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(users, []byte("alice:"+strongTokenUser+":"+string(hash)+"\n"), 0o600))
+	noIDs := filepath.Join(t.TempDir(), "htpasswd")
+	require.NoError(t, os.WriteFile(noIDs, []byte("alice:"+string(hash)+"\n"), 0o600))
+	tok := map[string]string{"GRAPE_TOKEN": strongToken, "GRAPE_TOKEN_USER": strongTokenUser}
 	badUsers := filepath.Join(t.TempDir(), "bad-users")
 	require.NoError(t, os.WriteFile(badUsers, []byte("alice:secret-in-clear\n"), 0o600))
 	cases := []struct {
@@ -58,12 +61,16 @@ func TestServeFlagErrors(t *testing.T) {
 		{"no sign-in method", nil, nil, 2, "no sign-in method"},
 		{"one-character token", map[string]string{"GRAPE_TOKEN": "t"}, nil, 2, "GRAPE_TOKEN: token too weak: 1 characters"},
 		{"long token of one character", map[string]string{"GRAPE_TOKEN": strings.Repeat("a", 40)}, nil, 2, "token too weak"},
-		{"commit URL without {sha}", map[string]string{"GRAPE_TOKEN": strongToken}, []string{"--commit-url", "https://git.example.com/c/"}, 2, "no {sha} placeholder"},
-		{"TLS cert without key", map[string]string{"GRAPE_TOKEN": strongToken}, []string{"--tls-cert", "cert.pem"}, 2, "--tls-cert and --tls-key go together"},
-		{"slow status poll", map[string]string{"GRAPE_TOKEN": strongToken}, []string{"--status-poll", "2s"}, 2, "at most 500ms"},
+		{"commit URL without {sha}", tok, []string{"--commit-url", "https://git.example.com/c/"}, 2, "no {sha} placeholder"},
+		{"TLS cert without key", tok, []string{"--tls-cert", "cert.pem"}, 2, "--tls-cert and --tls-key go together"},
+		{"slow status poll", tok, []string{"--status-poll", "2s"}, 2, "at most 500ms"},
 		{"users file that is not bcrypt", nil, []string{"--users-file", badUsers}, 1, "not a bcrypt hash"},
 		{"no database", map[string]string{"GRAPE_TOKEN": strongToken, "GRAPE_DATABASE_URL": ""}, nil, 2, "no database"},
+		{"token without its user", map[string]string{"GRAPE_TOKEN": strongToken}, nil, 2, "set --token-user UUID"},
+		{"token user that is no uuid", map[string]string{"GRAPE_TOKEN": strongToken, "GRAPE_TOKEN_USER": "alice"}, nil, 2, `--token-user "alice": not a user id`},
+		{"users file without ids", nil, []string{"--users-file", noIDs}, 2, "users file: alice: no user id"},
 		{"bad listen address", map[string]string{"GRAPE_USERS_FILE": users}, []string{"--listen", "256.0.0.1:1"}, 1, "listening on 256.0.0.1:1"},
+		{"legacy owner mode says so", map[string]string{"GRAPE_USERS_FILE": noIDs}, []string{"--legacy-as-owner", "--listen", "256.0.0.1:1"}, 1, "LEGACY MODE (--legacy-as-owner)"},
 	}
 	for _, c := range cases {
 		env := map[string]string{"GRAPE_DATABASE_URL": db}
@@ -92,7 +99,10 @@ func TestServe(t *testing.T) {
 	depID := c.ok("deploy", "--cluster", "eu-1", "--config", "prod")
 	require.Regexp(t, `^[0-9a-f-]{36}$`, depID)
 
-	env := map[string]string{"GRAPE_DATABASE_URL": c.env["GRAPE_DATABASE_URL"], "GRAPE_TOKEN": strongToken, "GRAPE_LOG_FORMAT": "text"}
+	// The portal acts as the token's user, who sees the clusters it is a
+	// member of.
+	c.ok("member", "add", "--cluster", "eu-1", "--user", strongTokenUser, "--role", "viewer")
+	env := map[string]string{"GRAPE_DATABASE_URL": c.env["GRAPE_DATABASE_URL"], "GRAPE_TOKEN": strongToken, "GRAPE_TOKEN_USER": strongTokenUser, "GRAPE_LOG_FORMAT": "text"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stderr := &lockedBuffer{}
@@ -156,3 +166,6 @@ func TestServe(t *testing.T) {
 
 // strongToken passes portal.CheckTokenStrength, as a real GRAPE_TOKEN must.
 const strongToken = "9f1c2e7a4b8d3f60a5c7e9b1d2f4a6c8"
+
+// strongTokenUser is the user id the token signs in as.
+const strongTokenUser = "6a1f0c2e-5b3d-4e7f-8a9b-0c1d2e3f4a5b"
