@@ -25,7 +25,11 @@ func init() {
 It listens on loopback unless --listen says otherwise, and every page needs a
 sign-in: a static token (--token), users from a bcrypt file (--users-file), or a
 Supabase Auth access token (--supabase-jwt-secret, --supabase-jwks-url), also
-accepted as Authorization: Bearer on every route. Pass secrets as environment
+accepted as Authorization: Bearer on every route. Each request runs as its
+signed-in user (role authenticated with the user's claims), so roles per
+cluster (grape member) and four eyes decide what a user sees and may do; the
+token and the users file name user ids (--token-user, user:uuid:hash lines).
+Pass secrets as environment
 variables (GRAPE_TOKEN, GRAPE_SUPABASE_JWT_SECRET, GRAPE_SESSION_SECRET), not on
 the command line, where other users of the host can read them.`,
 		flags: func(fs *flag.FlagSet) runFunc {
