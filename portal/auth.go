@@ -225,6 +225,9 @@ func (s *Server) decodeSession(v string, now time.Time) (*session, bool) {
 	if now.Unix() >= sess.Expires || sess.Cred != s.credential(sess.Method, sess.User) || sess.Cred == "" {
 		return nil, false
 	}
+	if sess.UID == "" && !s.opts.ActAsOwner {
+		return nil, false // made before the portal acted as its users: sign in again
+	}
 	return &sess, true
 }
 

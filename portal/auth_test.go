@@ -63,6 +63,10 @@ func TestSessionCookieRoundTripAndTampering(t *testing.T) {
 	_, ok = s.decodeSession(v, now)
 	require.False(t, ok, "a new id for alice ends the sessions made as the old one")
 	s.auth.Users = map[string]User{"alice": {Hash: s.auth.Users["alice"].Hash, ID: testAliceID}}
+	old := *sess
+	old.UID = ""
+	_, ok = s.decodeSession(s.encodeSession(old), now)
+	require.False(t, ok, "a session from before the portal acted as its users names nobody: sign in again")
 
 	payload, sig, _ := strings.Cut(v, ".")
 	cases := map[string]string{
