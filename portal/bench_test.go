@@ -78,3 +78,29 @@ func BenchmarkANSISegments(b *testing.B) {
 		ANSISegments(line)
 	}
 }
+
+// BenchmarkActAsUser is what acting as the signed-in user costs a page: the
+// config page (nine reads) as a user whose roles the database checks on
+// every row, against the same page in the legacy owner mode, in one run.
+func BenchmarkActAsUser(b *testing.B) {
+	for _, mode := range []struct {
+		name    string
+		asOwner bool
+	}{{"as-user", false}, {"as-owner", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			e := setupTB(b, func(o *Options) { o.ActAsOwner = mode.asOwner })
+			c := e.signedIn()
+			for i := range 20 {
+				d := e.running(e.cfg, store.EnqueueParams{})
+				e.addLines(d.ID, 1, store.StreamStdout, fmt.Sprintf("run %d", i))
+				require.NoError(b, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if status, body := c.get("/clusters/eu-1/configs/prod"); status != http.StatusOK || !strings.Contains(body, `value="apply"`) {
+					b.Fatalf("status %d, or no Deploy button for the admin", status)
+				}
+			}
+		})
+	}
+}
