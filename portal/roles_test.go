@@ -212,6 +212,14 @@ func TestOutsiderSeesNothing(t *testing.T) {
 			require.NotContains(t, page, q.ID.String(), "%s: %s", name, p)
 		}
 	}
+	// A user with no role at all is told which id to give one.
+	_, err := e.st.CreateCluster(e.ctx, "us-3", "")
+	require.NoError(t, err)
+	require.NoError(t, e.st.RemoveMember(e.ctx, "us-2", olgaOutsider))
+	_, page := olga.get("/")
+	require.Contains(t, page, "You have no role on any cluster yet")
+	require.Contains(t, page, "--user "+olgaOutsider.String())
+
 	resp, _ := olga.post("/deployments/"+q.ID.String()+"/cancel", nil)
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.ts.URL+"/deployments/"+q.ID.String()+"/cancel", nil)

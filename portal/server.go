@@ -378,9 +378,12 @@ func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request) {
 type view struct {
 	Title string
 	User  string
-	CSRF  string
-	Nav   string // which top-level section is current
-	Data  any
+	// UserID is who the portal acts as ("" in the legacy owner mode): a
+	// user with no role is told which id to give one.
+	UserID string
+	CSRF   string
+	Nav    string // which top-level section is current
+	Data   any
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, v view) {
@@ -392,6 +395,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	}
 	if sess := sessionFrom(r.Context()); sess != nil {
 		v.User = sess.User
+		if !s.opts.ActAsOwner {
+			v.UserID = sess.UID
+		}
 		v.CSRF = s.csrfToken(sess)
 	}
 	// Render to a buffer first: a template error must not leave half a page
