@@ -2,6 +2,8 @@ package portal
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -266,13 +268,33 @@ func (s *Server) editConfigPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.mayEdit(r.Context(), c.ClusterID); err != nil {
+		return err
+	}
 	s.renderEditor(w, r, http.StatusOK, formFromConfig(c))
+	return nil
+}
+
+// mayEdit spares a user below admin an editor whose save the database
+// would refuse (the user_create/user_edit policies decide; this only reads
+// the role they would check).
+func (s *Server) mayEdit(ctx context.Context, clusterID string) error {
+	role, err := s.role(ctx, clusterID)
+	if err != nil {
+		return err
+	}
+	if !role.Allows(store.RoleAdmin) {
+		return pageError{http.StatusForbidden, fmt.Sprintf("Editing configs of cluster %s needs the admin role; yours is %s. An admin of the cluster can change it (grape member add).", clusterID, cmp.Or(string(role), "none"))}
+	}
 	return nil
 }
 
 func (s *Server) newConfigPage(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.cluster(r)
 	if err != nil {
+		return err
+	}
+	if err := s.mayEdit(r.Context(), c.ID); err != nil {
 		return err
 	}
 	s.renderEditor(w, r, http.StatusOK, editorForm{Cluster: c.ID, New: true, Spec: "{\n  \"region\": \"eu-central-1\",\n  \"modules\": {\n    \"vpc\": {}\n  }\n}\n"})

@@ -112,6 +112,11 @@ func TestRolesInThePortal(t *testing.T) {
 	resp, body = otto.post("/clusters/eu-1/configs/prod", url.Values{"spec": {validIntent}, "version": {"1"}})
 	require.Equal(t, http.StatusForbidden, resp.StatusCode, "an operator cannot edit")
 	require.Contains(t, html.UnescapeString(body), "needs the admin role")
+	for _, p := range []string{"/clusters/eu-1/configs/prod/edit", "/clusters/eu-1/new-config"} {
+		code, body := otto.get(p)
+		require.Equal(t, http.StatusForbidden, code, p)
+		require.Contains(t, body, "needs the admin role; yours is operator", p)
+	}
 
 	// An operator queues (recorded as who they are) and checks for drift.
 	e.approvalConfig("gated")
