@@ -227,7 +227,7 @@ var ErrNoUserRole = errors.New("cannot act as a signed-in user")
 
 // CheckAsUser checks that AsUser can work here: the role authenticated
 // and auth.uid() exist (Supabase has them; on plain PostgreSQL migration
-// 0011 creates them) and this session may switch to the role.
+// the portal_users migration creates them) and this session may switch to the role.
 func (s *Store) CheckAsUser(ctx context.Context) error {
 	var role, uid, member bool
 	var me string
@@ -241,7 +241,7 @@ func (s *Store) CheckAsUser(ctx context.Context) error {
 	}
 	switch {
 	case !role || !uid:
-		return fmt.Errorf("the database has no role authenticated or no auth.uid(): run grape migrate as a role that may create roles (migration 0011 adds them; see its warning): %w", ErrNoUserRole)
+		return fmt.Errorf("the database has no role authenticated or no auth.uid(): run grape migrate as a role that may create roles (its portal_users migration adds them; see its warning): %w", ErrNoUserRole)
 	case !member:
 		return fmt.Errorf("role %s may not act as role authenticated: run GRANT authenticated TO %s as a superuser: %w", me, me, ErrNoUserRole)
 	}

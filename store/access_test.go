@@ -554,7 +554,7 @@ func (tn *tenancy) applied(t *testing.T, s seeded, cfg store.Config, sha string)
 }
 
 // TestStoreDecisionsAsUser: approve, reject and cancel through the store as
-// each role, on plain PostgreSQL (0011 gives it the user rules): the
+// each role, on plain PostgreSQL (the portal_users migration gives it the user rules): the
 // database decides, and the store types its answer.
 func TestStoreDecisionsAsUser(t *testing.T) {
 	t.Parallel()

@@ -240,7 +240,7 @@ RETURNING ` + deploymentColumns
 // enqueueAtCommit queues a run of a given commit (a remediation, its retry,
 // a drift check) for a signed-in user, who may not name a source_commit
 // in an INSERT: grape_queue_at_commit checks the operator role and that the
-// commit is the config's last applied one (migration 0011_portal_users).
+// commit is the config's last applied one (migration portal_users).
 func (s *Store) enqueueAtCommit(ctx context.Context, p EnqueueParams, maxAttempts int) (Deployment, error) {
 	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM grape_queue_at_commit($1, $2, $3, $4, $5, $6)`,
 		p.ConfigID, p.Action, p.SourceCommit, p.RequireApproval, maxAttempts, p.RequestedBy)

@@ -907,7 +907,7 @@ RETURNING approved_by`, id).Scan(&by))
 }
 
 // TestMigrationWithRolesButNoAuth: the API roles exist but auth.uid() does
-// not (a half-Supabase): 0011 adds auth.uid() and the user policies, so a
+// not (a half-Supabase): the portal_users migration adds auth.uid() and the user policies, so a
 // user sees only the clusters they have a role on.
 func TestMigrationWithRolesButNoAuth(t *testing.T) {
 	t.Parallel()
@@ -947,7 +947,7 @@ ORDER BY 1`)
 }
 
 // TestUserRulesSameOnPlainPostgres: a database migrated without Supabase
-// gives role authenticated exactly the rules a Supabase one does (0011
+// gives role authenticated exactly the rules a Supabase one does (the portal_users migration
 // catches up on what 0003-0010 created only on Supabase).
 func TestUserRulesSameOnPlainPostgres(t *testing.T) {
 	t.Parallel()
@@ -1013,7 +1013,7 @@ func TestMigrationOnPlainPostgres(t *testing.T) {
 	require.NoError(t, err)
 	roles, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	require.Equal(t, []string{"authenticated"}, roles, "a plain server gets the one role the portal acts as (0011), not Supabase's others")
+	require.Equal(t, []string{"authenticated"}, roles, "a plain server gets the one role the portal acts as (the portal_users migration), not Supabase's others")
 	var policies []string
 	rows, err = pool.Query(ctx, `SELECT tablename || '.' || policyname FROM pg_policies ORDER BY 1`)
 	require.NoError(t, err)

@@ -1,7 +1,7 @@
 -- The portal acts as its signed-in user (docs/portal.md, "Who the portal
 -- acts as"): each request runs as role authenticated with the user's claims
 -- in request.jwt.claims, as Supabase's own API does, so the policies and
--- triggers of 0003-0010 are the portal's rules too.
+-- triggers of the migrations before this one are the portal's rules too.
 --
 --  * Plain PostgreSQL gets what those migrations expected from Supabase: the
 --    role authenticated, auth.uid(), and the grants and policies they only
@@ -107,7 +107,8 @@ END $$;
 REVOKE EXECUTE ON FUNCTION grape_queue_at_commit(uuid, text, text, boolean, integer, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION grape_fail_stale_approval(uuid) FROM PUBLIC;
 
--- Plain PostgreSQL: the user side of 0003-0010, as it stands after 0010.
+-- Plain PostgreSQL: the user side of 0003-0010 as it stands after them (later
+-- migrations up to this one grant users nothing).
 -- Skipped where both the role and auth.uid() existed, as those migrations
 -- then created it themselves. A migrating role that may not create roles
 -- leaves a warning, and `grape serve` refuses to start until it is done.
@@ -216,4 +217,4 @@ BEGIN
                               grape_fail_stale_approval(uuid) TO authenticated;
 END $$;
 
-INSERT INTO grape_schema_migrations (version, name) VALUES (11, 'portal_users');
+INSERT INTO grape_schema_migrations (version, name) VALUES (12, 'portal_users');
