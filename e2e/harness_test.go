@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,7 +24,25 @@ import (
 	"github.com/grapehq/grape/store"
 )
 
-func TestMain(m *testing.M) { testsupport.Main(m) }
+// e2eParallel is how many e2e tests run at once unless -parallel says
+// otherwise. go test's default is GOMAXPROCS (2 here), but most of these tests
+// wait (for agents' polls, approval timeouts, backoffs, a restarted server)
+// more than they compute: in a CI run at the default, the machine's CPUs sat
+// about 40% idle while the e2e package set the run's length.
+const e2eParallel = "3"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", e2eParallel); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: setting -parallel:", err)
+			os.Exit(2)
+		}
+	}
+	testsupport.Main(m)
+}
 
 const region = "eu-central-1"
 
