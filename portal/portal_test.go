@@ -148,14 +148,13 @@ func (e *env) enqueue(c store.Config, p store.EnqueueParams) store.Deployment {
 // applied runs an apply of c to success at commit sha, finished at at, as
 // an agent would: the commit a drift check compares with and a
 // remediation re-applies.
-func (e *env) applied(c store.Config, sha string, at time.Time) store.Deployment {
+func (e *env) applied(c store.Config, sha string, at time.Time) {
 	e.t.Helper()
 	d := e.running(c, store.EnqueueParams{})
 	require.NoError(e.t, e.st.SetCommit(e.ctx, d.ID, testAgent, sha))
 	require.NoError(e.t, e.st.Finish(e.ctx, d.ID, testAgent, store.Outcome{Status: store.StatusSucceeded}))
 	_, err := e.pool.Exec(e.ctx, `UPDATE deployments SET finished_at = $2 WHERE id = $1`, d.ID, at)
 	require.NoError(e.t, err)
-	return e.deployment(d.ID)
 }
 
 // running queues a deployment of c and claims it as testAgent.

@@ -542,7 +542,7 @@ func TestStoreAsUser(t *testing.T) {
 }
 
 // applied runs an apply of cfg to success at commit sha, as an agent would.
-func (tn *tenancy) applied(t *testing.T, s seeded, cfg store.Config, sha string) store.Deployment {
+func (tn *tenancy) applied(t *testing.T, s seeded, cfg store.Config, sha string) {
 	t.Helper()
 	d, err := tn.admin.Enqueue(tn.ctx, store.EnqueueParams{ClusterID: s.cluster, ConfigID: cfg.ID, RequestedBy: "seed"})
 	require.NoError(t, err)
@@ -550,7 +550,6 @@ func (tn *tenancy) applied(t *testing.T, s seeded, cfg store.Config, sha string)
 	require.NoError(t, err)
 	require.NoError(t, tn.admin.SetCommit(tn.ctx, d.ID, s.agentID, sha))
 	require.NoError(t, tn.admin.Finish(tn.ctx, d.ID, s.agentID, store.Outcome{Status: store.StatusSucceeded}))
-	return d
 }
 
 // TestStoreDecisionsAsUser: approve, reject and cancel through the store as
