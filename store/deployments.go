@@ -321,7 +321,8 @@ ORDER BY created_at DESC, id DESC LIMIT $4`, f.ClusterID, f.ConfigID, statuses, 
 // running or awaiting approval and nothing older queued. SKIP LOCKED lets
 // concurrent agents pass over each other's rows. A config whose local state
 // another agent holds (config_state_holders) is left to that agent: any other
-// would plan from an empty state. The partial unique index
+// would plan from an empty state; a config whose state is being moved
+// (state_moves) waits for the move to end. The partial unique index
 // deployments_one_active_per_config turns the remaining race (two claims of
 // one config from snapshots taken at the same moment) into a unique
 // violation, which Claim retries.
@@ -348,6 +349,9 @@ WITH approved AS (
       AND NOT EXISTS (
           SELECT 1 FROM config_state_holders h
           WHERE h.config_id = d.config_id AND h.agent_id <> $2)
+      AND NOT EXISTS (
+          SELECT 1 FROM state_moves m
+          WHERE m.config_id = d.config_id AND m.status IN ('requested', 'listening', 'sending'))
     ORDER BY d.created_at, d.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -579,6 +583,7 @@ WHERE d.id = $1 AND d.status = 'queued'
                   WHERE older.config_id = d.config_id AND older.status = 'queued'
                     AND (older.created_at, older.id) < (d.created_at, d.id))
   AND NOT EXISTS (SELECT 1 FROM config_state_holders h WHERE h.config_id = d.config_id AND h.agent_id <> $2)
+  AND NOT EXISTS (SELECT 1 FROM state_moves m WHERE m.config_id = d.config_id AND m.status IN ('requested', 'listening', 'sending'))
 RETURNING `+deploymentColumns, id, agentID, lease.Seconds())
 	if err != nil {
 		return Deployment{}, fmt.Errorf("claiming deployment %s: %w", id, err)

@@ -134,3 +134,32 @@ func clip(s string) string {
 	}
 	return s[:limit] + "…"
 }
+
+// StateMoveEvent is one notification on a cluster's state-move channel
+// (trigger grape_state_move_notify, migration 0012): a move was requested or
+// changed status.
+type StateMoveEvent struct {
+	Status string
+	MoveID uuid.UUID
+}
+
+// ParseStateMoveEvent decodes "<status>:<move id>".
+func ParseStateMoveEvent(payload string) (StateMoveEvent, error) {
+	status, rawID, ok := strings.Cut(payload, ":")
+	if !ok || status == "" {
+		return StateMoveEvent{}, fmt.Errorf("state move event %q: want <status>:<move id>", clip(payload))
+	}
+	id, err := uuid.Parse(rawID)
+	if err != nil {
+		return StateMoveEvent{}, fmt.Errorf("state move event %q: move id: %w", clip(payload), err)
+	}
+	return StateMoveEvent{Status: status, MoveID: id}, nil
+}
+
+// stateMoveChannelPrefix + cluster id stays under 63 bytes (ids are ≤ 40).
+const stateMoveChannelPrefix = "grape_moves_"
+
+// StateMoves is the channel of a cluster's state moves.
+func StateMoves(clusterID string) Topic[StateMoveEvent] {
+	return Topic[StateMoveEvent]{channel: stateMoveChannelPrefix + clusterID, parse: ParseStateMoveEvent}
+}
