@@ -132,4 +132,3 @@ func (s *Service) handle(ctx context.Context, m store.StateMove, conn net.Conn) 
 	answer(reply{OK: true, StateSHA256: o.stateSHA256()})
 	return true
 }
-
