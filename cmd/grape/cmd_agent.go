@@ -19,11 +19,13 @@ import (
 
 	"github.com/grapehq/grape/drift"
 	"github.com/grapehq/grape/gitstore"
+	"github.com/grapehq/grape/localstate"
 	"github.com/grapehq/grape/metrics"
 	"github.com/grapehq/grape/pipeline"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/redact"
 	"github.com/grapehq/grape/runner"
+	"github.com/grapehq/grape/statehandoff"
 	"github.com/grapehq/grape/store"
 	"github.com/grapehq/grape/store/notify"
 	"github.com/grapehq/grape/webhook"
@@ -69,6 +71,10 @@ type agentFlags struct {
 	notifyURL        string
 	waitNotifyAfter  time.Duration
 	webhookWait      time.Duration
+
+	// stateHandoffAddr is --state-handoff-addr: where this agent receives
+	// states moved to it (`grape state move`); empty: it does not.
+	stateHandoffAddr string
 
 	logs logFlags
 
@@ -117,6 +123,7 @@ func (f *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.notifyURL, "notify-url", "", "POST a JSON event here when drift is detected, a check errors, or drift is resolved")
 	fs.DurationVar(&f.waitNotifyAfter, "wait-notify-after", time.Hour, "announce a deployment queued longer than this (log line and deployment.waiting webhook, once); 0: only plans awaiting approval past half their timeout are announced")
 	fs.DurationVar(&f.webhookWait, "webhook-wait", 15*time.Second, "with --once (and grape drift check): how long to wait, before exiting, for the run's webhook deliveries; what is left stays for the next agent (0: one attempt, no waiting)")
+	fs.StringVar(&f.stateHandoffAddr, "state-handoff-addr", "", "HOST:PORT (reachable by the cluster's other agents) on which this agent opens a one-time TLS listener to receive a local state moved to it with `grape state move`; empty: it cannot receive one (docs/operations.md)")
 	f.logs.register(fs)
 }
 
@@ -178,6 +185,11 @@ func (f *agentFlags) validate() error {
 			return usagef("--metrics-listen: want HOST:PORT (e.g. 127.0.0.1:9810), got %q", f.metricsListen)
 		}
 	}
+	if f.stateHandoffAddr != "" {
+		if err := statehandoff.ValidateAddr(f.stateHandoffAddr); err != nil {
+			return usagef("--state-handoff-addr: %v", err)
+		}
+	}
 	if _, err := drift.ParseSchedule(f.driftSchedule); err != nil {
 		return usagef("--drift-schedule: %v", err)
 	}
@@ -211,9 +223,10 @@ func splitList(s string) []string {
 
 // agentParts is a built agent and what it needs to shut down.
 type agentParts struct {
-	agent *reconciler.Agent
-	drift *drift.Service
-	close func()
+	agent   *reconciler.Agent
+	drift   *drift.Service
+	handoff *statehandoff.Service
+	close   func()
 }
 
 // buildAgent turns the flags into the pipeline's and the claim loop's
@@ -256,7 +269,9 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		return nil, err
 	}
 	m.SetRunning(agent.Running)
-	return &agentParts{agent: agent, drift: p.Drift, close: p.Close}, nil
+	handoff := statehandoff.New(statehandoff.Options{Store: st, Notifier: n, ClusterID: f.cluster, AgentID: f.id(),
+		State: localstate.Dir{DataDir: f.dataDir}, Addr: f.stateHandoffAddr, Logger: log})
+	return &agentParts{agent: agent, drift: p.Drift, handoff: handoff, close: p.Close}, nil
 }
 
 func init() {
@@ -308,6 +323,12 @@ finish (up to --drain-timeout). Second: cancel them (they end failed with
 					driftCtx, cancel := context.WithCancel(ctx)
 					defer cancel()
 					go parts.drift.Run(driftCtx)
+				}
+				if !f.once {
+					// Moves of local state, agent to agent, beside the claim loop.
+					moveCtx, cancel := context.WithCancel(ctx)
+					defer cancel()
+					go func() { _ = parts.handoff.Run(moveCtx) }()
 				}
 				if f.once {
 					// --once delivers its run's events after the run, not beside it.
