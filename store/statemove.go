@@ -38,8 +38,8 @@ func (s MoveStatus) Final() bool { return s == MoveDone || s == MoveFailed }
 // says why and what to do.
 var ErrMoveRefused = errors.New("state move refused")
 
-// AuditStateMove* are the audit actions of a move; the database writes
-// state.moved when a move completes (grape_state_move_complete).
+// The audit actions of a move, written by the database's trigger on
+// state_moves for every writer.
 const (
 	AuditStateMoveRequest AuditAction = "state.move_requested"
 	AuditStateMoved       AuditAction = "state.moved"
@@ -128,14 +128,14 @@ RETURNING `+stateMoveColumns, req.ClusterID, req.ConfigID, holder, req.ToAgent, 
 		if err != nil {
 			return err
 		}
+		// The database's trigger records state.move_requested.
 		if m, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[StateMove]); err != nil {
 			if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "state_moves_one_open" {
 				return fmt.Errorf("a move of this config's state is already under way: see `grape state moves`: %w", ErrMoveRefused)
 			}
 			return err
 		}
-		return recordAudit(ctx, tx, StateAudit{ClusterID: req.ClusterID, ConfigID: req.ConfigID, Actor: req.Actor, Action: AuditStateMoveRequest,
-			Details: map[string]any{"move": m.ID, "from": holder, "to": req.ToAgent, "reason": req.Reason}})
+		return nil
 	})
 	if err != nil {
 		return StateMove{}, fmt.Errorf("moving the state of config %s to agent %s: %w", req.ConfigID, req.ToAgent, err)
@@ -283,44 +283,23 @@ func (s *Store) CompleteStateMove(ctx context.Context, id uuid.UUID, agentID, st
 	return nil
 }
 
-// FailStateMove ends an open move as failed with reason (recorded in the
-// audit trail). It reports false when the move had already ended.
+// FailStateMove ends an open move as failed with reason (the database's
+// trigger records it in the audit trail). It reports false when the move
+// had already ended.
 func (s *Store) FailStateMove(ctx context.Context, id uuid.UUID, reason string) (bool, error) {
-	failed := false
-	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
+	tag, err := s.db().Exec(ctx, `
 UPDATE state_moves SET status = 'failed', error = left($2, 2000), updated_at = now(), finished_at = now()
-WHERE id = $1 AND status IN `+openMoveStatuses+` RETURNING `+stateMoveColumns, id, reason)
-		if err != nil {
-			return err
-		}
-		m, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[StateMove])
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		failed = true
-		return auditMoveFailed(ctx, tx, m, reason)
-	})
+WHERE id = $1 AND status IN `+openMoveStatuses, id, reason)
 	if err != nil {
 		return false, fmt.Errorf("failing state move %s: %w", id, err)
 	}
-	return failed, nil
-}
-
-func auditMoveFailed(ctx context.Context, q execer, m StateMove, reason string) error {
-	return recordAudit(ctx, q, StateAudit{ClusterID: m.ClusterID, ConfigID: m.ConfigID, Actor: m.RequestedBy, Action: AuditStateMoveFail,
-		Details: map[string]any{"move": m.ID, "from": m.FromAgent, "to": m.ToAgent, "error": reason}})
+	return tag.RowsAffected() == 1, nil
 }
 
 // ExpireStateMoves fails the cluster's open moves past their deadline, each
 // with what it was waiting for. Any agent of the cluster runs it.
 func (s *Store) ExpireStateMoves(ctx context.Context, clusterID string) ([]StateMove, error) {
-	var out []StateMove
-	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
+	rows, err := s.db().Query(ctx, `
 UPDATE state_moves SET status = 'failed', updated_at = now(), finished_at = now(),
     error = 'timed out: ' || CASE status
         WHEN 'requested' THEN 'agent ' || to_agent || ' never opened its listener (is it running, with --state-handoff-addr?)'
@@ -329,19 +308,10 @@ UPDATE state_moves SET status = 'failed', updated_at = now(), finished_at = now(
         || '; nothing was moved'
 WHERE cluster_id = $1 AND status IN `+openMoveStatuses+` AND expires_at <= now()
 RETURNING `+stateMoveColumns, clusterID)
-		if err != nil {
-			return err
-		}
-		if out, err = pgx.CollectRows(rows, pgx.RowToStructByName[StateMove]); err != nil {
-			return err
-		}
-		for _, m := range out {
-			if err := auditMoveFailed(ctx, tx, m, *m.Error); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	if err != nil {
+		return nil, fmt.Errorf("expiring state moves of cluster %s: %w", clusterID, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[StateMove])
 	if err != nil {
 		return nil, fmt.Errorf("expiring state moves of cluster %s: %w", clusterID, err)
 	}

@@ -86,13 +86,41 @@ BEGIN
     UPDATE state_moves SET status = 'done', state_sha256 = p_state_sha256, files = p_files,
         updated_at = now(), finished_at = now()
     WHERE id = p_move;
-    PERFORM grape_audit(grape_actor(m.requested_by), 'state.moved', m.cluster_id, m.config_id::text,
-        jsonb_build_object('move', m.id, 'from', m.from_agent, 'to', m.to_agent, 'requested_by', m.requested_by,
-                           'state_sha256', p_state_sha256, 'files', p_files));
 END $$;
 
-DO $$ BEGIN
-    EXECUTE format('ALTER FUNCTION grape_state_move_complete(uuid, text, text, integer) SET search_path = pg_catalog, %I, pg_temp', current_schema());
+-- Every step that matters lands in the audit trail, whoever wrote it (the
+-- CLI, an agent role, raw SQL): requested, moved, failed with its reason.
+CREATE FUNCTION grape_state_move_audit() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    action text;
+    details jsonb := jsonb_build_object('move', NEW.id, 'from', NEW.from_agent, 'to', NEW.to_agent, 'requested_by', NEW.requested_by);
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        action := 'state.move_requested';
+        details := details || jsonb_build_object('reason', NEW.reason);
+    ELSIF NEW.status = 'done' AND OLD.status <> 'done' THEN
+        action := 'state.moved';
+        details := details || jsonb_build_object('state_sha256', NEW.state_sha256, 'files', NEW.files, 'receiver_addr', NEW.receiver_addr);
+    ELSIF NEW.status = 'failed' AND OLD.status <> 'failed' THEN
+        action := 'state.move_failed';
+        details := details || jsonb_build_object('error', NEW.error, 'was', OLD.status);
+    ELSE
+        RETURN NULL;
+    END IF;
+    PERFORM grape_audit(grape_actor(NEW.requested_by), action, NEW.cluster_id, NEW.config_id::text, details);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER state_moves_audit AFTER INSERT OR UPDATE OF status ON state_moves
+    FOR EACH ROW EXECUTE FUNCTION grape_state_move_audit();
+
+DO $$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['grape_state_move_complete(uuid, text, text, integer)', 'grape_state_move_audit()'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, current_schema());
+    END LOOP;
 END $$;
 REVOKE EXECUTE ON FUNCTION grape_state_move_complete(uuid, text, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION grape_state_move_complete(uuid, text, text, integer) TO grape_agent;
