@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -402,4 +403,33 @@ func TestHoldKeepsTheConnection(t *testing.T) {
 	release() // twice is harmless
 	require.False(t, b.n.Alive())
 	require.Eventually(t, b.noBackends, wait, 10*time.Millisecond)
+}
+
+// TestStateMoveTriggerSendsWhatTopicParses: every status a move takes wakes
+// the cluster's agents on the StateMoves topic (migration 0012).
+func TestStateMoveTriggerSendsWhatTopicParses(t *testing.T) {
+	b := setup(t)
+	cfg := b.cluster(t, "eu-1")
+	moves := listening(t, b.n, notify.StateMoves("eu-1"), 16)
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, b.st.RegisterAgent(b.ctx, store.Agent{ID: id, ClusterID: "eu-1", Hostname: id, Version: "v"}))
+	}
+	addr := "10.0.0.2:7443"
+	require.NoError(t, b.st.SetAgentStateHandoff(b.ctx, "b", &addr))
+	_, err := b.st.RecordStateHolder(b.ctx, "eu-1", cfg.ID, uuid.New(), "a")
+	require.NoError(t, err)
+	m, err := b.st.RequestStateMove(b.ctx, store.StateMoveRequest{ClusterID: "eu-1", ConfigID: cfg.ID, ToAgent: "b", Actor: "alice",
+		Timeout: time.Minute, OnlineWithin: time.Minute})
+	require.NoError(t, err)
+	require.Equal(t, notify.StateMoveEvent{Status: "requested", MoveID: m.ID}, recv(t, moves.C, "requested event"))
+	require.NoError(t, b.st.ListenStateMove(b.ctx, m.ID, "b", addr, strings.Repeat("a", 64)))
+	require.Equal(t, notify.StateMoveEvent{Status: "listening", MoveID: m.ID}, recv(t, moves.C, "listening event"))
+	_, err = b.st.FailStateMove(b.ctx, m.ID, "test")
+	require.NoError(t, err)
+	require.Equal(t, notify.StateMoveEvent{Status: "failed", MoveID: m.ID}, recv(t, moves.C, "failed event"))
+
+	for _, bad := range []string{"", "requested", ":" + m.ID.String(), "x:not-a-uuid"} {
+		_, err := notify.ParseStateMoveEvent(bad)
+		require.Error(t, err, bad)
+	}
 }
