@@ -70,8 +70,9 @@ another agent").`,
 					if final.Status == store.MoveFailed {
 						return fmt.Errorf("move %s failed: %s", final.ID, ptr.Deref(final.Error))
 					}
-					fmt.Fprintf(cio.stdout, "agent %s holds the state of %s now (state sha256 %s, %d files); agent %s keeps its copy under <data-dir>/state-moved/%s/%s/\n",
-						final.ToAgent, c.Name, ptr.Deref(final.StateSHA256), ptr.Deref(final.Files), final.FromAgent, cluster, c.ID)
+					took := ptr.Deref(final.FinishedAt).Sub(final.CreatedAt).Round(time.Millisecond)
+					fmt.Fprintf(cio.stdout, "agent %s holds the state of %s now (state sha256 %s; files: %d; took %s); agent %s keeps its copy under <data-dir>/state-moved/%s/%s/\n",
+						final.ToAgent, c.Name, ptr.Deref(final.StateSHA256), ptr.Deref(final.Files), took, final.FromAgent, cluster, c.ID)
 					fmt.Fprintf(cio.stdout, "next: grape deploy --cluster %s --config %s --action plan --follow (expect no changes)\n", cluster, c.Name)
 					return nil
 				})
