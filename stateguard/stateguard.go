@@ -219,10 +219,15 @@ func CheckIdentity(cfg store.Config, a store.Applied, appliedSpec, spec json.Raw
 	if change == "" {
 		return nil
 	}
-	return &Refusal{Kind: store.KindBadConfig, Msg: fmt.Sprintf(
+	msg := fmt.Sprintf(
 		"invalid intent: v%d of config %s changes its %s, but the stack v%d applied still exists there; applying would create it again and orphan the old one. Nothing was rendered. "+
 			"Destroy it first (`grape deploy --cluster %s --config %s --action destroy` of the applied version) or use `grape config apply --replace-stack`",
-		version, cfg.Name, change, a.Version, cfg.ClusterID, cfg.Name)}
+		version, cfg.Name, change, a.Version, cfg.ClusterID, cfg.Name)
+	if identityOf(appliedSpec).region == identityOf(spec).region {
+		msg += "; or keep the stack and move its state to the new backend:" +
+			BackendMove{ClusterID: cfg.ClusterID, ConfigID: cfg.ID.String(), Name: cfg.Name, From: appliedSpec, To: spec}.Text()
+	}
+	return &Refusal{Kind: store.KindBadConfig, Msg: msg}
 }
 
 func orSomeone(who string) string {

@@ -3,6 +3,7 @@ package stateguard_test
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,4 +166,36 @@ func TestDatabaseGuardUsesTheDefaultRegion(t *testing.T) {
 	require.NotEmpty(t, guard)
 	require.Contains(t, guard, "coalesce(OLD.spec ->> 'region', '"+render.DefaultRegion+"')")
 	require.Contains(t, guard, "coalesce(NEW.spec ->> 'region', '"+render.DefaultRegion+"')")
+}
+
+// A backend change names the exact commands that move the state by hand,
+// for each direction; the CLI and the agent print the same.
+func TestBackendMoveSteps(t *testing.T) {
+	const cfgID = "0b6f8a4e-6d5c-4a8e-9d3c-1f2e3d4c5b6a"
+	local := json.RawMessage(`{"region":"eu-central-1"}`)
+	s3 := json.RawMessage(`{"region":"eu-central-1","backend":{"type":"s3","bucket":"tfstate-a"}}`)
+	s3b := json.RawMessage(`{"region":"eu-central-1","backend":{"type":"s3","bucket":"tfstate-b","key":"prod.tfstate","region":"eu-west-1"}}`)
+	var all strings.Builder
+	for _, tc := range []struct {
+		name     string
+		from, to json.RawMessage
+		holder   string
+	}{
+		{"local to s3", local, s3, "agent-a"},
+		{"local to s3, holder unknown", local, s3, ""},
+		{"s3 to s3", s3, s3b, ""},
+		{"s3 to local", s3, local, ""},
+	} {
+		m := stateguard.BackendMove{ClusterID: "eu-1", ConfigID: cfgID, Name: "prod", From: tc.from, To: tc.to, Holder: tc.holder, IntentFile: "new.json"}
+		steps := m.Steps()
+		require.Len(t, steps, 3, tc.name)
+		require.Equal(t, "`grape config apply --cluster eu-1 --name prod --state-moved -f new.json`", steps[1], tc.name)
+		fmt.Fprintf(&all, "%s:%s\n", tc.name, m.Text())
+	}
+	golden(t, "backend_move_steps", all.String())
+
+	cfg := store.Config{ID: uuid.MustParse(cfgID), ClusterID: "eu-1", Name: "prod"}
+	r := stateguard.CheckIdentity(cfg, store.Applied{Applied: true, Version: 3}, local, s3, 4)
+	require.NotNil(t, r)
+	golden(t, "identity_backend", r.Msg)
 }

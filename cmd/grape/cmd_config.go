@@ -6,10 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/stateguard"
 	"github.com/grapehq/grape/store"
 )
 
@@ -120,7 +122,7 @@ them is refused (the next apply would create the stack again and orphan the old 
 					}
 					c, err := st.UpsertConfig(ctx, cluster, name, normalized, set)
 					if errors.Is(err, store.ErrStackIdentity) {
-						return fmt.Errorf("%w\nnothing was stored", err)
+						return fmt.Errorf("%w\nnothing was stored%s", err, backendMoveSteps(ctx, st, cluster, name, normalized, file))
 					}
 					if err != nil {
 						return err
@@ -246,4 +248,19 @@ func (o *optionalBool) ptr() *bool {
 		return nil
 	}
 	return &o.v
+}
+
+// backendMoveSteps names the exact commands that move an applied config's
+// state to the backend a refused intent asks for ("" when the refusal is
+// about something else, such as the region).
+func backendMoveSteps(ctx context.Context, st *store.Store, cluster, name string, spec json.RawMessage, file string) string {
+	old, err := st.GetConfig(ctx, cluster, name)
+	if err != nil || !strings.HasPrefix(stateguard.IdentityChange(old.Spec, spec), "backend ") {
+		return ""
+	}
+	m := stateguard.BackendMove{ClusterID: cluster, ConfigID: old.ID.String(), Name: old.Name, From: old.Spec, To: spec, IntentFile: file}
+	if h, err := st.StateHolderOf(ctx, old.ID); err == nil {
+		m.Holder = h.AgentID
+	}
+	return "\nto keep the stack and move its state to the new backend:" + m.Text()
 }

@@ -89,3 +89,41 @@ func TestStateCommands(t *testing.T) {
 	require.Equal(t, "frank", d.RequestedBy)
 	require.Contains(t, c.ok("status", id.String()), "accept empty state (requested by frank)")
 }
+
+// TestBackendChangeRefusalNamesTheCommands: a backend change of an applied
+// config is refused with the exact commands that move its state by hand,
+// naming the agent that holds it; nothing is stored.
+func TestBackendChangeRefusalNamesTheCommands(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	ctx := context.Background()
+	c.ok("cluster", "create", "eu-1")
+	local := writeFile(t, "local.json", `{"region":"eu-central-1","modules":{"vpc":{}}}`)
+	cfgID := uuid.MustParse(c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", local))
+	st := store.New(testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"]))
+	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: cfgID, Action: store.ActionApply, RequestedBy: "t"})
+	require.NoError(t, err)
+	_, err = st.Claim(ctx, "eu-1", "agent-a", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, st.SetStateResources(ctx, d.ID, "agent-a", 3))
+	_, err = st.RecordStateHolder(ctx, "eu-1", cfgID, d.ID, "agent-a")
+	require.NoError(t, err)
+	require.NoError(t, st.Finish(ctx, d.ID, "agent-a", store.Outcome{Status: store.StatusSucceeded}))
+
+	s3 := writeFile(t, "s3.json", `{"region":"eu-central-1","backend":{"type":"s3","bucket":"tfstate-a"},"modules":{"vpc":{}}}`)
+	_, errOut, code := c.run("", "config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", s3)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "nothing was stored")
+	require.Contains(t, errOut, "on agent agent-a, which holds its state, with that agent's --data-dir: `aws s3 cp <data-dir>/state/eu-1/"+cfgID.String()+"/terraform.tfstate s3://tfstate-a/grape/eu-1/"+cfgID.String()+"/terraform.tfstate --region eu-central-1`")
+	require.Contains(t, errOut, "`grape config apply --cluster eu-1 --name prod --state-moved -f "+s3+"`")
+	cfg, err := st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	require.Equal(t, 1, cfg.Version)
+
+	// A region change is no state move: no such steps.
+	west := writeFile(t, "west.json", `{"region":"eu-west-1","modules":{"vpc":{}}}`)
+	_, errOut, code = c.run("", "config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", west)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "--replace-stack")
+	require.NotContains(t, errOut, "aws s3 cp")
+}
