@@ -138,13 +138,27 @@ ORDER BY d.finished_at DESC, d.id DESC LIMIT 1`, configID)
 const HolderOfflineAfter = 90 * time.Second
 
 // WaitReason says why a queued deployment is not being claimed when the
-// reason is the state holder: "waiting for agent X, which holds this
-// config's state; last seen …". It is "" when the deployment is not queued,
+// reason is the config's state: a move of it is under way ("waiting for the
+// move of this config's state …"), or its holder is offline ("waiting for
+// agent X, which holds this config's state; last seen …"). It is "" when
+// the deployment is not queued, no move is open and
 // its config has no holder, or the holder is online (it is then merely busy
 // or the queue is ahead of it).
 func (s *Store) WaitReason(ctx context.Context, d Deployment, offlineAfter time.Duration) (string, error) {
 	if d.Status != StatusQueued {
 		return "", nil
+	}
+	rows, err := s.db().Query(ctx, `SELECT `+stateMoveColumns+` FROM state_moves WHERE config_id = $1 AND status IN `+openMoveStatuses, d.ConfigID)
+	if err != nil {
+		return "", fmt.Errorf("reading the state moves of deployment %s: %w", d.ID, err)
+	}
+	move, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[StateMove])
+	switch {
+	case err == nil:
+		return fmt.Sprintf("waiting for the move of this config's state from agent %s to agent %s to end (move %s, %s; it times out at %s)",
+			move.FromAgent, move.ToAgent, move.ID, move.Status, move.ExpiresAt.UTC().Format(time.RFC3339)), nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return "", fmt.Errorf("reading the state moves of deployment %s: %w", d.ID, err)
 	}
 	var (
 		agentID  string
@@ -152,7 +166,7 @@ func (s *Store) WaitReason(ctx context.Context, d Deployment, offlineAfter time.
 		stopped  *time.Time
 		now      time.Time
 	)
-	err := s.db().QueryRow(ctx, `
+	err = s.db().QueryRow(ctx, `
 SELECT h.agent_id, a.last_heartbeat_at, a.stopped_at, now()
 FROM config_state_holders h LEFT JOIN agents a ON a.id = h.agent_id
 WHERE h.config_id = $1`, d.ConfigID).Scan(&agentID, &lastSeen, &stopped, &now)

@@ -76,6 +76,11 @@ func TestStateMoveLifecycle(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 	_, err = b.st.ClaimByID(b.ctx, queued, "a", time.Minute)
 	require.ErrorIs(t, err, store.ErrNotFound)
+	waiting, err := b.st.GetDeployment(b.ctx, queued)
+	require.NoError(t, err)
+	why, err := b.st.WaitReason(b.ctx, waiting, time.Minute)
+	require.NoError(t, err)
+	require.Contains(t, why, "waiting for the move of this config's state from agent a to agent b to end (move "+m.ID.String()+", requested; it times out at ")
 
 	// Steps out of turn are refused.
 	require.ErrorIs(t, b.st.SendStateMove(b.ctx, m.ID, "a", hex64('1')), store.ErrNotFound, "nobody listens yet")
