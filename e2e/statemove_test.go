@@ -96,3 +96,65 @@ func TestStateMoveToAnotherAgent(t *testing.T) {
 	require.False(t, strings.Contains(e.logText(next.ID), "Creating..."))
 	require.Equal(t, 1, e.vpcCount(), "still one VPC")
 }
+
+// TestBackendMigrationLocalToS3: a VPC applied with the local backend; the
+// intent moves it to S3 with --migrate-backend; the queued apply runs on the
+// agent holding the state, which migrates it with terraform's own
+// init -migrate-state (in its log and its audit commit) and plans no
+// changes: still one VPC, the state now in the bucket, the agent no longer
+// its holder, its local copy out of the live path.
+func TestBackendMigrationLocalToS3(t *testing.T) {
+	t.Parallel()
+	defer elapsed(t, time.Now())
+	e := newEnv(t, envOptions{})
+	e.aws("s3api", "create-bucket", "--bucket", "grape-state", "--create-bucket-configuration", "LocationConstraint="+region)
+	cfg := e.config("migrated", fmt.Sprintf(vpcOnly, "v1"))
+	dir := filepath.Join(t.TempDir(), "agent-1")
+	e.startAgentAt("agent-1", dir)
+	first := e.deploy(cfg, store.ActionApply)
+	e.wait(first.ID, 4*time.Minute, store.StatusSucceeded)
+	require.Equal(t, 1, e.vpcCount())
+
+	s3Intent := `{"region": "eu-central-1", "tags": {"step": "v1"}, "modules": {"vpc": {"nat_gateway": "none"}},
+  "backend": {"type": "s3", "bucket": "grape-state", "key": "e2e/migrated.tfstate", "region": "eu-central-1", "use_path_style": true}}`
+	path := filepath.Join(t.TempDir(), "s3.json")
+	require.NoError(t, os.WriteFile(path, []byte(s3Intent), 0o644))
+	// Without the flag: refused, naming the commands.
+	_, stderr, err := e.grapeResult("config", "apply", "--cluster", e.cluster, "--name", "migrated", "-f", path)
+	require.Error(t, err)
+	require.Contains(t, stderr, "aws s3 cp ")
+	require.Contains(t, stderr, "--migrate-backend")
+
+	_, stderr, err = e.grapeResult("config", "apply", "--cluster", e.cluster, "--name", "migrated", "-f", path, "--migrate-backend", "--as", "dan@ops")
+	require.NoError(t, err, stderr)
+	require.Contains(t, stderr, "agent agent-1, which holds its state, migrates the state to s3 backend s3://grape-state/e2e/migrated.tfstate")
+	ds, err := e.st.ListDeployments(e.ctx, store.ListFilter{ClusterID: e.cluster, ConfigID: &cfg.ID})
+	require.NoError(t, err)
+	var mig store.Deployment
+	for _, d := range ds {
+		if d.MigrateState {
+			mig = d
+		}
+	}
+	require.True(t, mig.MigrateState, "a migrating deployment was queued")
+	done := e.wait(mig.ID, 4*time.Minute, store.StatusSucceeded)
+	require.Equal(t, "agent-1", deref(done.ClaimedBy))
+	logs := e.logs(mig.ID)
+	requireLine(t, logs, "terraform init -migrate-state -force-copy")
+	requireLine(t, logs, "migrated the state of migrated to s3 backend s3://grape-state/e2e/migrated.tfstate")
+	requireLine(t, logs, "no changes: nothing to apply")
+	var plan runner.PlanSummary
+	require.NoError(t, json.Unmarshal(done.PlanSummary, &plan))
+	require.Zero(t, plan.Add)
+	require.Zero(t, plan.Destroy)
+	require.Equal(t, 1, e.vpcCount(), "still one VPC")
+	e.aws("s3api", "head-object", "--bucket", "grape-state", "--key", "e2e/migrated.tfstate")
+	_, err = os.Stat(filepath.Join(dir, "state", e.cluster, cfg.ID.String(), "terraform.tfstate"))
+	require.True(t, os.IsNotExist(err), "the local state left the live path")
+	_, err = e.st.StateHolderOf(e.ctx, cfg.ID)
+	require.ErrorIs(t, err, store.ErrNotFound, "a state in S3 is any agent's")
+	require.Contains(t, e.git("log", "-1", "--format=%B", deref(done.CommitSHA)), "Grape-State-Migration: local state on agent agent-1 → s3 backend s3://grape-state/e2e/migrated.tfstate")
+	audit := e.grape("audit", "--cluster", e.cluster)
+	require.Contains(t, audit, "state.backend_migration_queued")
+	require.Contains(t, audit, "state.backend_migrated")
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/grapehq/grape/gitstore"
 	"github.com/grapehq/grape/reconciler"
 	"github.com/grapehq/grape/render"
+	"github.com/grapehq/grape/stateguard"
 	"github.com/grapehq/grape/store"
 )
 
@@ -37,6 +38,14 @@ func (d *Deployer) commit(ctx context.Context, r *reconciler.Run, cfg store.Conf
 		{Key: "Grape-Action", Value: string(dep.Action)},
 		{Key: "Grape-Templates", Value: rd.catalog.Version},
 		{Key: "Grape-Engine", Value: d.Runner.Engine().String()},
+	}
+	if dep.MigrateState {
+		// The audit trail says this commit moved the state, and where to.
+		to, err := stateguard.LocationOf(newIntent, cfg.ClusterID, cfg.ID.String(), "", "")
+		if err != nil {
+			return "", failed(store.KindInternal, err.Error()), false
+		}
+		trailers = append(trailers, gitstore.Trailer{Key: "Grape-State-Migration", Value: "local state on agent " + r.AgentID() + " → " + to.String()})
 	}
 	policies, o := d.policyDigest(cfg)
 	if o != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/grapehq/grape/gitstore"
@@ -108,6 +109,11 @@ func (d *Deployer) checkBeforeRender(ctx context.Context, r *reconciler.Run, cfg
 		was, err := r.Store().ConfigAtVersion(ctx, cfg.ID, applied.Version)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return failed(store.KindInternal, err.Error()), false
+		}
+		if dep.MigrateState && strings.HasPrefix(stateguard.IdentityChange(was.Spec, spec), "backend ") {
+			r.Logs.Agentf("this deployment migrates the state of %s: %s (requested by %s with grape config apply --migrate-backend)",
+				cfg.Name, stateguard.IdentityChange(was.Spec, spec), dep.RequestedBy)
+			return store.Outcome{}, true
 		}
 		if refusal := stateguard.CheckIdentity(cfg, applied, was.Spec, spec, version); refusal != nil {
 			r.Logs.Agentf("%s", refusal.Msg)

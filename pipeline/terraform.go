@@ -106,8 +106,18 @@ func (d *Deployer) terraform(ctx context.Context, r *reconciler.Run, cfg store.C
 	if err := r.SetPhase(ctx, store.PhaseInit); err != nil {
 		return lost(err)
 	}
+	if dep.MigrateState {
+		if o, ok := d.prepareMigration(ctx, r, cfg, &j); !ok {
+			return o
+		}
+	}
 	if err := d.Runner.Init(ctx, j); err != nil {
 		return d.terraformFailedIn(ctx, r, err)
+	}
+	if j.MigrateState {
+		if o, ok := d.finishMigration(ctx, r, cfg, j); !ok {
+			return o
+		}
 	}
 	if err := r.SetPhase(ctx, store.PhasePlan); err != nil {
 		return lost(err)

@@ -34,7 +34,11 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 		return &Error{Kind: errkind.Init, Phase: "init", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
-	s.agentf("terraform init%s", backendKeys(j.BackendConfig))
+	if j.MigrateState {
+		s.agentf("terraform init -migrate-state -force-copy%s: copying the state to the configured backend", backendKeys(j.BackendConfig))
+	} else {
+		s.agentf("terraform init%s", backendKeys(j.BackendConfig))
+	}
 	lockPath := filepath.Join(dir, LockFile)
 	committed, err := os.ReadFile(lockPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -64,6 +68,9 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 		opts := make([]tfexec.InitOption, 0, len(j.BackendConfig))
 		for _, k := range sortedKeys(j.BackendConfig) {
 			opts = append(opts, tfexec.BackendConfig(k+"="+j.BackendConfig[k]))
+		}
+		if j.MigrateState {
+			opts = append(opts, tfexec.ForceCopy(true))
 		}
 		err = tf.InitJSON(ctx, js, opts...)
 		var vm *tfexec.ErrVersionMismatch

@@ -243,6 +243,10 @@ type Job struct {
 	// BackendConfig is passed to init as -backend-config key=value. Values
 	// are never logged.
 	BackendConfig map[string]string
+	// MigrateState makes init copy the state from the backend the working
+	// dir was initialised with to the configured one (-force-copy, which
+	// implies -migrate-state without prompts).
+	MigrateState bool
 	// VarFiles are extra -var-file arguments for plan, relative to Dir.
 	// *.auto.tfvars(.json) files in Dir are read by terraform without this.
 	VarFiles []string

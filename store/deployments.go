@@ -150,6 +150,9 @@ type Deployment struct {
 	// AcceptRollback: a person (RequestedBy) accepted that this run deploys
 	// a version older than the audit repository's newest commit of the config.
 	AcceptRollback bool `db:"accept_rollback"`
+	// MigrateState: this run migrates the config's state to the intent's
+	// new backend first (grape config apply --migrate-backend).
+	MigrateState bool `db:"migrate_state"`
 	// StateResources is how many resources the config's state held after
 	// this deployment applied (0 after a destroy); nil when nothing applied.
 	StateResources *int      `db:"state_resources"`
@@ -169,7 +172,7 @@ const deploymentColumns = `id, config_id, cluster_id, status, action, phase, con
     require_approval, approved_at, approved_by, rejected_at, rejected_by, review_comment, cancel_requested_at, cancel_requested_by,
     requested_by, claimed_by, claimed_at, lease_expires_at, heartbeat_at, started_at, finished_at,
     commit_sha, error, error_kind, attempt, max_attempts, plan_summary, plan_diff, outputs, cost, policy,
-    engine, engine_version, logs_pruned_at, awaiting_approval_at, accept_empty_state, accept_rollback, state_resources,
+    engine, engine_version, logs_pruned_at, awaiting_approval_at, accept_empty_state, accept_rollback, migrate_state, state_resources,
     created_at, updated_at`
 
 func collectDeployment(rows pgx.Rows, what string) (Deployment, error) {
@@ -193,6 +196,8 @@ type EnqueueParams struct {
 	// guards (docs/operations.md, "Where state lives"), recorded on the row.
 	AcceptEmptyState bool
 	AcceptRollback   bool
+	// MigrateState: migrate the state to the intent's backend first.
+	MigrateState bool
 }
 
 // Enqueue inserts a queued deployment; the database fills the config version
@@ -210,10 +215,10 @@ func (s *Store) Enqueue(ctx context.Context, p EnqueueParams) (Deployment, error
 	}
 	args := []any{p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts}
 	insert := enqueueQuery
-	if p.AcceptEmptyState || p.AcceptRollback {
+	if p.AcceptEmptyState || p.AcceptRollback || p.MigrateState {
 		// Only people set overrides; agent roles hold no grant on these
 		// columns, so the common statement does not name them.
-		insert, args = enqueueOverrideQuery, append(args, p.AcceptEmptyState, p.AcceptRollback)
+		insert, args = enqueueOverrideQuery, append(args, p.AcceptEmptyState, p.AcceptRollback, p.MigrateState)
 	}
 	rows, err := s.db().Query(ctx, insert, args...)
 	if err != nil {
@@ -233,8 +238,8 @@ RETURNING ` + deploymentColumns
 
 const enqueueOverrideQuery = `
 INSERT INTO deployments (config_id, cluster_id, action, require_approval, source_commit, requested_by, max_attempts,
-    accept_empty_state, accept_rollback)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    accept_empty_state, accept_rollback, migrate_state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING ` + deploymentColumns
 
 // enqueueAtCommit queues a run of a given commit (a remediation, its retry,

@@ -369,3 +369,63 @@ func (s *Store) MoveStateBackend(ctx context.Context, clusterID, name string, sp
 	}
 	return cfg, nil
 }
+
+// AuditStateBackendMigration: `grape config apply --migrate-backend` stored
+// the new backend and queued the migrating deployment; the database records
+// state.backend_migrated when the agent has migrated it.
+const AuditStateBackendMigration AuditAction = "state.backend_migration_queued"
+
+// MigrateStateBackend stores an intent whose state backend differs from the
+// one the applied config uses, and queues, in the same transaction, the
+// deployment on which the agent holding the state migrates it with
+// terraform's own `init -migrate-state -force-copy` before planning. The
+// database's identity guard lets the backend change through inside this
+// transaction only, and only when the region stays. The holder stays until
+// the migration ran, so the claim gives that deployment to the agent with
+// the state.
+func (s *Store) MigrateStateBackend(ctx context.Context, clusterID, name string, spec json.RawMessage, set ConfigSettings, actor string, requireApproval bool) (Config, Deployment, error) {
+	var (
+		cfg Config
+		d   Deployment
+	)
+	err := pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
+		inner := &Store{pool: s.pool, q: tx}
+		old, err := inner.GetConfig(ctx, clusterID, name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('grape.migrate_backend', 'on', true)`); err != nil {
+			return err
+		}
+		if cfg, err = inner.UpsertConfig(ctx, clusterID, name, spec, set); err != nil {
+			return err
+		}
+		if d, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionApply,
+			RequestedBy: actor, MigrateState: true, RequireApproval: requireApproval}); err != nil {
+			return err
+		}
+		var from, to any
+		_ = json.Unmarshal(old.Spec, &struct {
+			Backend *any `json:"backend"`
+		}{&from})
+		_ = json.Unmarshal(cfg.Spec, &struct {
+			Backend *any `json:"backend"`
+		}{&to})
+		return recordAudit(ctx, tx, StateAudit{ClusterID: clusterID, ConfigID: old.ID, Actor: actor, Action: AuditStateBackendMigration,
+			Details: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "from": from, "to": to, "deployment": d.ID}})
+	})
+	if err != nil {
+		return Config{}, Deployment{}, fmt.Errorf("migrating the state backend of config %s/%s: %w", clusterID, name, err)
+	}
+	return cfg, d, nil
+}
+
+// StateMigrated records that the agent migrated the config's local state to
+// a shared backend on deployment id: it no longer holds it (audited as
+// state.backend_migrated; to says where the state is now).
+func (s *Store) StateMigrated(ctx context.Context, id uuid.UUID, agentID, to string) error {
+	if _, err := s.db().Exec(ctx, `SELECT grape_state_migrated($1, $2, $3)`, id, agentID, to); err != nil {
+		return fmt.Errorf("recording the state migration of deployment %s: %w", id, err)
+	}
+	return nil
+}

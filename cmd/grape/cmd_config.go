@@ -25,12 +25,15 @@ func init() {
 nothing is stored when it is invalid. The config's version increases when anything changed.
 The region and the state backend of an applied config are where its stack lives: changing
 them is refused (the next apply would create the stack again and orphan the old one) unless
---replace-stack queues the destroy of the old stack ahead of the change.`,
+--replace-stack queues the destroy of the old stack ahead of the change, --migrate-backend
+queues a deployment on which the agent holding a local state migrates it to the new backend
+(terraform init -migrate-state), or --state-moved says you copied the state there yourself.`,
 		flags: func(fs *flag.FlagSet) runFunc {
 			var (
 				db, cluster, name, file, schedule, policySet string
 				approval, remediate                          optionalBool
 				noPolicySet, replaceStack, stateMoved        bool
+				migrateBackend                               bool
 				approvalTimeout                              time.Duration
 				who                                          string
 				tmpl                                         templateFlags
@@ -47,6 +50,7 @@ them is refused (the next apply would create the stack again and orphan the old 
 			fs.DurationVar(&approvalTimeout, "approval-timeout", 0, "how long a plan may await approval before it expires, cancelled and discarded (at least 1m; default for a new config 24h; 0 keeps the stored value)")
 			fs.BoolVar(&replaceStack, "replace-stack", false, "the intent moves an applied stack (region or backend): queue the destroy of the stack that exists, store the intent, and queue its apply behind the destroy")
 			fs.BoolVar(&stateMoved, "state-moved", false, "the intent changes the state backend of an applied config and you copied its state there (docs/operations.md); recorded with --as")
+			fs.BoolVar(&migrateBackend, "migrate-backend", false, "the intent moves an applied config's local state to a shared backend (s3): store it and queue an apply on which the agent holding the state runs terraform init -migrate-state first (shown in its log and audit commit); recorded with --as")
 			whoFlag(fs, &who)
 			tmpl.register(fs)
 			return func(ctx context.Context, cio *cmdIO, args []string) error {
@@ -97,6 +101,12 @@ them is refused (the next apply would create the stack again and orphan the old 
 							return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
 						}
 						return err
+					}
+					if migrateBackend {
+						if stateMoved || replaceStack {
+							return usagef("--migrate-backend, --state-moved and --replace-stack are exclusive")
+						}
+						return migrateBackendApply(ctx, cio, st, cluster, name, normalized, set, who, file)
 					}
 					if stateMoved {
 						if replaceStack {
@@ -263,4 +273,37 @@ func backendMoveSteps(ctx context.Context, st *store.Store, cluster, name string
 		m.Holder = h.AgentID
 	}
 	return "\nto keep the stack and move its state to the new backend:" + m.Text()
+}
+
+// migrateBackendApply stores an intent that moves an applied config's local
+// state to a shared backend and queues the migrating deployment. Other
+// backend changes (from S3, or to local) are refused with the commands that
+// move the state by hand.
+func migrateBackendApply(ctx context.Context, cio *cmdIO, st *store.Store, cluster, name string, spec json.RawMessage, set store.ConfigSettings, who, file string) error {
+	old, err := configOf(ctx, st, cluster, name)
+	if err != nil {
+		return err
+	}
+	change := stateguard.IdentityChange(old.Spec, spec)
+	if !strings.HasPrefix(change, "backend ") {
+		return usagef("--migrate-backend: the intent does not change the state backend of %s (it changes %q); apply it without --migrate-backend", name, change)
+	}
+	from, _ := stateguard.LocationOf(old.Spec, cluster, old.ID.String(), "", "")
+	to, _ := stateguard.LocationOf(spec, cluster, old.ID.String(), "", "")
+	if from.Backend != "local" || to.Backend == "local" {
+		m := stateguard.BackendMove{ClusterID: cluster, ConfigID: old.ID.String(), Name: old.Name, From: old.Spec, To: spec, IntentFile: file}
+		return fmt.Errorf("--migrate-backend moves a local state to a shared backend; %s is %s → %s: move the state by hand:%s", name, from.Backend, to.Backend, m.Text())
+	}
+	c, d, err := st.MigrateStateBackend(ctx, cluster, name, spec, set, who, false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cio.stdout, c.ID)
+	holder := "the agent that holds its state"
+	if h, err := st.StateHolderOf(ctx, c.ID); err == nil {
+		holder = "agent " + h.AgentID + ", which holds its state,"
+	}
+	fmt.Fprintf(cio.stderr, "config %s/%s is at version %d with its new backend; queued apply %s: %s migrates the state to %s before planning\n",
+		cluster, name, c.Version, d.ID, holder, to)
+	return nil
 }
