@@ -114,16 +114,86 @@ END $$;
 CREATE TRIGGER state_moves_audit AFTER INSERT OR UPDATE OF status ON state_moves
     FOR EACH ROW EXECUTE FUNCTION grape_state_move_audit();
 
-DO $$
-DECLARE
-    f text;
-BEGIN
-    FOREACH f IN ARRAY ARRAY['grape_state_move_complete(uuid, text, text, integer)', 'grape_state_move_audit()'] LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, current_schema());
-    END LOOP;
-END $$;
 REVOKE EXECUTE ON FUNCTION grape_state_move_complete(uuid, text, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION grape_state_move_complete(uuid, text, text, integer) TO grape_agent;
+
+
+-- A backend change as a state migration (`grape config apply
+-- --migrate-backend`): the intent's new backend is stored and, in the same
+-- transaction, a deployment is queued with migrate_state; the agent holding
+-- the (local) state runs terraform's own `init -migrate-state -force-copy`
+-- on it before planning, shown in its log and its audit commit. The state
+-- goes from the agent's disk to the new backend directly.
+ALTER TABLE deployments ADD COLUMN migrate_state boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN deployments.migrate_state IS 'This run migrates the config''s state from the backend it was applied with to the intent''s (terraform init -migrate-state); queued by grape config apply --migrate-backend.';
+
+CREATE OR REPLACE FUNCTION grape_config_identity_guard() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    old_region text := coalesce(OLD.spec ->> 'region', 'eu-central-1');
+    new_region text := coalesce(NEW.spec ->> 'region', 'eu-central-1');
+    old_backend jsonb := coalesce(OLD.spec -> 'backend', '{"type": "local"}'::jsonb);
+    new_backend jsonb := coalesce(NEW.spec -> 'backend', '{"type": "local"}'::jsonb);
+    what text;
+BEGIN
+    IF old_region = new_region AND old_backend = new_backend THEN
+        RETURN NEW;
+    END IF;
+    IF NOT grape_config_applied(OLD.id) THEN
+        RETURN NEW;
+    END IF;
+    IF EXISTS (SELECT 1 FROM deployments d
+               WHERE d.config_id = OLD.id AND d.action = 'destroy'
+                 AND d.status IN ('queued', 'in_progress', 'awaiting_approval')) THEN
+        RETURN NEW;
+    END IF;
+    -- `grape config apply --state-moved`: a person copied the state to the
+    -- new backend and says so (audited as state.backend_moved by the same
+    -- transaction). Only the backend may change that way; a moved state
+    -- that is not there is caught by the agent's empty-state guard.
+    IF old_region = new_region AND current_setting('grape.state_moved', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
+    -- `grape config apply --migrate-backend` (0012): the same transaction
+    -- queues the deployment on which the agent holding the state runs
+    -- terraform's own migration (init -migrate-state -force-copy).
+    IF old_region = new_region AND current_setting('grape.migrate_backend', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
+    IF old_region <> new_region THEN
+        what := format('region %s → %s', old_region, new_region);
+    ELSE
+        what := format('backend %s → %s', old_backend, new_backend);
+    END IF;
+    RAISE EXCEPTION 'config % is applied; changing its % would create the stack again and orphan the one that exists', OLD.name, what
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'configs_stack_identity',
+              HINT = CASE WHEN old_region <> new_region
+                  THEN 'destroy it first (grape deploy --action destroy), or use grape config apply --replace-stack to queue the destroy and the re-create as two reviewable deployments (docs/operations.md, "Where state lives")'
+                  ELSE 'grape config apply --migrate-backend has the agent holding the state migrate it (local to s3); or copy the state to the new backend first, then grape config apply --state-moved (grape config apply prints the exact commands); or destroy it first, or grape config apply --replace-stack (docs/operations.md, "Moving state to another backend")' END;
+END $$;
+
+
+-- The agent that migrated a local state to a shared backend stops holding
+-- it: any agent may then run the config. Only for the caller's own
+-- in-progress migrating run, only by the agent that claimed it.
+CREATE FUNCTION grape_state_migrated(p_deployment uuid, p_agent text, p_to text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    d deployments;
+    caller text := grape_agent_cluster();
+BEGIN
+    SELECT * INTO d FROM deployments WHERE id = p_deployment;
+    IF NOT FOUND OR (caller IS NOT NULL AND d.cluster_id <> caller)
+       OR d.status <> 'in_progress' OR d.claimed_by IS DISTINCT FROM p_agent OR NOT d.migrate_state THEN
+        RAISE EXCEPTION 'deployment % is not a state migration agent % runs', p_deployment, p_agent
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'deployments_migrate_state';
+    END IF;
+    DELETE FROM config_state_holders WHERE config_id = d.config_id AND agent_id = p_agent;
+    PERFORM grape_audit(grape_actor(d.requested_by), 'state.backend_migrated', d.cluster_id, d.config_id::text,
+        jsonb_build_object('deployment', d.id, 'agent', p_agent, 'to', p_to, 'requested_by', d.requested_by));
+END $$;
+REVOKE EXECUTE ON FUNCTION grape_state_migrated(uuid, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION grape_state_migrated(uuid, text, text) TO grape_agent;
 
 ALTER TABLE state_moves ENABLE ROW LEVEL SECURITY;
 GRANT SELECT, UPDATE (status, receiver_addr, receiver_cert_sha256, token_sha256, error, updated_at, finished_at)
@@ -150,6 +220,17 @@ BEGIN
     GRANT SELECT ON state_moves TO authenticated;
     CREATE POLICY user_read ON state_moves FOR SELECT TO authenticated
         USING (cluster_id IN (SELECT c.id FROM clusters c));
+END $$;
+
+-- SECURITY DEFINER functions resolve names in Grape's schema only.
+DO $$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['grape_state_move_complete(uuid, text, text, integer)', 'grape_state_move_audit()',
+                             'grape_config_identity_guard()', 'grape_state_migrated(uuid, text, text)'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, current_schema());
+    END LOOP;
 END $$;
 
 INSERT INTO grape_schema_migrations (version, name) VALUES (12, 'state_move');
