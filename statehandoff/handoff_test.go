@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -244,6 +245,11 @@ func TestReceiverTrustsOnlyThePinnedListenerAndTheToken(t *testing.T) {
 		m = cur
 		return cur.Status == store.MoveListening
 	}, 30*time.Second, 50*time.Millisecond)
+
+	// A client that connects and says nothing holds nobody up.
+	idle, err := net.Dial("tcp", *m.ReceiverAddr)
+	require.NoError(t, err)
+	defer idle.Close()
 
 	token, hash, err := newToken()
 	require.NoError(t, err)

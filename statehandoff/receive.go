@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grapehq/grape/store"
@@ -14,6 +16,9 @@ import (
 
 // offerTimeout bounds one connection: handshake, offer, and the answer.
 const offerTimeout = 2 * time.Minute
+
+// helloTimeout bounds the handshake and the offer of one connection.
+const helloTimeout = time.Minute
 
 // receive opens the move's one-time listener, publishes it, and takes the
 // state from the first connection that presents the move's token. Other
@@ -44,19 +49,39 @@ func (s *Service) receive(ctx context.Context, m store.StateMove) {
 		return
 	}
 	log.Info("listening for a moved state", "addr", addr, "cert_sha256", fp)
+	// Connections are served at once, each in its own goroutine, so one
+	// that idles (a port scan, a stray client) never holds the sender out;
+	// the first with the move's token takes the move (taken), and the
+	// listener closes once that ended the move.
+	var (
+		wg    sync.WaitGroup
+		taken atomic.Bool
+		ended atomic.Bool
+	)
+	defer wg.Wait()
+	// Once the move ended, connections still open (idle ones) are closed.
+	conns, closeConns := context.WithCancel(ctx)
+	defer closeConns()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			// The move's deadline closed the listener; the expiry sweep
-			// fails the move with what it waited for.
-			if ctx.Err() == nil {
+			// Closed because the move ended, or its deadline passed (the
+			// expiry sweep then fails it with what it waited for).
+			if !ended.Load() && ctx.Err() == nil {
 				s.fail(ctx, m, fmt.Sprintf("agent %s: accepting on %s: %v; nothing was moved", s.o.AgentID, addr, err))
 			}
 			return
 		}
-		if s.handle(ctx, m, conn) {
-			return
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stop := context.AfterFunc(conns, func() { conn.Close() })
+			defer stop()
+			if s.handle(ctx, m, conn, &taken) {
+				ended.Store(true)
+				ln.Close()
+			}
+		}()
 	}
 }
 
@@ -70,14 +95,17 @@ func publishedAddr(flag string, bound net.Addr) string {
 
 // handle serves one connection. It reports whether the move ended (done or
 // failed); a connection without the move's token does not end it.
-func (s *Service) handle(ctx context.Context, m store.StateMove, conn net.Conn) bool {
+func (s *Service) handle(ctx context.Context, m store.StateMove, conn net.Conn, taken *atomic.Bool) bool {
 	defer conn.Close()
 	log := s.o.Logger.With("move", m.ID, "config_id", m.ConfigID, "remote", conn.RemoteAddr().String())
-	deadline := time.Now().Add(offerTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	deadline := func(d time.Duration) time.Time {
+		t := time.Now().Add(d)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(t) {
+			return dl
+		}
+		return t
 	}
-	_ = conn.SetDeadline(deadline)
+	_ = conn.SetDeadline(deadline(helloTimeout))
 	answer := func(r reply) {
 		if err := json.NewEncoder(conn).Encode(r); err != nil {
 			log.Warn("answering the sender failed", "err", err)
@@ -99,7 +127,12 @@ func (s *Service) handle(ctx context.Context, m store.StateMove, conn net.Conn) 
 		answer(reply{Error: "not the sender this move waits for"})
 		return false
 	}
+	if !taken.CompareAndSwap(false, true) {
+		answer(reply{Error: "this move's offer is being received on another connection"})
+		return false
+	}
 	// From here on the offer is the move's: it ends, one way or the other.
+	_ = conn.SetDeadline(deadline(offerTimeout))
 	if err := o.verify(); err != nil {
 		msg := fmt.Sprintf("the state arrived at agent %s unusable: %v; nothing was moved", s.o.AgentID, err)
 		s.fail(ctx, m, msg)

@@ -269,7 +269,11 @@ func buildAgent(ctx context.Context, f *agentFlags, st *store.Store, pool *pgxpo
 		return nil, err
 	}
 	m.SetRunning(agent.Running)
-	handoff := statehandoff.New(statehandoff.Options{Store: st, Notifier: n, ClusterID: f.cluster, AgentID: f.id(),
+	var moves *notify.Notifier
+	if !f.pollOnly {
+		moves = n
+	}
+	handoff := statehandoff.New(statehandoff.Options{Store: st, Notifier: moves, ClusterID: f.cluster, AgentID: f.id(),
 		State: localstate.Dir{DataDir: f.dataDir}, Addr: f.stateHandoffAddr, Logger: log})
 	return &agentParts{agent: agent, drift: p.Drift, handoff: handoff, close: p.Close}, nil
 }
