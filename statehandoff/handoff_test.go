@@ -161,6 +161,7 @@ func TestMoveHandsTheStateToTheOtherAgent(t *testing.T) {
 	require.Equal(t, "agent-a", m.FromAgent)
 	done := w.waitFinal(t, m.ID)
 	require.Equal(t, store.MoveDone, done.Status, "move failed: %s", ptr.Deref(done.Error))
+	t.Logf("move requested → done in %s (state and 2 kept versions, poll %s)", done.FinishedAt.Sub(done.CreatedAt).Round(time.Millisecond), 200*time.Millisecond)
 
 	cfgID := w.cfg.ID.String()
 	require.Equal(t, w.original, readTree(t, w.b.ConfigDir(w.cluster, cfgID)), "the receiver has the state and its kept versions, byte for byte")
