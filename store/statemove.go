@@ -11,7 +11,7 @@ import (
 )
 
 // A state move hands a config's local state from the agent holding it to
-// another agent of the cluster (`grape state move`, migration 0012). The
+// another agent of the cluster (`grape state move`, migration state_move). The
 // rows here are the request and its metadata only: the state goes agent to
 // agent over TLS (package statehandoff), never through the database.
 

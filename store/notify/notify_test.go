@@ -406,7 +406,7 @@ func TestHoldKeepsTheConnection(t *testing.T) {
 }
 
 // TestStateMoveTriggerSendsWhatTopicParses: every status a move takes wakes
-// the cluster's agents on the StateMoves topic (migration 0012).
+// the cluster's agents on the StateMoves topic (migration state_move).
 func TestStateMoveTriggerSendsWhatTopicParses(t *testing.T) {
 	b := setup(t)
 	cfg := b.cluster(t, "eu-1")

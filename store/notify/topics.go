@@ -136,7 +136,7 @@ func clip(s string) string {
 }
 
 // StateMoveEvent is one notification on a cluster's state-move channel
-// (trigger grape_state_move_notify, migration 0012): a move was requested or
+// (trigger grape_state_move_notify, migration state_move): a move was requested or
 // changed status.
 type StateMoveEvent struct {
 	Status string

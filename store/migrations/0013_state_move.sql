@@ -154,7 +154,7 @@ BEGIN
     IF old_region = new_region AND current_setting('grape.state_moved', true) = 'on' THEN
         RETURN NEW;
     END IF;
-    -- `grape config apply --migrate-backend` (0012): the same transaction
+    -- `grape config apply --migrate-backend`: the same transaction
     -- queues the deployment on which the agent holding the state runs
     -- terraform's own migration (init -migrate-state -force-copy).
     IF old_region = new_region AND current_setting('grape.migrate_backend', true) = 'on' THEN
@@ -233,4 +233,4 @@ BEGIN
     END LOOP;
 END $$;
 
-INSERT INTO grape_schema_migrations (version, name) VALUES (12, 'state_move');
+INSERT INTO grape_schema_migrations (version, name) VALUES (13, 'state_move');
