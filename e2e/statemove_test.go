@@ -93,7 +93,7 @@ func TestStateMoveToAnotherAgent(t *testing.T) {
 	require.Zero(t, plan.Add, "nothing created on the new holder")
 	require.Zero(t, plan.Destroy)
 	requireLine(t, e.logs(next.ID), "no changes: nothing to apply")
-	require.False(t, strings.Contains(e.logText(next.ID), "Creating..."))
+	require.NotContains(t, e.logText(next.ID), "Creating...")
 	require.Equal(t, 1, e.vpcCount(), "still one VPC")
 }
 

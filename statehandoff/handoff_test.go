@@ -119,14 +119,14 @@ func (w *world) run(t *testing.T, agentID string, dir localstate.Dir, addr strin
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// request asks for a move as a person would, once the receiver said it can
-// receive (its service records that when it starts).
-func (w *world) request(t *testing.T, to string) store.StateMove {
+// request asks for a move to agent-b (the receiver) as a person would, once
+// it said it can receive (its service records that when it starts).
+func (w *world) request(t *testing.T) store.StateMove {
 	t.Helper()
 	var m store.StateMove
 	require.Eventually(t, func() bool {
 		var err error
-		m, err = w.admin.RequestStateMove(w.ctx, store.StateMoveRequest{ClusterID: w.cluster, ConfigID: w.cfg.ID, ToAgent: to,
+		m, err = w.admin.RequestStateMove(w.ctx, store.StateMoveRequest{ClusterID: w.cluster, ConfigID: w.cfg.ID, ToAgent: "agent-b",
 			Actor: "alice", Reason: "new machine", Timeout: time.Minute, OnlineWithin: time.Minute})
 		return err == nil
 	}, 30*time.Second, 100*time.Millisecond)
@@ -157,7 +157,7 @@ func TestMoveHandsTheStateToTheOtherAgent(t *testing.T) {
 	w.run(t, "agent-a", w.a, "", true)
 	w.run(t, "agent-b", w.b, "127.0.0.1:0", false)
 
-	m := w.request(t, "agent-b")
+	m := w.request(t)
 	require.Equal(t, "agent-a", m.FromAgent)
 	done := w.waitFinal(t, m.ID)
 	require.Equal(t, store.MoveDone, done.Status, "move failed: %s", ptr.Deref(done.Error))
@@ -222,7 +222,7 @@ time.sleep(600)`, live)
 
 	w.run(t, "agent-a", w.a, "", false)
 	w.run(t, "agent-b", w.b, "127.0.0.1:0", true)
-	m := w.request(t, "agent-b")
+	m := w.request(t)
 	failed := w.waitFinal(t, m.ID)
 	require.Equal(t, store.MoveFailed, failed.Status)
 	require.Contains(t, ptr.Deref(failed.Error), "terraform holds the state's lock on agent agent-a")
@@ -239,7 +239,7 @@ time.sleep(600)`, live)
 func TestReceiverTrustsOnlyThePinnedListenerAndTheToken(t *testing.T) {
 	w := setup(t)
 	w.run(t, "agent-b", w.b, "127.0.0.1:0", true)
-	m := w.request(t, "agent-b")
+	m := w.request(t)
 	require.Eventually(t, func() bool {
 		cur, err := w.admin.GetStateMove(w.ctx, m.ID)
 		require.NoError(t, err)
@@ -280,7 +280,7 @@ func TestReceiverTrustsOnlyThePinnedListenerAndTheToken(t *testing.T) {
 
 	// Again, honestly this time.
 	release()
-	m = w.request(t, "agent-b")
+	m = w.request(t)
 	require.Eventually(t, func() bool {
 		cur, err := w.admin.GetStateMove(w.ctx, m.ID)
 		require.NoError(t, err)
