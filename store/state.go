@@ -297,8 +297,10 @@ func (s *Store) RenameConfig(ctx context.Context, clusterID string, configID uui
 // because that destroy is queued), and queues the apply of the new version
 // behind it. Each deployment renders the version it was queued against, so
 // the destroy plans the old stack and the apply the new one, as two
-// reviewable (approval-gated when the config requires it) runs. If the
-// destroy fails, the agent refuses the apply: the old stack still exists.
+// reviewable runs, both approval-gated whatever the config's setting: a
+// person sees the whole destroy and the whole create before either happens.
+// If the destroy fails, the agent refuses the apply: the old stack still
+// exists.
 func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec json.RawMessage, set ConfigSettings, actor string) (cfg Config, destroy, apply Deployment, err error) {
 	err = pgx.BeginFunc(ctx, s.db(), func(tx pgx.Tx) error {
 		inner := s.in(tx)
@@ -306,13 +308,13 @@ func (s *Store) ReplaceStack(ctx context.Context, clusterID, name string, spec j
 		if err != nil {
 			return err
 		}
-		if destroy, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionDestroy, RequestedBy: actor}); err != nil {
+		if destroy, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionDestroy, RequestedBy: actor, RequireApproval: true}); err != nil {
 			return err
 		}
 		if cfg, err = inner.UpsertConfig(ctx, clusterID, name, spec, set); err != nil {
 			return err
 		}
-		if apply, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionApply, RequestedBy: actor}); err != nil {
+		if apply, err = inner.Enqueue(ctx, EnqueueParams{ClusterID: clusterID, ConfigID: old.ID, Action: ActionApply, RequestedBy: actor, RequireApproval: true}); err != nil {
 			return err
 		}
 		// Both rows got the transaction's now(); the queue orders by

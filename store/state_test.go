@@ -222,6 +222,7 @@ func TestStackIdentityGuard(t *testing.T) {
 	require.Equal(t, before.Version, *destroy.ConfigVersion, "the destroy plans the stack that exists")
 	require.Equal(t, cfg.Version, *apply.ConfigVersion)
 	require.True(t, destroy.CreatedAt.Before(apply.CreatedAt))
+	require.True(t, destroy.RequireApproval && apply.RequireApproval, "a person sees both halves before either runs")
 	got, err := b.st.Claim(b.ctx, "idg", "agent-1", time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, destroy.ID, got.ID, "the destroy runs first")

@@ -261,11 +261,25 @@ func (o *optionalBool) ptr() *bool {
 }
 
 // backendMoveSteps names the exact commands that move an applied config's
-// state to the backend a refused intent asks for ("" when the refusal is
-// about something else, such as the region).
+// stack or state where a refused intent asks for: the state to the new
+// backend, or the stack to the new region ("" when it cannot tell).
 func backendMoveSteps(ctx context.Context, st *store.Store, cluster, name string, spec json.RawMessage, file string) string {
 	old, err := st.GetConfig(ctx, cluster, name)
-	if err != nil || !strings.HasPrefix(stateguard.IdentityChange(old.Spec, spec), "backend ") {
+	if err != nil {
+		return ""
+	}
+	change := stateguard.IdentityChange(old.Spec, spec)
+	if strings.HasPrefix(change, "region ") {
+		var in struct {
+			Region string `json:"region"`
+		}
+		if json.Unmarshal(spec, &in) != nil || in.Region == "" {
+			return ""
+		}
+		return fmt.Sprintf("\nto move the stack to %s (a destroy in the old region and a create in the new one, each awaiting approval): `grape config move-region --cluster %s --region %s %s`",
+			in.Region, cluster, in.Region, name)
+	}
+	if !strings.HasPrefix(change, "backend ") {
 		return ""
 	}
 	m := stateguard.BackendMove{ClusterID: cluster, ConfigID: old.ID.String(), Name: old.Name, From: old.Spec, To: spec, IntentFile: file}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grapehq/grape/localstate"
+	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
 )
 
@@ -148,6 +150,65 @@ fails state_missing until someone accepts the empty state on purpose).`,
 	})
 
 	register(&command{
+		name:    "config move-region",
+		args:    "NAME|ID",
+		summary: "move an applied config's stack to another region: queue the destroy in the old region and the create in the new one, both approval-gated",
+		long: `A region is part of a stack's identity: changing it in the intent would create the stack
+again and orphan the old one, so config apply refuses it. move-region stores the intent with
+the new region and, in the same transaction, queues the destroy of the stack that exists
+(rendered from the version applied now, so it plans in the old region) and the apply of the
+new version behind it. Both wait for approval, whatever the config's setting, so a person
+reviews the whole destroy and the whole create; if the destroy fails, the agent refuses the
+apply. The same as config apply --replace-stack with the region edited for you.`,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster, region, who string
+			var tmpl templateFlags
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", "cluster id")
+			fs.StringVar(&region, "region", "", "the AWS region to move the stack to (e.g. eu-west-1)")
+			whoFlag(fs, &who)
+			tmpl.register(fs)
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if cluster == "" || region == "" || len(args) != 1 {
+					return usagef("want --cluster, --region and one argument: the config's name (or id)")
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					c, err := configOf(ctx, st, cluster, args[0])
+					if err != nil {
+						return err
+					}
+					spec, from, err := withRegion(c.Spec, region)
+					if err != nil {
+						return fmt.Errorf("config %s: %w", c.Name, err)
+					}
+					if from == region {
+						return usagef("--region: config %s is in %s already", c.Name, region)
+					}
+					applied, err := st.AppliedState(ctx, c.ID)
+					if err != nil {
+						return err
+					}
+					if !applied.Applied {
+						return usagef("config %s has no applied stack to move: set \"region\": %q in its intent with `grape config apply`", c.Name, region)
+					}
+					normalized, err := tmpl.validate(ctx, spec)
+					if err != nil {
+						return err
+					}
+					nc, destroy, apply, err := st.ReplaceStack(ctx, cluster, c.Name, normalized, store.ConfigSettings{}, who)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cio.stdout, nc.ID)
+					fmt.Fprintf(cio.stderr, "config %s/%s is at version %d in %s\nqueued, each awaiting approval after its plan: destroy %s (v%d, the stack in %s), then apply %s (v%d, in %s)\n",
+						cluster, c.Name, nc.Version, region, destroy.ID, *destroy.ConfigVersion, from, apply.ID, *apply.ConfigVersion, region)
+					return nil
+				})
+			}
+		},
+	})
+
+	register(&command{
 		name:    "config rename",
 		args:    "OLD NEW",
 		summary: "rename a config; nothing moves in the cloud (state is keyed by the config's id); recorded in the audit log",
@@ -198,4 +259,27 @@ func waitReason(ctx context.Context, st *store.Store, d store.Deployment) string
 		return ""
 	}
 	return why
+}
+
+// withRegion returns the intent with its region set, and the region it had.
+// The rest of the document is kept as it is; the templates' validation
+// normalises it afterwards.
+func withRegion(spec []byte, region string) ([]byte, string, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(spec, &doc); err != nil {
+		return nil, "", fmt.Errorf("reading the stored intent: %w", err)
+	}
+	from := render.DefaultRegion
+	if raw, ok := doc["region"]; ok {
+		if err := json.Unmarshal(raw, &from); err != nil {
+			return nil, "", fmt.Errorf("reading the stored intent's region: %w", err)
+		}
+	}
+	to, err := json.Marshal(region)
+	if err != nil {
+		return nil, "", err
+	}
+	doc["region"] = to
+	out, err := json.Marshal(doc)
+	return out, from, err
 }

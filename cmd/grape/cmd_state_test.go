@@ -125,5 +125,72 @@ func TestBackendChangeRefusalNamesTheCommands(t *testing.T) {
 	_, errOut, code = c.run("", "config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", west)
 	require.NotEqual(t, 0, code)
 	require.Contains(t, errOut, "--replace-stack")
+	require.Contains(t, errOut, "`grape config move-region --cluster eu-1 --region eu-west-1 prod`")
 	require.NotContains(t, errOut, "aws s3 cp")
+}
+
+// TestConfigMoveRegion: an applied stack moves region only as a destroy in
+// the old region and a create in the new one, both awaiting approval; a bad
+// region, the same region or a config with nothing applied are refused and
+// store nothing.
+func TestConfigMoveRegion(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	ctx := context.Background()
+	c.ok("cluster", "create", "eu-1")
+	intent := writeFile(t, "intent.json", `{"region":"eu-central-1","tags":{"team":"blue"},"modules":{"vpc":{}}}`)
+	cfgID := uuid.MustParse(c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", intent))
+	c.ok("config", "apply", "--cluster", "eu-1", "--name", "idle", "-f", intent)
+	st := store.New(testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"]))
+
+	_, errOut, code := c.run("", "config", "move-region", "--cluster", "eu-1", "--region", "eu-west-1", "idle")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "no applied stack to move")
+
+	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: cfgID, Action: store.ActionApply, RequestedBy: "t"})
+	require.NoError(t, err)
+	_, err = st.Claim(ctx, "eu-1", "agent-a", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, st.SetStateResources(ctx, d.ID, "agent-a", 3))
+	require.NoError(t, st.Finish(ctx, d.ID, "agent-a", store.Outcome{Status: store.StatusSucceeded}))
+
+	for _, tc := range []struct{ region, want string }{
+		{"eu-central-1", "is in eu-central-1 already"},
+		{"Frankfurt", `"Frankfurt" is not an AWS region name`},
+	} {
+		_, errOut, code = c.run("", "config", "move-region", "--cluster", "eu-1", "--region", tc.region, "prod")
+		require.NotEqual(t, 0, code, tc.region)
+		require.Contains(t, errOut, tc.want)
+	}
+	cfg, err := st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	require.Equal(t, 1, cfg.Version, "a refused move stores nothing")
+
+	out, errOut, code := c.run("", "config", "move-region", "--cluster", "eu-1", "--region", "eu-west-1", "--as", "erin", "prod")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, cfgID.String(), strings.TrimSpace(out))
+	require.Contains(t, errOut, "destroy")
+	require.Contains(t, errOut, "the stack in eu-central-1")
+	cfg, err = st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	require.Equal(t, 2, cfg.Version)
+	require.JSONEq(t, `{"region":"eu-west-1","tags":{"team":"blue"},"modules":{"vpc":{}}}`, string(cfg.Spec))
+
+	destroy, err := st.Claim(ctx, "eu-1", "agent-a", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, store.ActionDestroy, destroy.Action)
+	require.Equal(t, 1, *destroy.ConfigVersion, "the destroy plans the stack in the old region")
+	require.True(t, destroy.RequireApproval)
+	require.Equal(t, "erin", destroy.RequestedBy)
+	ds, err := st.ListDeployments(ctx, store.ListFilter{ClusterID: "eu-1", ConfigID: &cfgID})
+	require.NoError(t, err)
+	var applies int
+	for _, x := range ds {
+		if x.Action == store.ActionApply && x.Status == store.StatusQueued {
+			applies++
+			require.Equal(t, 2, *x.ConfigVersion)
+			require.True(t, x.RequireApproval)
+		}
+	}
+	require.Equal(t, 1, applies, "the create in the new region waits behind the destroy")
 }
