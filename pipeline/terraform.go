@@ -175,19 +175,19 @@ func (d *Deployer) apply(ctx context.Context, r *reconciler.Run, j runner.Job, p
 		return lost(err)
 	}
 	d.snapshotState(r, j)
-	if err := d.Runner.Apply(ctx, j, plan); err != nil {
+	res, err := d.Runner.ApplyOutputs(ctx, j, plan)
+	if err != nil {
 		d.mark(r, MarkTerraformEnd)
 		return d.terraformFailedIn(ctx, r, err)
 	}
 	if err := r.SetPhase(ctx, store.PhaseOutputs); err != nil {
 		return lost(err)
 	}
-	outputs, err := d.Runner.Outputs(ctx, j)
 	d.mark(r, MarkTerraformEnd)
-	if err != nil {
+	if res.OutputsErr != nil {
 		// The apply succeeded; failing to read outputs does not undo it.
-		r.Logs.Agentf("reading outputs failed (the apply itself succeeded): %v", err)
-	} else if err := r.Store().SetOutputs(ctx, r.Deployment.ID, r.AgentID(), outputs); err != nil {
+		r.Logs.Agentf("reading outputs failed (the apply itself succeeded): %v", res.OutputsErr)
+	} else if err := r.Store().SetOutputs(ctx, r.Deployment.ID, r.AgentID(), res.Outputs); err != nil {
 		return lost(err)
 	}
 	return store.Outcome{Status: store.StatusSucceeded}

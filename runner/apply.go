@@ -17,19 +17,54 @@ import (
 // reviewed is what runs, and terraform refuses the file if the state moved
 // on since it was planned.
 func (r *Runner) Apply(ctx context.Context, j Job, planFile string) error {
+	_, err := r.apply(ctx, j, planFile)
+	return err
+}
+
+// ApplyResult is what a successful apply left to record.
+type ApplyResult struct {
+	// Outputs are the root module outputs after the apply, sensitive
+	// values replaced by "(sensitive)" (as Outputs returns them).
+	Outputs map[string]Output
+	// OutputsErr says why the outputs could not be read; the apply itself
+	// succeeded.
+	OutputsErr error
+}
+
+// ApplyOutputs is Apply followed by Outputs, without the second terraform
+// process when it can: terraform ends `apply -json` with an "outputs"
+// message that carries every root module output (name, type, sensitivity,
+// the value unless sensitive), which is all Outputs stores. An engine that
+// sends no such message gets `terraform output -json` as before.
+func (r *Runner) ApplyOutputs(ctx context.Context, j Job, planFile string) (ApplyResult, error) {
+	outs, err := r.apply(ctx, j, planFile)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	if outs != nil {
+		newSink(j).agentf("outputs: %d, as terraform apply reported them (no separate terraform output)", len(outs))
+		return ApplyResult{Outputs: outs}, nil
+	}
+	outs, err = r.Outputs(ctx, j)
+	return ApplyResult{Outputs: outs, OutputsErr: err}, nil
+}
+
+// apply runs terraform apply of the saved plan and returns the outputs its
+// -json stream reported (nil if it reported none).
+func (r *Runner) apply(ctx context.Context, j Job, planFile string) (map[string]Output, error) {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
 	if err != nil {
-		return &Error{Kind: errkind.Apply, Phase: "apply", Msg: err.Error(), Err: err}
+		return nil, &Error{Kind: errkind.Apply, Phase: "apply", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
 	if planFile == "" {
 		err := errors.New("no plan file given")
-		return &Error{Kind: errkind.Apply, Phase: "apply", Msg: "no plan file given: only a saved plan is ever applied", Err: err}
+		return nil, &Error{Kind: errkind.Apply, Phase: "apply", Msg: "no plan file given: only a saved plan is ever applied", Err: err}
 	}
 	planFile = inDir(dir, planFile)
 	if _, err := os.Stat(planFile); err != nil {
-		return &Error{Kind: errkind.Apply, Phase: "apply", Msg: fmt.Sprintf("saved plan %s is missing, so there is nothing approved to apply", relTo(dir, planFile)), Err: err}
+		return nil, &Error{Kind: errkind.Apply, Phase: "apply", Msg: fmt.Sprintf("saved plan %s is missing, so there is nothing approved to apply", relTo(dir, planFile)), Err: err}
 	}
 	s.agentf("terraform apply %s", relTo(dir, planFile))
 
@@ -47,9 +82,12 @@ func (r *Runner) Apply(ctx context.Context, j Job, planFile string) error {
 		// apply and exiting: the infrastructure did change, so reporting a
 		// cancellation would be false.
 		s.agentf("%s arrived after terraform had finished applying; the apply is complete", e.Err)
-		return nil
+		return js.outputs, nil
 	}
-	return finish("apply", err, js)
+	if err := finish("apply", err, js); err != nil {
+		return nil, err
+	}
+	return js.outputs, nil
 }
 
 func hasErrors(diags []tfjson.Diagnostic) bool {
@@ -101,6 +139,21 @@ func (r *Runner) Outputs(ctx context.Context, j Job) (map[string]Output, error) 
 		return nil, finish("outputs", err, &jsonStream{})
 	}
 	return out, nil
+}
+
+// redactOutputMessage fills in "(sensitive)" where apply's outputs message
+// left a sensitive value out, so both ways of reading outputs store the same.
+func redactOutputMessage(outs map[string]Output) map[string]Output {
+	for name, o := range outs {
+		switch {
+		case o.Sensitive:
+			o.Value = redactedJSON // whatever terraform sent
+		case o.Value == nil:
+			o.Value = json.RawMessage("null")
+		}
+		outs[name] = o
+	}
+	return outs
 }
 
 func redactOutputs(metas map[string]tfexec.OutputMeta) map[string]Output {

@@ -191,11 +191,24 @@ func testLifecycle(t *testing.T, eng testsupport.Engine) {
 	}}, res.Summary)
 	assert.Nil(t, res.Drift, "drift details only for drift checks")
 
-	require.NoError(t, r.Apply(ctx, j, res.PlanFile))
+	applied, err := r.ApplyOutputs(ctx, j, res.PlanFile)
+	require.NoError(t, err)
+	require.NoError(t, applied.OutputsErr)
 	assert.Contains(t, rec.all(), "Apply complete! Resources: 3 added, 0 changed, 0 destroyed.")
+	assert.Contains(t, rec.agentLines(), "outputs: 2, as terraform apply reported them (no separate terraform output)")
+	assert.NotContains(t, rec.agentLines(), "terraform output -json")
 
 	outs, err := r.Outputs(ctx, j)
 	require.NoError(t, err)
+	// What apply reported is what `terraform output -json` reads.
+	require.Len(t, applied.Outputs, len(outs))
+	for name, o := range outs {
+		got := applied.Outputs[name]
+		assert.Equal(t, o.Sensitive, got.Sensitive, name)
+		assert.JSONEq(t, string(o.Type), string(got.Type), name)
+		assert.JSONEq(t, string(o.Value), string(got.Value), name)
+	}
+	assert.NotContains(t, string(applied.Outputs["secret"].Value), "s3cr3t")
 	assert.JSONEq(t, `"hello"`, string(outs["greeting"].Value))
 	assert.False(t, outs["greeting"].Sensitive)
 	assert.JSONEq(t, `"(sensitive)"`, string(outs["secret"].Value))

@@ -102,6 +102,9 @@ type uiMessage struct {
 	Changes    *struct {
 		Operation string `json:"operation"`
 	} `json:"changes"`
+	// Outputs is set on the "outputs" message that ends an apply: every
+	// root module output with its type, and its value unless sensitive.
+	Outputs map[string]Output `json:"outputs"`
 }
 
 // jsonStream renders terraform's -json output as the lines a person would
@@ -111,6 +114,9 @@ type jsonStream struct {
 	s       *sink
 	diags   []tfjson.Diagnostic
 	applied bool // terraform reported "Apply complete!" / "Destroy complete!"
+	// outputs are the root module outputs of apply's "outputs" message
+	// (nil when terraform sent none), sensitive values redacted.
+	outputs map[string]Output
 	// hold keeps plan's per-resource lines (planned_change, resource_drift)
 	// and its summary line back until release: the diff replaces the first
 	// and goes before the second.
@@ -159,6 +165,9 @@ func (js *jsonStream) handle(line []byte) {
 	}
 	if m.Type == "change_summary" && m.Changes != nil && (m.Changes.Operation == "apply" || m.Changes.Operation == "destroy") {
 		js.applied = true
+	}
+	if m.Type == "outputs" && m.Outputs != nil {
+		js.outputs = redactOutputMessage(m.Outputs)
 	}
 	if m.Type == "diagnostic" && m.Diagnostic != nil {
 		js.diags = append(js.diags, *m.Diagnostic)
