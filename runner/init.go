@@ -34,11 +34,6 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 		return &Error{Kind: errkind.Init, Phase: "init", Msg: err.Error(), Err: err}
 	}
 	j.Dir = dir
-	if j.MigrateState {
-		s.agentf("terraform init -migrate-state -force-copy%s: copying the state to the configured backend", backendKeys(j.BackendConfig))
-	} else {
-		s.agentf("terraform init%s", backendKeys(j.BackendConfig))
-	}
 	lockPath := filepath.Join(dir, LockFile)
 	committed, err := os.ReadFile(lockPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -53,6 +48,16 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 		if err := os.WriteFile(lockPath, committed, 0o644); err != nil {
 			return &Error{Kind: errkind.Init, Phase: "init", Msg: fmt.Sprintf("writing %s for OpenTofu: %v", LockFile, err), Err: err}
 		}
+	}
+
+	fp, reused, err := r.reuseInit(s, dir, j, committed != nil)
+	if err != nil || reused {
+		return err
+	}
+	if j.MigrateState {
+		s.agentf("terraform init -migrate-state -force-copy%s: copying the state to the configured backend", backendKeys(j.BackendConfig))
+	} else {
+		s.agentf("terraform init%s", backendKeys(j.BackendConfig))
 	}
 
 	js := s.jsonStream()
@@ -89,7 +94,77 @@ func (r *Runner) Init(ctx context.Context, j Job) error {
 	if err := finish("init", err, js); err != nil {
 		return err
 	}
-	return checkLock(s, lockPath, committed)
+	if err := checkLock(s, lockPath, committed); err != nil {
+		return err
+	}
+	r.keepInit(s, dir, j, fp)
+	return nil
+}
+
+// reuseInit puts the .terraform of an earlier run of the same root module
+// in place when Job.InitCache holds one with this run's fingerprint, and
+// says so in the log; otherwise it says why init runs. fp is "" when this
+// run's init result may not be kept either.
+func (r *Runner) reuseInit(s *sink, dir string, j Job, locked bool) (fp string, reused bool, err error) {
+	if j.InitCache == "" {
+		return "", false, nil
+	}
+	if j.MigrateState {
+		// The migration is init's work itself; what it leaves is kept
+		// by the next run's own init.
+		s.agentf("init: nothing reused (this run moves the state to another backend)")
+		return "", false, nil
+	}
+	if !locked {
+		s.agentf("init: nothing reused (no committed %s: terraform chooses the providers on every run)", LockFile)
+		return "", false, nil
+	}
+	fp, why, err := r.initFingerprint(dir, j)
+	if err != nil {
+		return "", false, &Error{Kind: errkind.Init, Phase: "init", Msg: fmt.Sprintf("fingerprinting the root module for the init cache: %v", err), Err: err}
+	}
+	if why != "" {
+		s.agentf("init: nothing reused (%s)", why)
+		return "", false, nil
+	}
+	if why := restoreInit(j.InitCache, fp, dir); why != "" {
+		s.agentf("init: nothing reused for %s (%s)", shortFP(fp), why)
+		return fp, false, nil
+	}
+	s.agentf("init: reused from %s (the .terraform of an earlier run with the same lock file, .tf files, backend config, CLI config and %s %s); terraform init not run, plan still checks the providers against the lock file",
+		shortFP(fp), r.engine.Name, r.engine.Version)
+	return fp, true, nil
+}
+
+// keepInit stores a successful init's .terraform for the next run; failing
+// to is logged, never fatal.
+func (r *Runner) keepInit(s *sink, dir string, j Job, fp string) {
+	if j.InitCache == "" || fp == "" {
+		return
+	}
+	why, err := saveInit(j.InitCache, fp, dir)
+	switch {
+	case err != nil:
+		r.log.Warn("keeping .terraform for the next run failed", "dir", dir, "err", err)
+		s.agentf("init: not kept for the next run (%v)", err)
+	case why != "":
+		s.agentf("init: not kept for the next run (%s)", why)
+	default:
+		s.agentf("init: kept as %s for the next run", shortFP(fp))
+	}
+}
+
+// ForgetInit drops the init cache of a job, so its next run runs a full
+// init: after a plan failed on a reused .terraform, or when the root
+// module's config is gone.
+func ForgetInit(cache string) error {
+	if cache == "" {
+		return nil
+	}
+	if err := os.RemoveAll(cache); err != nil {
+		return fmt.Errorf("removing the init cache %s: %w", cache, err)
+	}
+	return nil
 }
 
 // checkLock fails the run when init changed the committed lock file.

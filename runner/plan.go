@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"reflect"
 	"sort"
@@ -196,9 +197,29 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 	stderr.Flush()
 	if err != nil {
 		_ = os.Remove(planFile)
-		return PlanResult{}, finish("plan", err, js)
+		err = finish("plan", err, js)
+		r.dropInit(s, j, err)
+		return PlanResult{}, err
 	}
 	return res, nil
+}
+
+// dropInit forgets the kept .terraform after a failed plan: if that copy
+// was what failed (a provider link gone stale, a backend moved), keeping it
+// would fail every later run the same way. The next run inits in full.
+func (r *Runner) dropInit(s *sink, j Job, err error) {
+	var e *Error
+	if j.InitCache == "" || (errors.As(err, &e) && (e.Kind == errkind.Cancelled || e.Kind == errkind.Timeout)) {
+		return
+	}
+	if _, serr := os.Stat(j.InitCache); serr != nil {
+		return
+	}
+	if ferr := ForgetInit(j.InitCache); ferr != nil {
+		r.log.Warn("dropping the init cache after a failed plan", "err", ferr)
+		return
+	}
+	s.agentf("init: the kept .terraform is dropped after this failed plan; the next run runs a full terraform init")
 }
 
 // priorResources counts the managed resource instances of the state the plan

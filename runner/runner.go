@@ -258,6 +258,12 @@ type Job struct {
 	Agent func(msg string)
 	// Env adds per-job variables (same rules as Config.ExtraEnv).
 	Env map[string]string
+	// InitCache, when set, is a directory that keeps this root module's
+	// .terraform between runs (see initcache.go): a run whose lock file,
+	// .tf files, backend config, CLI config and engine match the kept one
+	// skips terraform init. One directory per root module (config); the
+	// caller removes it with the config (ForgetInit).
+	InitCache string
 }
 
 // killBackstop is added to Grace for terraform-exec's own WaitDelay, after
