@@ -220,6 +220,15 @@ func (d *Deployer) runDir(r *reconciler.Run) string {
 	return filepath.Join(d.DataDir, "runs", r.Deployment.ID.String())
 }
 
+// initCache is where a config's .terraform is kept between its runs
+// (runner.Job.InitCache), keyed by id like its local state.
+func (d *Deployer) initCache(configID uuid.UUID) string {
+	return filepath.Join(d.DataDir, initCacheDir, configID.String())
+}
+
+// initCacheDir holds one kept .terraform per config under the data dir.
+const initCacheDir = "init-cache"
+
 // treeDir is where the run checks out its commit's subtree.
 func (d *Deployer) treeDir(r *reconciler.Run) string {
 	return filepath.Join(d.runDir(r), "tree")

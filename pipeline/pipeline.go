@@ -279,6 +279,7 @@ func (p *Pipeline) Upkeep(ctx context.Context) {
 	if _, err := p.git.Maintain(ctx); err != nil && ctx.Err() == nil {
 		p.Log.Warn("packing the audit repository failed", "err", err)
 	}
+	p.forgetGoneConfigs(ctx)
 	runs := filepath.Join(p.DataDir, "runs")
 	entries, err := os.ReadDir(runs)
 	if err != nil {
@@ -299,6 +300,29 @@ func (p *Pipeline) Upkeep(ctx context.Context) {
 			continue
 		}
 		p.Log.Info("discarded the saved plan of a deployment that ended while parked", "deployment_id", id, "status", d.Status, "error", ptr.Deref(d.Error))
+	}
+}
+
+// forgetGoneConfigs removes the kept init (.terraform) of configs that no
+// longer exist, and what a crash left half-written there.
+func (p *Pipeline) forgetGoneConfigs(ctx context.Context) {
+	root := filepath.Join(p.DataDir, initCacheDir)
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		id, perr := uuid.Parse(e.Name())
+		if perr == nil {
+			_, err := p.store.GetConfigByID(ctx, id)
+			if !errors.Is(err, store.ErrNotFound) {
+				continue // there, or unreadable now: the next pass looks again
+			}
+		}
+		// A config that is gone, or a saveInit's temporary left by a crash.
+		if err := runner.ForgetInit(filepath.Join(root, e.Name())); err != nil {
+			p.Log.Warn("removing an init cache", "err", err)
+		}
 	}
 }
 

@@ -25,6 +25,9 @@ func (d *Deployer) job(ctx context.Context, r *reconciler.Run, cfg store.Config,
 		Stdout: r.Logs.Writer(store.StreamStdout),
 		Stderr: r.Logs.Writer(store.StreamStderr),
 		Agent:  func(msg string) { r.Logs.Agentf("%s", msg) },
+		// Runs of one config reuse its init while nothing init depends on
+		// changed (runner checks the fingerprint and says so in the log).
+		InitCache: d.initCache(cfg.ID),
 	}
 	backend, err := committedBackend(treeDir)
 	if err != nil {
@@ -184,6 +187,12 @@ func (d *Deployer) apply(ctx context.Context, r *reconciler.Run, j runner.Job, p
 		return lost(err)
 	}
 	d.mark(r, MarkTerraformEnd)
+	if r.Deployment.Action == store.ActionDestroy {
+		// Nothing of the config is left to plan: its kept init goes too.
+		if err := runner.ForgetInit(j.InitCache); err != nil {
+			r.Log.Warn("removing the init cache of a destroyed config", "err", err)
+		}
+	}
 	if res.OutputsErr != nil {
 		// The apply succeeded; failing to read outputs does not undo it.
 		r.Logs.Agentf("reading outputs failed (the apply itself succeeded): %v", res.OutputsErr)
