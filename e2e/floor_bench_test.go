@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +83,114 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// floorIntent is a VPC (16 resources) on S3 state whose tags change per
+// round, so every deployment and every bare run is an in-place update of
+// the same resources.
+func floorIntent(round string) string {
+	return `{"region": "eu-central-1", "tags": {"round": "` + round + `"}, "modules": {"vpc": {"nat_gateway": "none", "name": "floor"}},
+  "backend": {"type": "s3", "bucket": "grape-state", "key": "e2e/floor.tfstate", "region": "eu-central-1", "use_path_style": true}}`
+}
+
+// BenchmarkDeploymentVsBareApply: a VPC config (16 resources, S3 state on
+// moto) applied once by a running agent; then, alternating, 3 rounds each
+// of a deployment that changes every resource's tags (the agent's whole
+// path: claim, render, commit, init, plan, show -json, policies, apply,
+// outputs, notes) and of bare `terraform init` + `plan -out` + `apply` in
+// a fresh checkout of the previous round's commit, which changes the same
+// tags back on the same state. The deployment is timed from its claim to
+// its end (started_at → finished_at); the agent's own phase timings say
+// where the time goes. Reports the medians and their ratio (target ≤ 1.05).
+func BenchmarkDeploymentVsBareApply(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	e.aws("s3api", "create-bucket", "--bucket", "grape-state", "--create-bucket-configuration", "LocationConstraint="+region)
+	cfg := e.config("floor", floorIntent("r0"))
+	a := e.startAgent("deployer")
+	prev := e.wait(e.deploy(cfg, store.ActionApply).ID, 5*time.Minute, store.StatusSucceeded)
+
+	tfEnv := append(e.agentEnviron(), "TF_CLI_CONFIG_FILE="+testsupport.TerraformCLIConfig(b), "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1")
+	terraform := func(dir string, args ...string) time.Duration {
+		cmd := exec.CommandContext(e.ctx, testsupport.TerraformBinary(b), args...)
+		cmd.Dir, cmd.Env = dir, tfEnv
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		took := time.Since(start)
+		require.NoError(b, err, "terraform %v: %s", args, out)
+		return took
+	}
+	// bare runs init + plan -out + apply of commit sha's rendering in a
+	// fresh directory, as a CI job would; show -json of its plan is timed
+	// apart (not part of the bare total) to say what the deployment's
+	// summary, diff and policies cost.
+	bare := func(sha string) (total, show time.Duration) {
+		tmp := b.TempDir()
+		archive := exec.Command("sh", "-c", `git --git-dir="$1" archive "$2" "clusters/e2e/$4" | tar -x -C "$3"`, "sh", e.repoDir, sha, tmp, cfg.ID.String())
+		out, err := archive.CombinedOutput()
+		require.NoError(b, err, "%s", out)
+		dir := filepath.Join(tmp, "clusters", "e2e", cfg.ID.String())
+		total += terraform(dir, "init", "-input=false", "-no-color")
+		total += terraform(dir, "plan", "-input=false", "-no-color", "-lock-timeout=0s", "-out=bare.tfplan")
+		show = terraform(dir, "show", "-json", "bare.tfplan")
+		total += terraform(dir, "apply", "-input=false", "-no-color", "bare.tfplan")
+		_ = os.RemoveAll(tmp)
+		return total, show
+	}
+
+	b.ResetTimer()
+	for range b.N {
+		var grape, bareRuns, shows []time.Duration
+		var ids []string
+		for i := range 3 {
+			cfg = e.config("floor", floorIntent(fmt.Sprintf("g%d-%d", i, time.Now().UnixNano())))
+			d := e.wait(e.deploy(cfg, store.ActionApply).ID, 5*time.Minute, store.StatusSucceeded)
+			grape = append(grape, d.FinishedAt.Sub(*d.StartedAt))
+			ids = append(ids, d.ID.String())
+			require.Contains(b, e.logText(d.ID), "init: reused from", "the config's kept init should be reused")
+
+			// The previous round's rendering: its tags differ from what the
+			// deployment just applied, so bare terraform changes them back.
+			total, show := bare(deref(prev.CommitSHA))
+			bareRuns, shows = append(bareRuns, total), append(shows, show)
+			prev = d
+		}
+		g, p := median(grape), median(bareRuns)
+		phases := agentPhases(a.output(), ids)
+		b.Logf("deployment %v, bare init+plan+apply %v, bare show -json %v; agent phases (median): %v", grape, bareRuns, shows, phases)
+		b.ReportMetric(g.Seconds(), "deploy-s")
+		b.ReportMetric(p.Seconds(), "bare-init+plan+apply-s")
+		b.ReportMetric(median(shows).Seconds(), "bare-show-json-s")
+		for _, ph := range []string{"init", "plan", "apply"} {
+			b.ReportMetric(phases[ph].Seconds(), "agent-"+ph+"-s")
+		}
+		b.ReportMetric(g.Seconds()/p.Seconds(), "deploy/bare")
+	}
+	a.stop(b)
+}
+
+// agentPhases reads the agent's debug log ("terraform phase finished") and
+// returns each phase's median duration over the given deployments' run dirs.
+func agentPhases(log string, ids []string) map[string]time.Duration {
+	byPhase := map[string][]time.Duration{}
+	for _, line := range strings.Split(log, "\n") {
+		var m struct {
+			Msg      string `json:"msg"`
+			Phase    string `json:"phase"`
+			Dir      string `json:"dir"`
+			Duration int64  `json:"duration"`
+		}
+		if json.Unmarshal([]byte(line), &m) != nil || m.Msg != "terraform phase finished" {
+			continue
+		}
+		for _, id := range ids {
+			if strings.Contains(m.Dir, id) {
+				byPhase[m.Phase] = append(byPhase[m.Phase], time.Duration(m.Duration))
+			}
+		}
+	}
+	out := map[string]time.Duration{}
+	for ph, ds := range byPhase {
+		out[ph] = median(ds)
+	}
+	return out
 }

@@ -49,4 +49,11 @@
 //     set, a filesystem_mirror). terraform does not promise that concurrent
 //     inits can share a cache, so Init holds an flock on the cache while it
 //     runs.
+//
+//   - No terraform process that tells nothing new. A job with InitCache
+//     reuses the .terraform of an earlier init of the same root module
+//     when its fingerprint (engine, CLI config, backend config, lock file,
+//     .tf files) matches, and logs "init: reused from <fingerprint>"; a
+//     drift check in sync skips show -json; ApplyOutputs takes the outputs
+//     from apply's own -json stream instead of running terraform output.
 package runner

@@ -27,6 +27,11 @@ const LockFile = ".terraform.lock.hcl"
 // committed file put back, when terraform changed it (a provider or
 // platform it did not cover). Without a committed lock file terraform
 // writes one for the run, and Init says so.
+//
+// With Job.InitCache set and a committed lock file, Init first tries the
+// .terraform kept by an earlier run with the same fingerprint (see
+// initcache.go) and runs no terraform at all when it can; a full init that
+// passed the lock check is kept for the next run.
 func (r *Runner) Init(ctx context.Context, j Job) error {
 	s := newSink(j)
 	dir, err := runDir(j.Dir)
