@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/grapehq/grape/internal/testsupport"
 )
@@ -219,4 +221,51 @@ func duBytes(b *testing.B, root string) int64 {
 		b.Fatal(err)
 	}
 	return n
+}
+
+// BenchmarkInitCache compares, alternating in each iteration, a full
+// `terraform init` of a fresh run dir of the aws module with a committed
+// lock file and the shared plugin cache (what every run did before the init
+// cache) with a run whose .terraform is reused from the config's init cache
+// (a fingerprint and a ~40 KB copy, no terraform process). Both fill the
+// cache first, as an agent's first run of a config does.
+//
+//	go test ./runner -run '^$' -bench BenchmarkInitCache -benchtime 3x
+func BenchmarkInitCache(b *testing.B) {
+	r := newBenchRunner(b, Config{ProviderMirror: testsupport.ProviderMirror})
+	lock, err := os.ReadFile(filepath.Join("..", "templates", LockFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	lock = []byte(strings.Replace(string(lock), `constraints = ">= 5.70.0, < 6.0.0"`, `constraints = "5.100.0"`, 1))
+	cache := filepath.Join(b.TempDir(), "init-cache")
+	run := func(keep bool) time.Duration {
+		dir := filepath.Join(b.TempDir(), "run")
+		if err := os.CopyFS(dir, os.DirFS(filepath.Join("testdata", "modules", "aws"))); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, LockFile), lock, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		j := Job{Dir: dir}
+		if keep {
+			j.InitCache = cache
+		}
+		start := time.Now()
+		if err := r.Init(context.Background(), j); err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(start)
+		_ = os.RemoveAll(dir)
+		return took
+	}
+	run(true) // fills the plugin cache and the init cache
+	b.ResetTimer()
+	var full, reused time.Duration
+	for range b.N {
+		full += run(false)
+		reused += run(true)
+	}
+	b.ReportMetric(full.Seconds()/float64(b.N), "full-init-s")
+	b.ReportMetric(reused.Seconds()/float64(b.N), "reused-init-s")
 }
