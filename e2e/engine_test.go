@@ -63,6 +63,14 @@ func testEngineLifecycle(t *testing.T, eng testsupport.Engine) {
 	lines := e.logs(applied.ID)
 	requireApplyLog(t, lines, summary)
 	requireEngine(applied)
+	// The outputs come from apply's own -json stream: no terraform output.
+	requireLine(t, lines, "as terraform apply reported them (no separate terraform output)")
+	var outs map[string]runner.Output
+	require.NoError(t, json.Unmarshal(applied.Outputs, &outs))
+	var vpcID string
+	require.NoError(t, json.Unmarshal(outs["vpc_vpc_id"].Value, &vpcID), "outputs %s", applied.Outputs)
+	require.True(t, strings.HasPrefix(vpcID, "vpc-"), vpcID)
+	requireLine(t, lines, "init: kept as ")
 
 	// 2. A change: the public subnets are updated in place.
 	cfg = e.config(name, engineIntent(name, true))
@@ -70,6 +78,9 @@ func testEngineLifecycle(t *testing.T, eng testsupport.Engine) {
 	require.NoError(t, json.Unmarshal(changed.PlanSummary, &summary))
 	require.Equal(t, [3]int{0, 2, 0}, [3]int{summary.Add, summary.Change, summary.Destroy}, "plan summary %s", changed.PlanSummary)
 	requireEngine(changed)
+	// Only a variable value changed: the first run's init is reused.
+	requireLine(t, e.logs(changed.ID), "init: reused from ")
+	requireLine(t, e.logs(changed.ID), "and "+eng.Name+" "+engine.Version+"); terraform init not run")
 
 	// 3. Drift: in sync, then a tag added out of band is found.
 	drift := func() (int, store.DriftReport) {
