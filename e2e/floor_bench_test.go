@@ -123,16 +123,21 @@ func BenchmarkDeploymentVsBareApply(b *testing.B) {
 	// fresh directory, as a CI job would; show -json of its plan is timed
 	// apart (not part of the bare total) to say what the deployment's
 	// summary, diff and policies cost.
+	bareSteps := map[string][]time.Duration{}
+	step := func(name string, d time.Duration) time.Duration {
+		bareSteps[name] = append(bareSteps[name], d)
+		return d
+	}
 	bare := func(sha string) (total, show time.Duration) {
 		tmp := b.TempDir()
 		archive := exec.Command("sh", "-c", `git --git-dir="$1" archive "$2" "clusters/e2e/$4" | tar -x -C "$3"`, "sh", e.repoDir, sha, tmp, cfg.ID.String())
 		out, err := archive.CombinedOutput()
 		require.NoError(b, err, "%s", out)
 		dir := filepath.Join(tmp, "clusters", "e2e", cfg.ID.String())
-		total += terraform(dir, "init", "-input=false", "-no-color")
-		total += terraform(dir, "plan", "-input=false", "-no-color", "-lock-timeout=0s", "-out=bare.tfplan")
+		total += step("init", terraform(dir, "init", "-input=false", "-no-color"))
+		total += step("plan", terraform(dir, "plan", "-input=false", "-no-color", "-lock-timeout=0s", "-out=bare.tfplan"))
 		show = terraform(dir, "show", "-json", "bare.tfplan")
-		total += terraform(dir, "apply", "-input=false", "-no-color", "bare.tfplan")
+		total += step("apply", terraform(dir, "apply", "-input=false", "-no-color", "bare.tfplan"))
 		_ = os.RemoveAll(tmp)
 		return total, show
 	}
@@ -156,30 +161,43 @@ func BenchmarkDeploymentVsBareApply(b *testing.B) {
 		}
 		g, p := median(grape), median(bareRuns)
 		phases := agentPhases(a.output(), ids)
-		b.Logf("deployment %v, bare init+plan+apply %v, bare show -json %v; agent phases (median): %v", grape, bareRuns, shows, phases)
+		b.Logf("deployment %v, bare init+plan+apply %v, bare show -json %v; agent phases and commands (median): %v; bare commands: %v", grape, bareRuns, shows, phases, bareSteps)
 		b.ReportMetric(g.Seconds(), "deploy-s")
 		b.ReportMetric(p.Seconds(), "bare-init+plan+apply-s")
 		b.ReportMetric(median(shows).Seconds(), "bare-show-json-s")
-		for _, ph := range []string{"init", "plan", "apply"} {
+		for _, ph := range []string{"init", "plan", "apply", "plan-cmd", "show-cmd"} {
 			b.ReportMetric(phases[ph].Seconds(), "agent-"+ph+"-s")
 		}
+		for _, c := range []string{"init", "plan", "apply"} {
+			b.ReportMetric(median(bareSteps[c]).Seconds(), "bare-"+c+"-s")
+		}
+		clear(bareSteps)
 		b.ReportMetric(g.Seconds()/p.Seconds(), "deploy/bare")
 	}
 	a.stop(b)
 }
 
-// agentPhases reads the agent's debug log ("terraform phase finished") and
-// returns each phase's median duration over the given deployments' run dirs.
+// agentPhases reads the agent's debug log ("terraform phase finished", and
+// "terraform command finished" for plan and show -json inside the plan
+// phase) and returns each one's median over the given deployments' run dirs.
 func agentPhases(log string, ids []string) map[string]time.Duration {
 	byPhase := map[string][]time.Duration{}
 	for _, line := range strings.Split(log, "\n") {
 		var m struct {
 			Msg      string `json:"msg"`
 			Phase    string `json:"phase"`
+			Command  string `json:"command"`
 			Dir      string `json:"dir"`
 			Duration int64  `json:"duration"`
 		}
-		if json.Unmarshal([]byte(line), &m) != nil || m.Msg != "terraform phase finished" {
+		if json.Unmarshal([]byte(line), &m) != nil {
+			continue
+		}
+		switch m.Msg {
+		case "terraform phase finished":
+		case "terraform command finished": // plan's two commands
+			m.Phase = m.Command + "-cmd"
+		default:
 			continue
 		}
 		for _, id := range ids {

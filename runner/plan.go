@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"time"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 	tfjson "github.com/hashicorp/terraform-json"
@@ -151,10 +152,12 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 		for _, vf := range j.VarFiles {
 			opts = append(opts, tfexec.VarFile(inDir(dir, vf)))
 		}
+		started := time.Now()
 		changes, err := tf.PlanJSON(ctx, js, opts...)
 		if err != nil {
 			return err
 		}
+		r.log.Debug("terraform command finished", "command", "plan", "dir", dir, "duration", time.Since(started))
 		// PlanJSON left the stream attached as stdout; show -json must not
 		// be rendered into the log (it holds values).
 		tf.SetStdout(nil)
@@ -173,7 +176,9 @@ func (r *Runner) Plan(ctx context.Context, j Job, o PlanOptions) (PlanResult, er
 			}
 			return nil
 		}
+		started = time.Now()
 		plan, err := tf.ShowPlanFile(ctx, planFile)
+		r.log.Debug("terraform command finished", "command", "show", "dir", dir, "duration", time.Since(started))
 		if err != nil {
 			return &Error{Kind: errkind.Plan, Phase: "plan", Msg: "terraform show -json could not read the saved plan; see the log", Err: err}
 		}
