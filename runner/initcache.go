@@ -23,7 +23,7 @@ import (
 // for the next run of the same root module, keyed by a fingerprint of
 // everything init's result depends on. A run whose fingerprint matches
 // starts from a copy and does not run init: with a committed lock file and
-// the AWS provider that is ~1.7 s saved (init hashes the ~675 MB provider
+// the AWS provider that is ~1.6 s saved (init hashes the ~675 MB provider
 // in the plugin cache against the lock file), and terraform still checks
 // the same hashes when plan loads the provider.
 //
