@@ -46,7 +46,13 @@ type oneShot struct {
 // flags (cluster, workspace, provider mirror) and waits for it.
 func (e *env) startAgentArgsOnce(id string, args ...string) oneShot {
 	e.t.Helper()
-	dataDir := filepath.Join(e.t.TempDir(), id)
+	return e.startAgentArgsOnceAt(filepath.Join(e.t.TempDir(), id), id, args...)
+}
+
+// startAgentArgsOnceAt is startAgentArgsOnce with a data dir that outlives
+// the command, as an operator's --data-dir does.
+func (e *env) startAgentArgsOnceAt(dataDir, id string, args ...string) oneShot {
+	e.t.Helper()
 	full := slices.Concat(args, []string{"--cluster", e.cluster, "--agent-id", id + "-" + uuid.NewString()[:8], "--data-dir", dataDir,
 		"--workspace-url", e.repo, "--provider-mirror", testsupport.ProviderMirror, "--log-format", "json"})
 	cmd := exec.CommandContext(e.ctx, e.bin, full...)
