@@ -28,6 +28,9 @@ func engineIntent(name string, publicIPs bool) string {
 // same provider mirror (laid out for OpenTofu by the runner). Each
 // deployment records the engine, and its commit says it in a trailer.
 func TestEngineLifecycle(t *testing.T) {
+	// Parallel at the top too: a top-level test that is not holds back every
+	// test after it in the suite until both engines' lifecycles are done.
+	t.Parallel()
 	for _, eng := range testsupport.Engines(t) {
 		t.Run(eng.Name, func(t *testing.T) {
 			t.Parallel()
