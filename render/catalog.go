@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
@@ -105,6 +106,13 @@ type Variable struct {
 	Wiring *Wiring
 	// Pos is "vpc/variables.tf:12", for messages.
 	Pos string
+	// StackIdentity is set by a `# grape:stack-identity <why>` comment on
+	// the line above the variable block: changing the input replaces the
+	// stack (or a part that holds data), so Grape refuses the change on an
+	// applied config unless the person replaces the stack on purpose.
+	// StackIdentityWhy is the template author's one-line reason.
+	StackIdentity    bool
+	StackIdentityWhy string
 
 	defaults    *typeexpr.Defaults
 	typeTokens  hclwrite.Tokens
@@ -382,6 +390,8 @@ func parseModule(name string, files map[string][]byte) (*Module, error) {
 			errs = append(errs, fmt.Errorf("parsing %w", wdiags))
 			continue
 		}
+		directives, derrs := parseDirectives(src, fname)
+		errs = append(errs, derrs...)
 		body := file.Body.(*hclsyntax.Body)
 		for _, blk := range body.Blocks {
 			pos := fmt.Sprintf("%s:%d", fname, blk.DefRange().Start.Line)
@@ -398,10 +408,17 @@ func parseModule(name string, files map[string][]byte) (*Module, error) {
 				}
 				seenVar[vname] = pos
 				wblk := wfile.Body().FirstMatchingBlock("variable", []string{vname})
+				d := directives[blk.DefRange().Start.Line-1]
+				if d != nil {
+					d.used = true
+				}
 				v, err := parseVariable(name, vname, pos, blk, wblk, src)
 				if err != nil {
 					errs = append(errs, err)
 					continue
+				}
+				if d != nil {
+					v.StackIdentity, v.StackIdentityWhy = true, d.why
 				}
 				m.Variables = append(m.Variables, *v)
 			case "output":
@@ -437,11 +454,90 @@ func parseModule(name string, files map[string][]byte) (*Module, error) {
 				}
 			}
 		}
+		errs = append(errs, unusedDirectives(directives)...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("module %s: %w", name, err)
 	}
 	return m, nil
+}
+
+// stackIdentityDirective marks the variable block on the next line as part
+// of the stack's identity; the rest of the comment is the reason.
+const (
+	directivePrefix        = "grape:"
+	stackIdentityDirective = "grape:stack-identity"
+	maxDirectiveWhy        = 200
+)
+
+// directive is a `# grape:stack-identity <why>` comment of a .tf file.
+type directive struct {
+	pos  string
+	why  string
+	used bool
+}
+
+// parseDirectives finds the `# grape:` comments of a .tf file, by the line
+// they are on. The lexer tells comments from strings (a heredoc line
+// starting with "# grape:" is not a directive). A directive Grape does not
+// know, or one without its reason, is an error: a typo must not silently
+// leave an input unguarded.
+func parseDirectives(src []byte, fname string) (map[int]*directive, []error) {
+	tokens, _ := hclsyntax.LexConfig(src, fname, hcl.InitialPos)
+	out := map[int]*directive{}
+	var errs []error
+	for _, tok := range tokens {
+		if tok.Type != hclsyntax.TokenComment {
+			continue
+		}
+		text := string(tok.Bytes)
+		switch {
+		case strings.HasPrefix(text, "#"):
+			text = text[1:]
+		case strings.HasPrefix(text, "//"):
+			text = text[2:]
+		default:
+			continue // /* block */ comments carry no directives
+		}
+		text = strings.TrimSpace(text)
+		if !strings.HasPrefix(text, directivePrefix) {
+			continue
+		}
+		line := tok.Range.Start.Line
+		pos := fmt.Sprintf("%s:%d", fname, line)
+		name, why := text, ""
+		if i := strings.IndexFunc(text, unicode.IsSpace); i >= 0 {
+			name, why = text[:i], strings.TrimSpace(text[i:])
+		}
+		switch {
+		case name != stackIdentityDirective:
+			errs = append(errs, fmt.Errorf("%s: unknown directive %q: the only one is `# %s <why changing this input replaces the stack>`", pos, name, stackIdentityDirective))
+		case why == "":
+			errs = append(errs, fmt.Errorf("%s: `# %s` needs a reason after it on the same line, e.g. `# %s a new CIDR replaces the VPC and everything in it`", pos, stackIdentityDirective, stackIdentityDirective))
+		case utf8.RuneCountInString(why) > maxDirectiveWhy:
+			errs = append(errs, fmt.Errorf("%s: the reason of `# %s` is %d characters; keep it to one line of at most %d", pos, stackIdentityDirective, utf8.RuneCountInString(why), maxDirectiveWhy))
+		default:
+			out[line] = &directive{pos: pos, why: why}
+		}
+	}
+	return out, errs
+}
+
+// unusedDirectives reports directives that are not on the line directly
+// above a variable block: they would mark nothing.
+func unusedDirectives(ds map[int]*directive) []error {
+	lines := make([]int, 0, len(ds))
+	for l, d := range ds {
+		if !d.used {
+			lines = append(lines, l)
+		}
+	}
+	sort.Ints(lines)
+	errs := make([]error, 0, len(lines))
+	for _, l := range lines {
+		errs = append(errs, fmt.Errorf("%s: `# %s` must be on the line directly above a variable block", ds[l].pos, stackIdentityDirective))
+	}
+	return errs
 }
 
 // checkModuleSource refuses nested module sources that point outside the

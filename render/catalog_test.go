@@ -30,7 +30,7 @@ import (
 func TestDefaultCatalog(t *testing.T) {
 	c := catalog(t)
 	assert.Equal(t, []string{"vpc", "eks", "rds", "karpenter"}, c.ModuleNames())
-	assert.Equal(t, "1.1.0", c.Version)
+	assert.Equal(t, "1.2.0", c.Version)
 	assert.Regexp(t, `^sha256:[0-9a-f]{64}$`, c.Digest)
 	assert.Equal(t, []string{"rds_master_password"}, c.SensitiveVariables())
 
@@ -59,7 +59,21 @@ func TestDefaultCatalog(t *testing.T) {
 	addons, _ := eks.Variable("addons")
 	assert.True(t, addons.Type.IsMapType())
 	assert.Equal(t, "{}", addons.DefaultExpr)
-	assert.Equal(t, "eks/variables.tf:1", mustVar(t, eks, "name").Pos)
+	assert.Equal(t, "eks/variables.tf:2", mustVar(t, eks, "name").Pos)
+
+	// The inputs whose change replaces the stack carry the template's reason.
+	var marked []string
+	for _, m := range c.Modules() {
+		for _, v := range m.Variables {
+			if v.StackIdentity {
+				marked = append(marked, m.Name+"."+v.Name)
+				assert.NotEmpty(t, v.StackIdentityWhy, "%s.%s", m.Name, v.Name)
+			}
+		}
+	}
+	assert.Equal(t, []string{"vpc.cidr", "eks.name", "rds.identifier"}, marked)
+	vpc, _ := c.Module("vpc")
+	assert.Equal(t, "a new CIDR replaces the VPC and everything in it", mustVar(t, vpc, "cidr").StackIdentityWhy)
 }
 
 func mustVar(t *testing.T, m *Module, name string) Variable {
@@ -209,7 +223,7 @@ func TestLoadErrors(t *testing.T) {
 		{"provider block", appendTo("rds/main.tf", `provider "aws" { region = "us-east-1" }`), "provider blocks are not allowed in a template module: the rendered root configures the provider"},
 		{"backend block", appendTo("eks/versions.tf", "terraform {\n  backend \"s3\" {}\n}"), "a template module must not declare a backend: the rendered root does"},
 		{"module source outside", appendTo("eks/main.tf", `module "x" { source = "../vpc" }`), `module source "../vpc" leaves the module directory`},
-		{"duplicate variable", appendTo("vpc/main.tf", `variable "cidr" { type = string }`), `vpc/variables.tf:12: variable "cidr" is already declared at vpc/main.tf:`},
+		{"duplicate variable", appendTo("vpc/main.tf", `variable "cidr" { type = string }`), `vpc/variables.tf:13: variable "cidr" is already declared at vpc/main.tf:`},
 		{"reserved variable name", appendTo("vpc/main.tf", `variable "enabled" { type = bool }`), `variable name "enabled" is reserved: it switches a module on or off in the intent`},
 		{"default of the wrong type", replaceIn("vpc/variables.tf", `default     = 2`, `default     = "two"`), `variable "az_count": default does not match type number`},
 		{"default not literal", replaceIn("vpc/variables.tf", `default     = 2`, `default     = var.x`), `variable "az_count": default must be a literal value`},
@@ -219,6 +233,14 @@ func TestLoadErrors(t *testing.T) {
 		{"file too large", func(m fstest.MapFS) {
 			m["vpc/big.txt"] = &fstest.MapFile{Data: bytes.Repeat([]byte("x"), maxTemplateFileSize+1)}
 		}, "template set: vpc/big.txt is 1048577 bytes; the limit is 1048576"},
+		{"directive without reason", replaceIn("vpc/variables.tf", "variable \"az_count\"", "# grape:stack-identity\nvariable \"az_count\""),
+			"vpc/variables.tf:29: `# grape:stack-identity` needs a reason after it on the same line"},
+		{"unknown directive", replaceIn("vpc/variables.tf", "variable \"az_count\"", "# grape:force-new zones move\nvariable \"az_count\""),
+			`vpc/variables.tf:29: unknown directive "grape:force-new": the only one is`},
+		{"directive not above a variable", replaceIn("vpc/variables.tf", "variable \"az_count\"", "# grape:stack-identity zones move\n\nvariable \"az_count\""),
+			"vpc/variables.tf:29: `# grape:stack-identity` must be on the line directly above a variable block"},
+		{"directive above an output", replaceIn("vpc/outputs.tf", `output "private_subnet_ids"`, "// grape:stack-identity why\noutput \"private_subnet_ids\""),
+			"must be on the line directly above a variable block"},
 		{"odd file name", func(m fstest.MapFS) { m["vpc/a b.tf"] = &fstest.MapFile{Data: nil} }, `template set: file name "vpc/a b.tf" is not allowed`},
 	}
 	for _, tc := range cases {
@@ -350,4 +372,35 @@ karpenter  11      8        The AWS side of Karpenter for an EKS cluster, after 
 	assert.Contains(t, out, "OUTPUT                  DESCRIPTION")
 
 	assert.EqualError(t, c.WriteModule(&b, "redis"), `no module "redis" in template set `+c.Version+`; modules: vpc, eks, rds, karpenter`)
+}
+
+// TestStackIdentityDirective reads `# grape:stack-identity` comments: only
+// on the line directly above a variable block, in either comment style, and
+// never inside a string.
+func TestStackIdentityDirective(t *testing.T) {
+	cases := []struct {
+		name, src string
+		wantWhy   string // "" when the variable is not marked
+	}{
+		{"hash comment", "# grape:stack-identity replaces the thing\nvariable \"x\" {\n  default = 1\n}\n", "replaces the thing"},
+		{"slash comment, extra spaces", "//   grape:stack-identity \t replaces it  \nvariable \"x\" {\n  default = 1\n}\n", "replaces it"},
+		{"other comment above", "# the x input\nvariable \"x\" {\n  default = 1\n}\n", ""},
+		{"directive in a heredoc", "variable \"x\" {\n  default = <<EOT\n# grape:stack-identity not a comment\nEOT\n}\n", ""},
+		{"block comment", "/* grape:stack-identity inside a block comment */\nvariable \"x\" {\n  default = 1\n}\n", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set := fstest.MapFS{
+				"VERSION":          {Data: []byte("1.0.0")},
+				"mod/variables.tf": {Data: []byte(tc.src)},
+				"mod/outputs.tf":   {Data: []byte("output \"o\" {\n  value = 1\n}\n")},
+			}
+			c, err := Load(set)
+			require.NoError(t, err)
+			m, _ := c.Module("mod")
+			v := mustVar(t, m, "x")
+			assert.Equal(t, tc.wantWhy != "", v.StackIdentity)
+			assert.Equal(t, tc.wantWhy, v.StackIdentityWhy)
+		})
+	}
 }

@@ -30,7 +30,7 @@ func (c *Catalog) WriteModule(w io.Writer, name string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INPUT\tTYPE\tDEFAULT\tDESCRIPTION")
 	for _, v := range m.Variables {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, oneLine(v.TypeExpr), c.defaultCell(m, &v), v.Description)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, oneLine(v.TypeExpr), c.defaultCell(m, &v), v.Description+stackIdentityNote(&v))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -74,7 +74,7 @@ func (c *Catalog) WriteMarkdownReference(w io.Writer) error {
 		fmt.Fprintln(w, "| Input | Type | Default | Description |")
 		fmt.Fprintln(w, "|---|---|---|---|")
 		for _, v := range m.Variables {
-			fmt.Fprintf(w, "| `%s` | `%s` | %s | %s |\n", v.Name, mdEscape(oneLine(v.TypeExpr)), mdDefault(c.defaultCell(m, &v)), mdEscape(v.Description))
+			fmt.Fprintf(w, "| `%s` | `%s` | %s | %s |\n", v.Name, mdEscape(oneLine(v.TypeExpr)), mdDefault(c.defaultCell(m, &v)), mdEscape(v.Description+stackIdentityNote(&v)))
 		}
 		var outs []string
 		for _, o := range m.Outputs {
@@ -86,6 +86,15 @@ func (c *Catalog) WriteMarkdownReference(w io.Writer) error {
 	}
 	_, err := fmt.Fprintln(w)
 	return err
+}
+
+// stackIdentityNote tells a reader that changing the input of an applied
+// config is refused, and why (docs/operations.md, "Where state lives").
+func stackIdentityNote(v *Variable) string {
+	if !v.StackIdentity {
+		return ""
+	}
+	return " Stack identity: changing it on an applied config is refused: " + v.StackIdentityWhy + "."
 }
 
 func mdDefault(s string) string {

@@ -1,3 +1,4 @@
+# grape:stack-identity a new name replaces the EKS cluster, its IAM roles and node group; the workloads running in it are lost
 variable "name" {
   type        = string
   default     = "grape"

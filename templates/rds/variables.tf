@@ -1,3 +1,4 @@
+# grape:stack-identity renames the DB instance, so every client's endpoint changes, and replaces its subnet group, which RDS refuses while the instance uses it
 variable "identifier" {
   type        = string
   default     = "grape"

@@ -9,6 +9,7 @@ variable "name" {
   }
 }
 
+# grape:stack-identity a new CIDR replaces the VPC and everything in it
 variable "cidr" {
   type        = string
   default     = "10.0.0.0/16"
