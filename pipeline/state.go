@@ -78,8 +78,9 @@ func (d *Deployer) localStatePath(ctx context.Context, r *reconciler.Run, cfg st
 }
 
 // checkBeforeRender refuses a version that is behind the audit repository's
-// newest commit of the config, or that moves the stack Grape applied to
-// another region or backend. Nothing is rendered, committed or planned then.
+// newest commit of the config, that moves the stack Grape applied to
+// another region or backend, or that changes a template input marked as
+// forcing a new stack. Nothing is rendered, committed or planned then.
 func (d *Deployer) checkBeforeRender(ctx context.Context, r *reconciler.Run, cfg store.Config, spec json.RawMessage) (store.Outcome, bool) {
 	dep := r.Deployment
 	version := cfg.Version
@@ -110,6 +111,9 @@ func (d *Deployer) checkBeforeRender(ctx context.Context, r *reconciler.Run, cfg
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return failed(store.KindInternal, err.Error()), false
 		}
+		if o, ok := d.checkStackInputs(ctx, r, cfg, applied, was.Spec, spec, version); !ok {
+			return o, false
+		}
 		if dep.MigrateState && strings.HasPrefix(stateguard.IdentityChange(was.Spec, spec), "backend ") {
 			r.Logs.Agentf("this deployment migrates the state of %s: %s (requested by %s with grape config apply --migrate-backend)",
 				cfg.Name, stateguard.IdentityChange(was.Spec, spec), dep.RequestedBy)
@@ -119,6 +123,21 @@ func (d *Deployer) checkBeforeRender(ctx context.Context, r *reconciler.Run, cfg
 			r.Logs.Agentf("%s", refusal.Msg)
 			return failed(refusal.Kind, refusal.Msg), false
 		}
+	}
+	return store.Outcome{}, true
+}
+
+// checkStackInputs applies stateguard.CheckStackInputs with the templates
+// the render step will use. The database's identity guard cannot read
+// templates, so an intent written from the browser or by SQL is stopped here.
+func (d *Deployer) checkStackInputs(ctx context.Context, r *reconciler.Run, cfg store.Config, applied store.Applied, appliedSpec, spec json.RawMessage, version int) (store.Outcome, bool) {
+	cat, err := d.Templates(ctx)
+	if err != nil {
+		return failed(store.KindBadConfig, fmt.Sprintf("loading templates: %v", err)), false
+	}
+	if refusal := stateguard.CheckStackInputs(cat, cfg, applied, appliedSpec, spec, version); refusal != nil {
+		r.Logs.Agentf("%s", refusal.Msg)
+		return failed(refusal.Kind, refusal.Msg), false
 	}
 	return store.Outcome{}, true
 }

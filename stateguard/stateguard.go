@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
 	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/store"
 )
@@ -242,4 +244,100 @@ func short(sha string) string {
 		return sha[:12]
 	}
 	return sha
+}
+
+// StackInputChanges lists the template inputs marked as part of the stack's
+// identity (render.Variable.StackIdentity) whose effective value differs
+// between the applied intent and spec, e.g. `modules.vpc.cidr "10.0.0.0/16"
+// → "10.1.0.0/16" (a new CIDR replaces the VPC and everything in it)`. The
+// effective value is the intent's, else the variable's default. Only modules
+// on in both versions count: turning a module on or off is an ordinary
+// create or destroy the plan shows.
+func StackInputChanges(cat *render.Catalog, appliedSpec, spec json.RawMessage) []string {
+	if cat == nil {
+		return nil
+	}
+	was, now := modulesOf(appliedSpec), modulesOf(spec)
+	var out []string
+	for _, m := range cat.Modules() {
+		a, inA := was[m.Name]
+		b, inB := now[m.Name]
+		if !inA || !inB {
+			continue
+		}
+		for _, v := range m.Variables {
+			if !v.StackIdentity {
+				continue
+			}
+			from, to := effective(a, &v), effective(b, &v)
+			if from != to {
+				out = append(out, fmt.Sprintf("modules.%s.%s %s → %s (%s)", m.Name, v.Name, from, to, v.StackIdentityWhy))
+			}
+		}
+	}
+	return out
+}
+
+// modulesOf reads the modules an intent turns on, with their inputs. An
+// intent that does not parse has none: validation reports it elsewhere.
+func modulesOf(spec json.RawMessage) map[string]map[string]json.RawMessage {
+	var in struct {
+		Modules map[string]map[string]json.RawMessage `json:"modules"`
+	}
+	_ = json.Unmarshal(spec, &in)
+	on := map[string]map[string]json.RawMessage{}
+	for name, inputs := range in.Modules {
+		if e, ok := inputs["enabled"]; ok && strings.TrimSpace(string(e)) == "false" {
+			continue
+		}
+		on[name] = inputs
+	}
+	return on
+}
+
+// effective is an input's value as compact JSON: the intent's, else the
+// default ("null" when neither is there).
+func effective(inputs map[string]json.RawMessage, v *render.Variable) string {
+	if raw, ok := inputs[v.Name]; ok {
+		return canonicalJSON(raw)
+	}
+	if v.Default == nil || v.Default.IsNull() {
+		return "null"
+	}
+	b, err := ctyjson.Marshal(*v.Default, v.Default.Type())
+	if err != nil {
+		return "null"
+	}
+	return canonicalJSON(b)
+}
+
+// canonicalJSON re-encodes JSON so equal values compare equal (key order,
+// spacing, 2 vs 2.0).
+func canonicalJSON(raw []byte) string {
+	var x any
+	if json.Unmarshal(raw, &x) != nil {
+		return string(raw)
+	}
+	b, _ := json.Marshal(x)
+	return string(b)
+}
+
+// CheckStackInputs refuses to deploy a version that changes a template
+// input marked as forcing a new stack while the stack Grape applied still
+// exists. The database's identity guard knows only region and backend (it
+// cannot read templates), so this is where a change written from the
+// browser or by SQL is stopped. A version queued behind the destroy by
+// `--replace-stack` runs when the config is no longer applied and passes.
+func CheckStackInputs(cat *render.Catalog, cfg store.Config, a store.Applied, appliedSpec, spec json.RawMessage, version int) *Refusal {
+	if !a.Applied || a.Version == version || appliedSpec == nil {
+		return nil
+	}
+	changes := StackInputChanges(cat, appliedSpec, spec)
+	if len(changes) == 0 {
+		return nil
+	}
+	return &Refusal{Kind: store.KindBadConfig, Msg: fmt.Sprintf(
+		"invalid intent: v%d of config %s changes %s; the stack v%d applied still exists, and applying would replace it. Nothing was rendered. "+
+			"To replace the stack on purpose, store the intent with `grape config apply --cluster %s --name %s --replace-stack -f FILE` (a destroy and an apply, each awaiting approval), or destroy it first (`grape deploy --cluster %s --config %s --action destroy`); otherwise store the intent again with the applied value",
+		version, cfg.Name, strings.Join(changes, "; "), a.Version, cfg.ClusterID, cfg.Name, cfg.ClusterID, cfg.Name)}
 }

@@ -199,3 +199,48 @@ func TestBackendMoveSteps(t *testing.T) {
 	require.NotNil(t, r)
 	golden(t, "identity_backend", r.Msg)
 }
+
+func TestStackInputChanges(t *testing.T) {
+	cat, err := render.Default()
+	require.NoError(t, err)
+	const vpcWhy = " (a new CIDR replaces the VPC and everything in it)"
+	for _, tc := range []struct {
+		name, old, new string
+		want           []string
+	}{
+		{"unchanged", `{"modules":{"vpc":{"cidr":"10.0.0.0/16"}}}`, `{"modules":{"vpc":{"cidr":"10.0.0.0/16","az_count":3}}}`, nil},
+		{"new cidr", `{"modules":{"vpc":{"cidr":"10.0.0.0/16"}}}`, `{"modules":{"vpc":{"cidr":"10.1.0.0/16"}}}`,
+			[]string{`modules.vpc.cidr "10.0.0.0/16" → "10.1.0.0/16"` + vpcWhy}},
+		{"default made explicit", `{"modules":{"vpc":{}}}`, `{"modules":{"vpc":{"cidr":"10.0.0.0/16"}}}`, nil},
+		{"explicit back to another default", `{"modules":{"vpc":{"cidr":"10.9.0.0/16"}}}`, `{"modules":{"vpc":{}}}`,
+			[]string{`modules.vpc.cidr "10.9.0.0/16" → "10.0.0.0/16"` + vpcWhy}},
+		{"unmarked input", `{"modules":{"vpc":{"name":"a"}}}`, `{"modules":{"vpc":{"name":"b"}}}`, nil},
+		{"module turned on", `{"modules":{"vpc":{}}}`, `{"modules":{"vpc":{},"rds":{"identifier":"db2"}}}`, nil},
+		{"module turned off", `{"modules":{"vpc":{},"eks":{"name":"a"}}}`, `{"modules":{"vpc":{},"eks":{"enabled":false,"name":"b"}}}`, nil},
+		{"two modules, catalog order", `{"modules":{"rds":{"identifier":"db1"},"eks":{"name":"a"}}}`, `{"modules":{"rds":{"identifier":"db2"},"eks":{"name":"b"}}}`,
+			[]string{`modules.eks.name "a" → "b" (` + mustWhy(t, cat, "eks", "name") + `)`, `modules.rds.identifier "db1" → "db2" (` + mustWhy(t, cat, "rds", "identifier") + `)`}},
+		{"unparsable applied intent", `not json`, `{"modules":{"vpc":{"cidr":"10.1.0.0/16"}}}`, nil},
+	} {
+		require.Equal(t, tc.want, stateguard.StackInputChanges(cat, json.RawMessage(tc.old), json.RawMessage(tc.new)), tc.name)
+	}
+	require.Nil(t, stateguard.StackInputChanges(nil, json.RawMessage(`{"modules":{"vpc":{}}}`), json.RawMessage(`{"modules":{"vpc":{"cidr":"10.1.0.0/16"}}}`)))
+
+	old, now := json.RawMessage(`{"modules":{"vpc":{}}}`), json.RawMessage(`{"modules":{"vpc":{"cidr":"10.1.0.0/16"}}}`)
+	r := stateguard.CheckStackInputs(cat, cfg, applied, old, now, 4)
+	require.NotNil(t, r)
+	require.Equal(t, store.KindBadConfig, r.Kind)
+	golden(t, "stack_inputs", r.Msg)
+	require.Nil(t, stateguard.CheckStackInputs(cat, cfg, applied, old, now, 3), "the applied version itself (its destroy)")
+	require.Nil(t, stateguard.CheckStackInputs(cat, cfg, store.Applied{}, old, now, 4), "nothing applied: the apply behind --replace-stack's destroy")
+	require.Nil(t, stateguard.CheckStackInputs(cat, cfg, applied, old, old, 4), "no marked input changed")
+}
+
+func mustWhy(t *testing.T, cat *render.Catalog, module, input string) string {
+	t.Helper()
+	m, ok := cat.Module(module)
+	require.True(t, ok)
+	v, ok := m.Variable(input)
+	require.True(t, ok)
+	require.True(t, v.StackIdentity, "%s.%s is not marked", module, input)
+	return v.StackIdentityWhy
+}
