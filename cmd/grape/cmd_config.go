@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/grapehq/grape/internal/ptr"
+	"github.com/grapehq/grape/render"
 	"github.com/grapehq/grape/stateguard"
 	"github.com/grapehq/grape/store"
 )
@@ -23,8 +24,9 @@ func init() {
 		summary: "validate an intent JSON against the templates and store it (create or update); prints the config id",
 		long: `The intent is validated exactly as the agent will validate it (see docs/intent.md);
 nothing is stored when it is invalid. The config's version increases when anything changed.
-The region and the state backend of an applied config are where its stack lives: changing
-them is refused (the next apply would create the stack again and orphan the old one) unless
+The region and the state backend of an applied config are where its stack lives, and the
+templates mark inputs whose change replaces the stack (# grape:stack-identity, e.g. the VPC's
+cidr; docs/operations.md): changing them is refused (the next apply would create the stack again and orphan the old one) unless
 --replace-stack queues the destroy of the old stack ahead of the change, --migrate-backend
 queues a deployment on which the agent holding a local state migrates it to the new backend
 (terraform init -migrate-state), or --state-moved says you copied the state there yourself.`,
@@ -48,7 +50,7 @@ queues a deployment on which the agent holding a local state migrates it to the 
 			fs.StringVar(&policySet, "policy-set", "", "policy set (sets/<name>/ of the agents' policy sources) that judges this config's plans besides the common policies")
 			fs.BoolVar(&noPolicySet, "no-policy-set", false, "clear the config's policy set: only the common policies judge it")
 			fs.DurationVar(&approvalTimeout, "approval-timeout", 0, "how long a plan may await approval before it expires, cancelled and discarded (at least 1m; default for a new config 24h; 0 keeps the stored value)")
-			fs.BoolVar(&replaceStack, "replace-stack", false, "the intent moves an applied stack (region or backend): queue the destroy of the stack that exists, store the intent, and queue its apply behind the destroy")
+			fs.BoolVar(&replaceStack, "replace-stack", false, "the intent moves or replaces an applied stack (region, backend, or an input the templates mark as its identity): queue the destroy of the stack that exists, store the intent, and queue its apply behind the destroy")
 			fs.BoolVar(&stateMoved, "state-moved", false, "the intent changes the state backend of an applied config and you copied its state there (docs/operations.md); recorded with --as")
 			fs.BoolVar(&migrateBackend, "migrate-backend", false, "the intent moves an applied config's local state to a shared backend (s3): store it and queue an apply on which the agent holding the state runs terraform init -migrate-state first (shown in its log and audit commit); recorded with --as")
 			whoFlag(fs, &who)
@@ -67,10 +69,15 @@ queues a deployment on which the agent holding a local state migrates it to the 
 				if err != nil {
 					return err
 				}
-				normalized, err := tmpl.validate(ctx, spec)
+				cat, err := tmpl.catalog(ctx, "")
 				if err != nil {
 					return err
 				}
+				in, err := cat.Validate(spec)
+				if err != nil {
+					return err
+				}
+				normalized := in.JSON()
 				set := store.ConfigSettings{RequireApproval: approval.ptr(), AutoRemediate: remediate.ptr()}
 				if approvalTimeout != 0 {
 					if approvalTimeout < time.Minute {
@@ -101,6 +108,11 @@ queues a deployment on which the agent holding a local state migrates it to the 
 							return fmt.Errorf("cluster %q does not exist: create it with `grape cluster create %s`", cluster, cluster)
 						}
 						return err
+					}
+					if !replaceStack {
+						if err := refuseStackInputChange(ctx, st, cat, cluster, name, normalized, file); err != nil {
+							return err
+						}
 					}
 					if migrateBackend {
 						if stateMoved || replaceStack {
@@ -258,6 +270,43 @@ func (o *optionalBool) ptr() *bool {
 		return nil
 	}
 	return &o.v
+}
+
+// refuseStackInputChange refuses an intent that changes an input the
+// templates mark as the stack's identity while the stack Grape applied
+// still exists: the database's identity guard cannot read templates, so the
+// CLI checks here (and the agent again before rendering). Nothing is stored.
+func refuseStackInputChange(ctx context.Context, st *store.Store, cat *render.Catalog, cluster, name string, spec json.RawMessage, file string) error {
+	old, err := st.GetConfig(ctx, cluster, name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	applied, err := st.AppliedState(ctx, old.ID)
+	if err != nil || !applied.Applied {
+		return err
+	}
+	was := old.Spec
+	if applied.Version != 0 {
+		v, err := st.ConfigAtVersion(ctx, old.ID, applied.Version)
+		if err != nil {
+			return fmt.Errorf("reading the applied version of %s/%s: %w", cluster, name, err)
+		}
+		was = v.Spec
+	}
+	changes := stateguard.StackInputChanges(cat, was, spec)
+	if len(changes) == 0 {
+		return nil
+	}
+	if file == "" || file == "-" {
+		file = "FILE"
+	}
+	return fmt.Errorf("config %s/%s: the intent changes %s; Grape applied this stack (v%d) and has not destroyed it, so applying would replace it\nnothing was stored\n"+
+		"to replace the stack on purpose (a destroy of the one that exists, then an apply, each awaiting approval): `grape config apply --cluster %s --name %s --replace-stack -f %s`\n"+
+		"or destroy it first: `grape deploy --cluster %s --config %s --action destroy`, then apply the intent",
+		cluster, name, strings.Join(changes, "; "), applied.Version, cluster, name, file, cluster, name)
 }
 
 // backendMoveSteps names the exact commands that move an applied config's

@@ -194,3 +194,52 @@ func TestConfigMoveRegion(t *testing.T) {
 	}
 	require.Equal(t, 1, applies, "the create in the new region waits behind the destroy")
 }
+
+// TestStackInputChangeRefused: an input the templates mark as the stack's
+// identity (the VPC's cidr) cannot change on an applied config without
+// --replace-stack; the refusal names the input, the template's reason and
+// both ways out, and stores nothing. Before the first apply it may change.
+func TestStackInputChangeRefused(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	ctx := context.Background()
+	c.ok("cluster", "create", "eu-1")
+	first := writeFile(t, "first.json", `{"region":"eu-central-1","modules":{"vpc":{}}}`)
+	cfgID := uuid.MustParse(c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", first))
+	moved := writeFile(t, "moved.json", `{"region":"eu-central-1","modules":{"vpc":{"cidr":"10.1.0.0/16"}}}`)
+	c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", moved) // nothing applied yet: a free choice
+	c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", first)
+	st := store.New(testsupport.Pool(t, c.env["GRAPE_DATABASE_URL"]))
+	d, err := st.Enqueue(ctx, store.EnqueueParams{ClusterID: "eu-1", ConfigID: cfgID, Action: store.ActionApply, RequestedBy: "t"})
+	require.NoError(t, err)
+	_, err = st.Claim(ctx, "eu-1", "agent-a", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, st.SetStateResources(ctx, d.ID, "agent-a", 19))
+	require.NoError(t, st.Finish(ctx, d.ID, "agent-a", store.Outcome{Status: store.StatusSucceeded}))
+
+	// Unmarked inputs change freely; the default written out is no change.
+	c.ok("config", "apply", "--cluster", "eu-1", "--name", "prod", "-f",
+		writeFile(t, "same.json", `{"region":"eu-central-1","modules":{"vpc":{"cidr":"10.0.0.0/16","az_count":3}}}`))
+	cfg, err := st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	version := cfg.Version
+
+	_, errOut, code := c.run("", "config", "apply", "--cluster", "eu-1", "--name", "prod", "-f", moved)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, `modules.vpc.cidr "10.0.0.0/16" → "10.1.0.0/16" (a new CIDR replaces the VPC and everything in it)`)
+	require.Contains(t, errOut, "nothing was stored")
+	require.Contains(t, errOut, "`grape config apply --cluster eu-1 --name prod --replace-stack -f "+moved+"`")
+	require.Contains(t, errOut, "`grape deploy --cluster eu-1 --config prod --action destroy`")
+	cfg, err = st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	require.Equal(t, version, cfg.Version, "a refused change stores nothing")
+
+	// --replace-stack stores it, behind the destroy of the stack that exists.
+	_, errOut, code = c.run("", "config", "apply", "--cluster", "eu-1", "--name", "prod", "--replace-stack", "-f", moved)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, errOut, "queued: destroy")
+	cfg, err = st.GetConfigByID(ctx, cfgID)
+	require.NoError(t, err)
+	require.Equal(t, version+1, cfg.Version)
+	require.JSONEq(t, `{"region":"eu-central-1","modules":{"vpc":{"cidr":"10.1.0.0/16"}}}`, string(cfg.Spec))
+}
