@@ -462,6 +462,7 @@ func parseModule(name string, files map[string][]byte) (*Module, error) {
 	return m, nil
 }
 
+// Directives are `# grape:<name>` comments in a template's .tf files.
 // stackIdentityDirective marks the variable block on the next line as part
 // of the stack's identity; the rest of the comment is the reason.
 const (
