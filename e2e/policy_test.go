@@ -121,10 +121,18 @@ func TestPolicyVerdicts(t *testing.T) {
 	sha := deref(parked.CommitSHA)
 	require.Contains(t, e.git("-C", e.repoDir, "log", "-1", "--format=%B", sha), "Grape-Policies: "+res.Digest)
 
-	// The default pack: replacing a VPC needs a person, whatever the
-	// config says.
-	replaced := e.config("warned", `{"region": "eu-central-1", "tags": {"team": "platform"}, "modules": {"vpc": {"nat_gateway": "none", "cidr": "10.42.0.0/16"}}}`)
-	r := e.deploy(replaced, store.ActionApply)
+	// A new CIDR would replace the VPC: the template marks the input as the
+	// stack's identity, so the CLI refuses to store it for an applied config.
+	path := filepath.Join(t.TempDir(), "cidr.json")
+	require.NoError(t, os.WriteFile(path, []byte(`{"region": "eu-central-1", "tags": {"team": "platform"}, "modules": {"vpc": {"nat_gateway": "none", "cidr": "10.42.0.0/16"}}}`), 0o644))
+	_, stderr, err := e.grapeResult("config", "apply", "--cluster", e.cluster, "--name", "warned", "-f", path)
+	require.Error(t, err)
+	require.Contains(t, stderr, `modules.vpc.cidr "10.0.0.0/16" → "10.42.0.0/16"`)
+	require.Contains(t, stderr, "nothing was stored")
+
+	// The default pack: deleting a VPC needs a person, whatever the config
+	// says.
+	r := e.deploy(warned, store.ActionDestroy)
 	parked = e.wait(r.ID, 3*time.Minute, store.StatusAwaitingApproval)
 	res = e.policyOf(parked)
 	require.Positive(t, res.Warnings)
