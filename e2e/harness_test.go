@@ -29,7 +29,8 @@ import (
 // wait (for agents' polls, approval timeouts, backoffs, a restarted server)
 // more than they compute: in a CI run at the default, the machine's CPUs sat
 // about 40% idle while the e2e package set the run's length. At 4, the
-// package alone took 13 min with the CPUs 73% busy (it took 19 at 2).
+// package alone took 13 min with the CPUs 73% busy; at 2, 24 min (both on
+// a machine loaded by other work).
 const e2eParallel = "4"
 
 func TestMain(m *testing.M) {
