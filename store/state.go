@@ -356,13 +356,7 @@ func (s *Store) MoveStateBackend(ctx context.Context, clusterID, name string, sp
 		if _, err := tx.Exec(ctx, `DELETE FROM config_state_holders WHERE config_id = $1`, old.ID); err != nil {
 			return err
 		}
-		var from, to any
-		_ = json.Unmarshal(old.Spec, &struct {
-			Backend *any `json:"backend"`
-		}{&from})
-		_ = json.Unmarshal(cfg.Spec, &struct {
-			Backend *any `json:"backend"`
-		}{&to})
+		from, to := backendOf(old.Spec), backendOf(cfg.Spec)
 		return recordAudit(ctx, tx, StateAudit{ClusterID: clusterID, ConfigID: old.ID, Actor: actor, Action: AuditStateBackendMove,
 			Details: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "from": from, "to": to}})
 	})
@@ -406,13 +400,7 @@ func (s *Store) MigrateStateBackend(ctx context.Context, clusterID, name string,
 			RequestedBy: actor, MigrateState: true, RequireApproval: requireApproval}); err != nil {
 			return err
 		}
-		var from, to any
-		_ = json.Unmarshal(old.Spec, &struct {
-			Backend *any `json:"backend"`
-		}{&from})
-		_ = json.Unmarshal(cfg.Spec, &struct {
-			Backend *any `json:"backend"`
-		}{&to})
+		from, to := backendOf(old.Spec), backendOf(cfg.Spec)
 		return recordAudit(ctx, tx, StateAudit{ClusterID: clusterID, ConfigID: old.ID, Actor: actor, Action: AuditStateBackendMigration,
 			Details: map[string]any{"from_version": old.Version, "to_version": cfg.Version, "from": from, "to": to, "deployment": d.ID}})
 	})
@@ -430,4 +418,14 @@ func (s *Store) StateMigrated(ctx context.Context, id uuid.UUID, agentID, to str
 		return fmt.Errorf("recording the state migration of deployment %s: %w", id, err)
 	}
 	return nil
+}
+
+// backendOf is an intent's backend block as the audit trail records it (nil
+// for the default local backend).
+func backendOf(spec json.RawMessage) any {
+	var in struct {
+		Backend any `json:"backend"`
+	}
+	_ = json.Unmarshal(spec, &in)
+	return in.Backend
 }
