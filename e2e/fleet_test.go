@@ -17,12 +17,10 @@ import (
 // that sorts early, so that it starts among the first parallel tests instead
 // of running alone at the end.
 
-// TestStateFleetRace: 3 agents of one cluster race over 60 deployments of 20
-// local-state configs (terraform_data resources; the rendering still
-// configures the AWS provider, so each plan pays its ~10 s floor, ~30 s on a
-// loaded machine: 100 deployments would add minutes to every CI run, and three
-// per config already make every config's first claim a race and its later
-// ones a test of the pinning). Every config's deployments all ran on one agent,
+// TestStateFleetRace: 3 agents of one cluster race over 100 deployments of
+// 20 local-state configs (terraform_data resources, five deployments per
+// config: every config's first claim is a race and its later ones a test of
+// the pinning). Every config's deployments all ran on one agent,
 // every config's state exists once, in that agent's data dir, with exactly
 // its one resource, and no deployment failed.
 func TestStateFleetRace(t *testing.T) {
@@ -31,7 +29,7 @@ func TestStateFleetRace(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	templates, err := filepath.Abs("testdata/templates-data")
 	require.NoError(t, err)
-	const configs, deployments = 20, 60
+	const configs, deployments = 20, 100
 	var cfgs []store.Config
 	for i := 0; i < configs; i++ {
 		c, err := e.st.UpsertConfig(e.ctx, e.cluster, fmt.Sprintf("fleet-%02d", i), []byte(`{"modules": {"data": {"value": "v0"}}}`), store.ConfigSettings{})
@@ -53,7 +51,7 @@ func TestStateFleetRace(t *testing.T) {
 		}
 		ds = append(ds, e.deploy(c, store.ActionApply))
 	}
-	deadline := time.Now().Add(17 * time.Minute)
+	deadline := time.Now().Add(30 * time.Minute) // a hang detector: ~6.5 min at load 4
 	for !e.allFinal(ds) {
 		require.False(t, time.Now().After(deadline), "deployments not finished:\n%s", e.statusTable(ds))
 		e.requireAgentsAlive()
