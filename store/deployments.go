@@ -210,12 +210,15 @@ func (s *Store) Enqueue(ctx context.Context, p EnqueueParams) (Deployment, error
 	if maxAttempts == 0 {
 		maxAttempts = 3
 	}
-	if s.asUser && (p.SourceCommit != nil || p.Action == ActionDrift) {
-		return s.enqueueAtCommit(ctx, p, maxAttempts)
-	}
 	args := []any{p.ConfigID, p.ClusterID, p.Action, p.RequireApproval, p.SourceCommit, p.RequestedBy, maxAttempts}
 	insert := enqueueQuery
-	if p.AcceptEmptyState || p.AcceptRollback || p.MigrateState {
+	switch {
+	case s.asUser && (p.SourceCommit != nil || p.Action == ActionDrift):
+		// A signed-in user may not name a source_commit in an INSERT:
+		// grape_queue_at_commit checks the operator role and that the commit
+		// is the config's last applied one (migration portal_users).
+		insert, args = enqueueAtCommitQuery, []any{p.ConfigID, p.Action, p.SourceCommit, p.RequireApproval, maxAttempts, p.RequestedBy}
+	case p.AcceptEmptyState || p.AcceptRollback || p.MigrateState:
 		// Only people set overrides; agent roles hold no grant on these
 		// columns, so the common statement does not name them.
 		insert, args = enqueueOverrideQuery, append(args, p.AcceptEmptyState, p.AcceptRollback, p.MigrateState)
@@ -242,22 +245,9 @@ INSERT INTO deployments (config_id, cluster_id, action, require_approval, source
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING ` + deploymentColumns
 
-// enqueueAtCommit queues a run of a given commit (a remediation, its retry,
-// a drift check) for a signed-in user, who may not name a source_commit
-// in an INSERT: grape_queue_at_commit checks the operator role and that the
-// commit is the config's last applied one (migration portal_users).
-func (s *Store) enqueueAtCommit(ctx context.Context, p EnqueueParams, maxAttempts int) (Deployment, error) {
-	rows, err := s.db().Query(ctx, `SELECT `+deploymentColumns+` FROM grape_queue_at_commit($1, $2, $3, $4, $5, $6)`,
-		p.ConfigID, p.Action, p.SourceCommit, p.RequireApproval, maxAttempts, p.RequestedBy)
-	if err != nil {
-		return Deployment{}, enqueueError(p, err)
-	}
-	d, err := collectDeployment(rows, "queued deployment")
-	if err != nil {
-		return Deployment{}, enqueueError(p, err)
-	}
-	return d, nil
-}
+// enqueueAtCommitQuery queues a run of a given commit (a remediation, its
+// retry, a drift check) for a signed-in user.
+const enqueueAtCommitQuery = `SELECT ` + deploymentColumns + ` FROM grape_queue_at_commit($1, $2, $3, $4, $5, $6)`
 
 func enqueueError(p EnqueueParams, err error) error {
 	var pgErr *pgconn.PgError
