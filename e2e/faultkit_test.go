@@ -114,25 +114,15 @@ func procsUnder(dir string) []proc {
 	return out
 }
 
-// waitProcs waits until a process whose name starts with prefix runs under dir.
-func waitProcs(t testing.TB, dir, prefix string, within time.Duration) []proc {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var found []proc
-		for _, p := range procsUnder(dir) {
-			if strings.HasPrefix(p.comm, prefix) {
-				found = append(found, p)
-			}
+// hasProc reports whether a process whose name starts with prefix runs
+// under dir.
+func hasProc(dir, prefix string) bool {
+	for _, p := range procsUnder(dir) {
+		if strings.HasPrefix(p.comm, prefix) {
+			return true
 		}
-		if len(found) > 0 {
-			return found
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s process under %s after %s", prefix, dir, within)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	return false
 }
 
 // requireNoProcsUnder waits up to within for every process under dir to be
@@ -343,4 +333,73 @@ func countAgentPrefix(lines []store.LogLine, prefix string) int {
 		}
 	}
 	return n
+}
+
+// holdRuns waits until the run of every deployment in ids has reached a
+// point (reached reports it), and stops (SIGSTOP) a run's processes the
+// moment it gets there, so the first to arrive cannot finish while the test
+// waits for the others. A kill meant to land while several runs are in the
+// middle of terraform then does, however loaded the machine is (CI once saw
+// a local-state apply finish before the S3 one began). The returned resume
+// continues (SIGCONT) what was stopped: call it right after the kill, so that
+// what outlives the agent runs on as it would have; terraform itself dies
+// stopped or not, since its Pdeathsig is SIGKILL.
+func (e *env) holdRuns(a *agent, ids []uuid.UUID, reached func(uuid.UUID) bool, within time.Duration) (resume func()) {
+	e.t.Helper()
+	var stopped []int
+	resume = func() {
+		for _, pid := range stopped {
+			_ = syscall.Kill(pid, syscall.SIGCONT) // ESRCH: it died with the agent
+		}
+		stopped = nil
+	}
+	e.t.Cleanup(resume) // a failed test leaves nothing stopped behind
+	held := map[uuid.UUID]bool{}
+	deadline := time.Now().Add(within * slack)
+	for len(held) < len(ids) {
+		for _, id := range ids {
+			if held[id] || !reached(id) {
+				continue
+			}
+			pids := stopProcsUnder(a.dataDir + "/runs/" + id.String())
+			e.t.Logf("holding deployment %s: stopped %d processes", id, len(pids))
+			stopped = append(stopped, pids...)
+			d, err := e.st.GetDeployment(e.ctx, id)
+			require.NoError(e.t, err)
+			require.False(e.t, d.Status.Final(), "deployment %s ended (%s) before it could be held", id, d.Status)
+			held[id] = true
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("only %d of %d runs reached the point to hold them at within %s", len(held), len(ids), within*slack)
+		}
+		e.requireAgentsAlive()
+		time.Sleep(50 * time.Millisecond)
+	}
+	return resume
+}
+
+// stopProcsUnder stops every process under dir, again until no new one
+// appears: a process forked just before its parent stopped shows up late.
+func stopProcsUnder(dir string) []int {
+	seen := map[int]bool{}
+	var pids []int
+	for grew := true; grew; {
+		grew = false
+		for _, p := range procsUnder(dir) {
+			if !seen[p.pid] && syscall.Kill(p.pid, syscall.SIGSTOP) == nil {
+				seen[p.pid], grew = true, true
+				pids = append(pids, p.pid)
+			}
+		}
+		if grew {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return pids
+}
+
+// logged reports whether a line of the deployment's log contains substr.
+func (e *env) logged(id uuid.UUID, substr string) bool {
+	e.t.Helper()
+	return countLines(e.logs(id), substr) > 0
 }

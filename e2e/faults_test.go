@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/grapehq/grape/internal/testsupport"
@@ -47,14 +48,19 @@ func TestFaultKillDuringPlan(t *testing.T) {
 	a1 := e.startAgent("agent-1", "--concurrency", "2")
 	dl := e.deploy(localCfg, store.ActionPlan)
 	ds := e.deploy(s3cfg, store.ActionPlan)
-	for _, d := range []store.Deployment{dl, ds} {
-		e.waitPhase(d.ID, store.PhasePlan, 2*time.Minute)
-		// terraform plan is running once its provider is up.
-		waitProcs(t, a1.dataDir+"/runs/"+d.ID.String(), "terraform-provi", time.Minute)
-	}
-	e.waitObject("grape-state", "e2e/killplan.tfstate.tflock", time.Minute)
+	// terraform plan is running once its provider is up and the S3 plan's
+	// lock is taken; each run is held there until the other is too.
+	resume := e.holdRuns(a1, []uuid.UUID{dl.ID, ds.ID}, func(id uuid.UUID) bool {
+		d, err := e.st.GetDeployment(e.ctx, id)
+		require.NoError(t, err)
+		if d.PhaseName() != store.PhasePlan || !hasProc(a1.dataDir+"/runs/"+id.String(), "terraform-provi") {
+			return false
+		}
+		return id != ds.ID || e.objectExists("grape-state", "e2e/killplan.tfstate.tflock")
+	}, 3*time.Minute)
 	before := procsUnder(a1.dataDir)
 	a1.kill()
+	resume()
 	left := survivors(t, a1.dataDir, before)
 
 	// The second agent starts after the kill, as a replacement would.
@@ -108,15 +114,16 @@ func TestFaultKillDuringApply(t *testing.T) {
 	a1 := e.startAgent("agent-1", "--concurrency", "2")
 	ds := e.deploy(s3cfg, store.ActionApply)
 	dl := e.deploy(localCfg, store.ActionApply)
-	// Kill the agent once both applies are creating resources.
-	e.waitLogLine(ds.ID, ": Creating...", 3*time.Minute)
-	e.waitLogLine(dl.ID, ": Creating...", 3*time.Minute)
+	// Kill the agent once both applies are creating resources; the first
+	// to get there is held until the other has.
+	resume := e.holdRuns(a1, []uuid.UUID{ds.ID, dl.ID}, func(id uuid.UUID) bool { return e.logged(id, ": Creating...") }, 3*time.Minute)
 	before := procsUnder(a1.dataDir)
 	a1.kill()
+	resume()
 	for _, d := range []store.Deployment{ds, dl} {
 		got, err := e.st.GetDeployment(e.ctx, d.ID)
 		require.NoError(t, err)
-		require.Equal(t, store.StatusInProgress, got.Status, "the apply ended before the kill: the test needs a slower apply")
+		require.Equal(t, store.StatusInProgress, got.Status, "the apply ended before the kill")
 	}
 	left := survivors(t, a1.dataDir, before)
 
