@@ -38,10 +38,10 @@ func (e *env) startAgentAt(id, dataDir string, args ...string) *agent {
 // waitLog waits until the agent's own log has a line containing substr.
 func (a *agent) waitLog(t testing.TB, substr string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(within * slack)
 	for !strings.Contains(a.output(), substr) {
 		if time.Now().After(deadline) {
-			t.Fatalf("agent log has no %q after %s:\n%s", substr, within, a.output())
+			t.Fatalf("agent log has no %q after %s:\n%s", substr, within*slack, a.output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -125,12 +125,12 @@ func hasProc(dir, prefix string) bool {
 	return false
 }
 
-// requireNoProcsUnder waits up to within for every process under dir to be
+// requireNoProcsUnder waits up to within (times slack) for every process under dir to be
 // gone. Leftovers are listed, then killed (they are this test's: started by
 // its agent) so they do not outlive the test.
 func requireNoProcsUnder(t testing.TB, dir string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(within * slack)
 	for {
 		left := procsUnder(dir)
 		if len(left) == 0 {
@@ -140,7 +140,7 @@ func requireNoProcsUnder(t testing.TB, dir string, within time.Duration) {
 			for _, p := range left {
 				_ = syscall.Kill(p.pid, syscall.SIGKILL)
 			}
-			t.Fatalf("processes still running in the dead agent's data dir %s %s after it was killed: %v", dir, within, left)
+			t.Fatalf("processes still running in the dead agent's data dir %s %s after it was killed: %v", dir, within*slack, left)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -253,10 +253,10 @@ func fillDisk(t testing.TB, dir string) (free func()) {
 // that lives for a few.
 func (e *env) waitObject(bucket, key string, within time.Duration) {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(within * slack)
 	for !e.objectExists(bucket, key) {
 		if time.Now().After(deadline) {
-			e.t.Fatalf("s3://%s/%s did not appear within %s", bucket, key, within)
+			e.t.Fatalf("s3://%s/%s did not appear within %s", bucket, key, within*slack)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -218,7 +218,7 @@ func TestFaultPostgresDownAtAgentStart(t *testing.T) {
 	e.stopPostgres()
 	a := e.startAgent("agent-1")
 	// Wait until the second retry is announced.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second * slack)
 	for len(a.records(t, "database unreachable; retrying")) < 2 {
 		require.True(t, a.alive(), "the agent exited instead of waiting for its database:\n%s", a.output())
 		require.False(t, time.Now().After(deadline), "the agent does not say it retries:\n%s", a.output())
@@ -295,7 +295,7 @@ func TestFaultGitRemoteDown(t *testing.T) {
 	// is being retried, and the deployment goes on.
 	retries := len(a.records(t, "git remote unavailable; retrying"))
 	d2 := e.deploy(cfg, store.ActionPlan)
-	for deadline := time.Now().Add(time.Minute); len(a.records(t, "git remote unavailable; retrying")) == retries; {
+	for deadline := time.Now().Add(time.Minute * slack); len(a.records(t, "git remote unavailable; retrying")) == retries; {
 		require.False(t, time.Now().After(deadline), "the agent never retried the commit:\n%s", a.output())
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -478,10 +478,10 @@ func TestFaultRacingAgentsWithKills(t *testing.T) {
 	// Kill the victim each time it has claimed work, at a different point
 	// of the run each time, then restart it; after maxKills, let it be.
 	const maxKills = 4
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(4 * time.Minute * slack)
 	kills := 0
 	for !e.allFinal(ds) {
-		require.False(t, time.Now().After(deadline), "deployments still not finished after 4 minutes:\n%s", e.statusTable(ds))
+		require.False(t, time.Now().After(deadline), "deployments still not finished after 12 minutes:\n%s", e.statusTable(ds))
 		victim := victims[len(victims)-1]
 		if kills == maxKills || len(victim.records(t, "deployment claimed")) == 0 {
 			time.Sleep(100 * time.Millisecond)

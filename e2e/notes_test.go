@@ -32,7 +32,7 @@ func (e *env) remoteNotes() string {
 // loaded machine.
 func (e *env) waitNote(substrs ...string) string {
 	e.t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(time.Minute * slack)
 	for {
 		log := e.remoteNotes()
 		missing := ""

@@ -45,7 +45,7 @@ func TestStateMoveToAnotherAgent(t *testing.T) {
 	// Restarted with it, agent-b receives the state.
 	e.startAgentAt("agent-b", dirB, "--state-handoff-addr", "127.0.0.1:0")
 	var out string
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(time.Minute * slack)
 	for {
 		stdout, stderr, err := e.grapeResult("state", "move", "--cluster", e.cluster, "--config", "moved", "--to-agent", "agent-b", "--reason", "new machine", "--as", "carol@ops")
 		if err == nil {
