@@ -20,6 +20,10 @@ var builtinAllow = []string{
 	"SSL_CERT_FILE", "SSL_CERT_DIR",
 	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
 	"http_proxy", "https_proxy", "no_proxy",
+	// Go runtime tuning: terraform and its providers are Go programs, and
+	// an operator sizing the agent's machine (GOMEMLIMIT in a small
+	// container, GOGC to trade memory for CPU) means them too.
+	"GOGC", "GOMEMLIMIT", "GOMAXPROCS",
 }
 
 // controlledTF are TF_* variables the runner never takes from the agent's
