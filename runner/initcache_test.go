@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,9 +17,10 @@ import (
 
 // TestInitCache: the first run of a root module inits and keeps its
 // .terraform; the next run with the same files reuses it, says so, skips
-// init and plans with it against moto; a changed .tf file, a changed lock
-// file or a provider link gone stale means a full init again, and a lock
-// file init would change still fails the run.
+// init and plans with it against moto; a plan that fails on a reused copy
+// drops it; a changed .tf file, a changed lock file or a provider link gone
+// stale means a full init again, and a lock file init would change still
+// fails the run.
 func TestInitCache(t *testing.T) { eachEngine(t, testInitCache) }
 
 func testInitCache(t *testing.T, eng testsupport.Engine) {
@@ -57,6 +59,31 @@ func testInitCache(t *testing.T, eng testsupport.Engine) {
 	res, err := r.Plan(ctx, second, PlanOptions{})
 	require.NoError(t, err, "a plan on the reused .terraform")
 	assert.Equal(t, 2, res.Summary.Add)
+
+	// A plan that fails on a reused copy drops it: if the copy was what
+	// failed, keeping it would fail every later run the same way. The
+	// variable values are outside the fingerprint, so the failing run
+	// reuses the copy its passing twin kept.
+	precondition := func(ok bool) func(dir string) {
+		return func(dir string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "check.tf"), []byte(checkTF), 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "terraform.tfvars.json"), []byte(fmt.Sprintf(`{"ok": %t}`, ok)), 0o644))
+		}
+	}
+	passing, _ := job(precondition(true))
+	require.NoError(t, r.Init(ctx, passing))
+	failing, rec := job(precondition(false))
+	require.NoError(t, r.Init(ctx, failing))
+	assert.Contains(t, agent(rec), "init: reused from ")
+	_, err = r.Plan(ctx, failing, PlanOptions{})
+	require.Error(t, err)
+	assert.Contains(t, rec.all(), "The ok variable must be true.")
+	assert.Contains(t, agent(rec), "init: the kept .terraform is dropped after this failed plan")
+	assert.NoDirExists(t, cache)
+	again, rec := job(precondition(true))
+	require.NoError(t, r.Init(ctx, again))
+	assert.Contains(t, agent(rec), "none kept yet")
+	assert.Contains(t, rec.agentLines(), "terraform init")
 
 	// A changed .tf file: another fingerprint, a full init, kept anew.
 	changed, rec := job(func(dir string) {
@@ -97,6 +124,23 @@ func testInitCache(t *testing.T, eng testsupport.Engine) {
 	require.NoError(t, ForgetInit(cache))
 	assert.NoDirExists(t, cache)
 }
+
+// checkTF fails the plan unless var.ok is true.
+const checkTF = `variable "ok" {
+  type = bool
+}
+
+resource "terraform_data" "checked" {
+  input = "x"
+
+  lifecycle {
+    precondition {
+      condition     = var.ok
+      error_message = "The ok variable must be true."
+    }
+  }
+}
+`
 
 // findLink returns a symlink under root (a provider link into the plugin
 // cache).
