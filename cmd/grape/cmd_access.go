@@ -71,35 +71,13 @@ Supabase auth user id (auth.uid()), or the id the portal maps a sign-in to.`,
 			}
 		},
 	})
-	register(&command{
+	registerList(listCommand[store.Membership]{
 		name:    "member list",
 		summary: "list the members of a cluster (of every cluster without --cluster)",
-		flags: func(fs *flag.FlagSet) runFunc {
-			var db, cluster string
-			var asJSON bool
-			dbFlag(fs, &db)
-			fs.StringVar(&cluster, "cluster", "", "cluster id (default: every cluster)")
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
-			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				if len(args) != 0 {
-					return usagef("member list takes no arguments")
-				}
-				return withStore(ctx, db, func(st *store.Store) error {
-					ms, err := st.ListMembers(ctx, cluster)
-					if err != nil {
-						return err
-					}
-					if asJSON {
-						return writeJSON(cio.stdout, ms)
-					}
-					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "CLUSTER\tUSER\tROLE\tADDED\tBY")
-					for _, m := range ms {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ClusterID, m.UserID, m.Role, m.CreatedAt.Format(time.DateTime), m.CreatedBy)
-					}
-					return tw.Flush()
-				})
-			}
+		load:    (*store.Store).ListMembers,
+		header:  []string{"CLUSTER", "USER", "ROLE", "ADDED", "BY"},
+		row: func(m store.Membership) []string {
+			return []string{m.ClusterID, m.UserID.String(), string(m.Role), m.CreatedAt.Format(time.DateTime), m.CreatedBy}
 		},
 	})
 
@@ -279,36 +257,17 @@ Its signing secret is shown only this once; verify X-Grape-Signature (sha256=<HM
 			}
 		},
 	})
-	register(&command{
+	registerList(listCommand[store.NotifyTarget]{
 		name:    "notify list",
 		summary: "list webhook targets (of every cluster without --cluster)",
-		flags: func(fs *flag.FlagSet) runFunc {
-			var db, cluster string
-			var asJSON bool
-			dbFlag(fs, &db)
-			fs.StringVar(&cluster, "cluster", "", "cluster id (default: every cluster)")
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
-			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				return withStore(ctx, db, func(st *store.Store) error {
-					ts, err := st.ListNotifyTargets(ctx, cluster)
-					if err != nil {
-						return err
-					}
-					if asJSON {
-						return writeJSON(cio.stdout, ts)
-					}
-					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ID\tCLUSTER\tFORMAT\tEVENTS\tURL")
-					for _, t := range ts {
-						ev := "all"
-						if len(t.Events) > 0 {
-							ev = strings.Join(t.Events, ",")
-						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.ClusterID, t.Format, ev, t.URL)
-					}
-					return tw.Flush()
-				})
+		load:    (*store.Store).ListNotifyTargets,
+		header:  []string{"ID", "CLUSTER", "FORMAT", "EVENTS", "URL"},
+		row: func(t store.NotifyTarget) []string {
+			ev := "all"
+			if len(t.Events) > 0 {
+				ev = strings.Join(t.Events, ",")
 			}
+			return []string{t.ID.String(), t.ClusterID, t.Format, ev, t.URL}
 		},
 	})
 	register(&command{

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/grapehq/grape/internal/ptr"
@@ -80,36 +79,17 @@ another agent").`,
 		},
 	})
 
-	register(&command{
-		name:    "state moves",
-		summary: "list a cluster's state moves, newest first",
-		flags: func(fs *flag.FlagSet) runFunc {
-			var db, cluster string
-			var asJSON bool
-			dbFlag(fs, &db)
-			fs.StringVar(&cluster, "cluster", "", "cluster id")
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
-			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				if cluster == "" {
-					return usagef("--cluster is required")
-				}
-				return withStore(ctx, db, func(st *store.Store) error {
-					ms, err := st.ListStateMoves(ctx, cluster, 100)
-					if err != nil {
-						return err
-					}
-					if asJSON {
-						return writeJSON(cio.stdout, ms)
-					}
-					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "MOVE\tCONFIG\tFROM\tTO\tSTATUS\tREQUESTED\tBY\tERROR")
-					for _, m := range ms {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.ConfigID, m.FromAgent, m.ToAgent, m.Status,
-							m.CreatedAt.Format(time.RFC3339), m.RequestedBy, ptr.Deref(m.Error))
-					}
-					return tw.Flush()
-				})
-			}
+	registerList(listCommand[store.StateMove]{
+		name:            "state moves",
+		summary:         "list a cluster's state moves, newest first",
+		clusterRequired: true,
+		load: func(st *store.Store, ctx context.Context, cluster string) ([]store.StateMove, error) {
+			return st.ListStateMoves(ctx, cluster, 100)
+		},
+		header: []string{"MOVE", "CONFIG", "FROM", "TO", "STATUS", "REQUESTED", "BY", "ERROR"},
+		row: func(m store.StateMove) []string {
+			return []string{m.ID.String(), m.ConfigID.String(), m.FromAgent, m.ToAgent, string(m.Status),
+				m.CreatedAt.Format(time.RFC3339), m.RequestedBy, ptr.Deref(m.Error)}
 		},
 	})
 }

@@ -88,6 +88,13 @@ func TestStateCommands(t *testing.T) {
 	require.False(t, d.AcceptRollback)
 	require.Equal(t, "frank", d.RequestedBy)
 	require.Contains(t, c.ok("status", id.String()), "accept empty state (requested by frank)")
+
+	// The moves of a cluster without any: a header, no rows; --cluster is required.
+	require.Equal(t, []string{"MOVE", "CONFIG", "FROM", "TO", "STATUS", "REQUESTED", "BY", "ERROR"}, strings.Fields(c.ok("state", "moves", "--cluster", "eu-1")))
+	require.Equal(t, "[]", c.ok("state", "moves", "--cluster", "eu-1", "--json"), "an empty list, not null")
+	_, errOut, code = c.run("", "state", "moves")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--cluster is required")
 }
 
 // TestBackendChangeRefusalNamesTheCommands: a backend change of an applied

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/grapehq/grape/store"
@@ -61,36 +60,14 @@ branch holds then. Server-side branch protection should make this rare.`,
 			}
 		},
 	})
-	register(&command{
-		name:    "workspace rewrites",
-		summary: "list the audit-branch rewrites accepted for a cluster, newest first",
-		flags: func(fs *flag.FlagSet) runFunc {
-			var db, cluster string
-			var asJSON bool
-			dbFlag(fs, &db)
-			fs.StringVar(&cluster, "cluster", "", "cluster id")
-			fs.BoolVar(&asJSON, "json", false, "print JSON")
-			return func(ctx context.Context, cio *cmdIO, args []string) error {
-				if cluster == "" {
-					return usagef("--cluster is required")
-				}
-				return withStore(ctx, db, func(st *store.Store) error {
-					list, err := st.ListRewrites(ctx, cluster)
-					if err != nil {
-						return err
-					}
-					if asJSON {
-						return writeJSON(cio.stdout, list)
-					}
-					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ACCEPTED AT\tBY\tGAVE UP\tTRUSTED TIP\tREASON")
-					for _, w := range list {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", w.AcceptedAt.Format(time.RFC3339), w.AcceptedBy,
-							orDash(w.MissingCommit), orDash(w.AcceptedTip), w.Reason)
-					}
-					return tw.Flush()
-				})
-			}
+	registerList(listCommand[store.WorkspaceRewrite]{
+		name:            "workspace rewrites",
+		summary:         "list the audit-branch rewrites accepted for a cluster, newest first",
+		clusterRequired: true,
+		load:            (*store.Store).ListRewrites,
+		header:          []string{"ACCEPTED AT", "BY", "GAVE UP", "TRUSTED TIP", "REASON"},
+		row: func(w store.WorkspaceRewrite) []string {
+			return []string{w.AcceptedAt.Format(time.RFC3339), w.AcceptedBy, orDash(w.MissingCommit), orDash(w.AcceptedTip), w.Reason}
 		},
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -116,3 +118,59 @@ func readSpec(path string, stdin io.Reader) ([]byte, error) {
 const maxSpecBytes = 1 << 20
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+// listCommand is the shape every plain list command shares: --cluster
+// (required, or else narrowing a list of every cluster), --json, and a
+// table. Only what it loads and how a row reads differ.
+type listCommand[T any] struct {
+	name, summary   string
+	clusterRequired bool
+	load            func(st *store.Store, ctx context.Context, cluster string) ([]T, error) // a method expression
+	header          []string
+	row             func(T) []string
+}
+
+// registerList registers a list command.
+func registerList[T any](l listCommand[T]) {
+	clusterHelp := "cluster id (default: every cluster)"
+	if l.clusterRequired {
+		clusterHelp = "cluster id"
+	}
+	register(&command{
+		name:    l.name,
+		summary: l.summary,
+		flags: func(fs *flag.FlagSet) runFunc {
+			var db, cluster string
+			var asJSON bool
+			dbFlag(fs, &db)
+			fs.StringVar(&cluster, "cluster", "", clusterHelp)
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			return func(ctx context.Context, cio *cmdIO, args []string) error {
+				if len(args) != 0 {
+					return usagef("%s takes no arguments", l.name)
+				}
+				if l.clusterRequired && cluster == "" {
+					return usagef("--cluster is required")
+				}
+				return withStore(ctx, db, func(st *store.Store) error {
+					items, err := l.load(st, ctx, cluster)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						if items == nil {
+							items = []T{} // [] for a script, not null
+						}
+						return writeJSON(cio.stdout, items)
+					}
+					tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, strings.Join(l.header, "\t"))
+					for _, it := range items {
+						fmt.Fprintln(tw, strings.Join(l.row(it), "\t"))
+					}
+					return tw.Flush()
+				})
+			}
+		},
+	})
+}
