@@ -64,9 +64,11 @@ func testInitCache(t *testing.T, eng testsupport.Engine) {
 	// failed, keeping it would fail every later run the same way. The
 	// variable values are outside the fingerprint, so the failing run
 	// reuses the copy its passing twin kept.
+	checkTF, err := os.ReadFile(filepath.Join("testdata", "modules", "precondition", "main.tf"))
+	require.NoError(t, err)
 	precondition := func(ok bool) func(dir string) {
 		return func(dir string) {
-			require.NoError(t, os.WriteFile(filepath.Join(dir, "check.tf"), []byte(checkTF), 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "check.tf"), checkTF, 0o644))
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "terraform.tfvars.json"), []byte(fmt.Sprintf(`{"ok": %t}`, ok)), 0o644))
 		}
 	}
@@ -124,23 +126,6 @@ func testInitCache(t *testing.T, eng testsupport.Engine) {
 	require.NoError(t, ForgetInit(cache))
 	assert.NoDirExists(t, cache)
 }
-
-// checkTF fails the plan unless var.ok is true.
-const checkTF = `variable "ok" {
-  type = bool
-}
-
-resource "terraform_data" "checked" {
-  input = "x"
-
-  lifecycle {
-    precondition {
-      condition     = var.ok
-      error_message = "The ok variable must be true."
-    }
-  }
-}
-`
 
 // findLink returns a symlink under root (a provider link into the plugin
 // cache).
