@@ -90,7 +90,7 @@ func TestDeployLifecycle(t *testing.T) {
 	sha := deref(applied.CommitSHA)
 	require.Equal(t, sha, strings.Fields(e.git("rev-parse", "main"))[0])
 	requireLine(t, lines, "committed "+sha)
-	e.git("fsck", "--strict")
+	e.fsck()
 	msg := e.git("log", "-1", "--format=%B", sha)
 	require.Contains(t, msg, "apply lifecycle (cluster e2e): vpc, rds")
 	require.Contains(t, msg, "Grape-Deployment: "+d.ID.String())

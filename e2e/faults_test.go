@@ -84,7 +84,7 @@ func TestFaultKillDuringPlan(t *testing.T) {
 		"[agent] terraform force-unlock -force ", "[agent] succeeded")
 	require.Len(t, a2.records(t, "took back a deployment from a lost agent"), 2)
 	require.Zero(t, e.vpcCount(), "a plan creates nothing")
-	e.git("fsck", "--strict")
+	e.fsck()
 	e.requireOrphansKilled(a1, left)
 }
 
@@ -305,7 +305,7 @@ func TestFaultGitRemoteDown(t *testing.T) {
 	require.Equal(t, deref(ok.CommitSHA), e.git("rev-parse", "main"))
 	require.Len(t, strings.Fields(e.git("rev-list", "main")), 1, "only the successful deployment's commit")
 	require.Contains(t, e.git("log", "-1", "--format=%B", "main"), "Grape-Deployment: "+d2.ID.String())
-	e.git("fsck", "--strict")
+	e.fsck()
 }
 
 // TestFaultDiskFull: the agent's disk fills up. The data dir is a small
@@ -343,7 +343,7 @@ func TestFaultDiskFull(t *testing.T) {
 	requireOrder(t, lines, "[agent] phase: commit", "[agent] committed ", "[agent] phase: checkout")
 	require.Zero(t, countLines(lines, "phase: init"))
 	require.Equal(t, deref(got.CommitSHA), e.git("rev-parse", "main"))
-	e.git("fsck", "--strict")
+	e.fsck()
 	freeRuns()
 
 	// 2. The workspace's disk is full: the commit cannot be written.
@@ -364,7 +364,7 @@ func TestFaultDiskFull(t *testing.T) {
 	}
 	require.Nil(t, got.CommitSHA)
 	require.Equal(t, tip, e.git("rev-parse", "main"), "no commit reached the remote")
-	testsupport.RunGit(t, filepath.Join(dataDir, "workspace.git"), "fsck", "--strict")
+	fsck(t, filepath.Join(dataDir, "workspace.git"))
 	freeData()
 
 	// 3. Space is back: the agent runs the next deployment.
@@ -372,8 +372,8 @@ func TestFaultDiskFull(t *testing.T) {
 	d3 := e.deploy(cfg, store.ActionPlan)
 	ok := e.wait(d3.ID, 3*time.Minute, store.StatusSucceeded)
 	require.Equal(t, deref(ok.CommitSHA), e.git("rev-parse", "main"))
-	e.git("fsck", "--strict")
-	testsupport.RunGit(t, filepath.Join(dataDir, "workspace.git"), "fsck", "--strict")
+	e.fsck()
+	fsck(t, filepath.Join(dataDir, "workspace.git"))
 	require.Zero(t, e.vpcCount())
 }
 
@@ -557,7 +557,7 @@ func TestFaultRacingAgentsWithKills(t *testing.T) {
 	}
 	t.Logf("%d of %d deployments were taken back from a killed agent and run again; %d used up their attempts", requeued, len(ds), exhausted)
 	require.Positive(t, requeued)
-	e.git("fsck", "--strict")
+	e.fsck()
 }
 
 // raceSample is what sampleClaims saw.

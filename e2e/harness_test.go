@@ -421,6 +421,33 @@ func (e *env) git(args ...string) string {
 	return testsupport.RunGit(e.t, e.repoDir, args...)
 }
 
+// fsck runs git fsck --strict on the audit repository.
+func (e *env) fsck() {
+	e.t.Helper()
+	fsck(e.t, e.repoDir)
+}
+
+// fsck runs git fsck --strict on the repository in dir. fsck lists the
+// objects before it reads the refs, so a push that lands in between (an
+// agent pushes a deployment's git note just after its outcome is recorded,
+// when a test looks) makes its new objects look missing though nothing is
+// wrong. A failure therefore counts only when no ref moved while fsck ran;
+// otherwise fsck runs again.
+func fsck(t testing.TB, dir string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		before := testsupport.RunGit(t, dir, "for-each-ref")
+		_, err := testsupport.GitOutput(context.Background(), dir, "fsck", "--strict")
+		if err == nil {
+			return
+		}
+		if after := testsupport.RunGit(t, dir, "for-each-ref"); after == before || attempt == 5 {
+			t.Fatalf("%v", err)
+		}
+		t.Logf("a ref moved while git fsck ran in %s; running it again (%v)", dir, err)
+	}
+}
+
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {

@@ -236,7 +236,7 @@ func RunGit(t testing.TB, dir string, args ...string) string {
 }
 
 // GitOutput is RunGit for callers that expect failures: the error carries
-// git's stderr.
+// git's stderr, then its stdout.
 func GitOutput(ctx context.Context, dir string, args ...string) (string, error) {
 	if _, err := exec.LookPath("git"); err != nil {
 		return "", fmt.Errorf("git CLI not found on PATH (install git 2.x): %w", err)
@@ -248,7 +248,8 @@ func GitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("git %s (in %q): %w: %s", strings.Join(args, " "), dir, err, strings.TrimSpace(stderr.String()))
+		// Some commands report on stdout (git fsck's "missing blob …").
+		return "", fmt.Errorf("git %s (in %q): %w: %s", strings.Join(args, " "), dir, err, strings.TrimSpace(stderr.String()+"\n"+stdout.String()))
 	}
 	return strings.TrimSpace(stdout.String()), nil
 }
